@@ -1,0 +1,90 @@
+"""``python -m gateway``: serve, and the administrator's commands."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from gateway.auth import Role, add_key
+from gateway.logs import configure_logging
+from gateway.settings import Settings
+from gateway.web.bodies import validation_details
+
+log = logging.getLogger("gateway")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit 2 naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"  GATEWAY_{d['path'].split('.')[0].upper()}: {d['message']}"
+            for d in validation_details(exc)
+        ]
+        print("invalid settings:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings) -> Iterator[Settings]:
+    """``settings`` with a Redis URL: the configured one, or an embedded server's."""
+    if settings.redis_url:
+        yield settings
+        return
+    from adapters.redis_server import embedded_redis
+
+    with embedded_redis(settings.state_dir / "redis") as server:
+        log.info("embedded redis started", extra={"data_dir": str(server.data_dir)})
+        yield settings.model_copy(update={"redis_url": server.url})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    from gateway.web import create_app
+
+    with redis_for(settings) as ready:
+        log.info("gateway listening", extra={"host": ready.host, "port": ready.port})
+        web.run_app(create_app(ready), host=ready.host, port=ready.port, print=None)
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    config_dir = Path(args.config_dir) if args.config_dir else load_settings().config_dir
+    key = add_key(config_dir, org=args.org, role=Role(args.role), label=args.label)
+    print(f"New {args.role} key for {args.org}, recorded in {config_dir}/api_keys.yaml.")
+    print("It is shown once; store it now.")
+    print(key)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (settings from GATEWAY_* variables)")
+    serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="create a key; prints it once, as the last line")
+    new.add_argument("--org", required=True, help="psap_id for psap keys, org for the others")
+    new.add_argument("--role", required=True, choices=[r.value for r in Role])
+    new.add_argument("--label", help="a note for whoever reads the key file")
+    new.add_argument("--config-dir", help="config directory (default: GATEWAY_CONFIG_DIR)")
+    new.set_defaults(func=cmd_keys_new)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,72 @@
+"""Every error the gateway raises on purpose, and the HTTP answer each becomes.
+
+    GatewayError                  500 internal        (never shown with a traceback)
+    ├── BadRequest                400 bad_request     malformed JSON, wrong content type
+    ├── Unauthorized              401 unauthorized    no key, unknown key
+    ├── Forbidden                 403 forbidden       wrong role, another org's resource
+    ├── NotFound                  404 not_found
+    ├── Conflict                  409 conflict        a transition the state does not allow,
+    │                                                 or another writer won the race
+    ├── Invalid                   422 invalid         content that parses but does not validate
+    ├── RateLimited               429 rate_limited
+    └── Unavailable               503 unavailable     Redis or another dependency is down
+
+Handlers raise these; one middleware (``gateway.web.middlewares``) turns them into
+``{"error": {"code", "message", "details"}}``. Anything else becomes a 500 with a request id and
+no detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class GatewayError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, details: Sequence[dict[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = list(details)
+
+
+class BadRequest(GatewayError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(GatewayError):
+    status = 409
+    code = "conflict"
+
+
+class Invalid(GatewayError):
+    status = 422
+    code = "invalid"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    code = "rate_limited"
+
+
+class Unavailable(GatewayError):
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,130 @@
+"""Structured JSON logs that cannot leak personal data.
+
+Redaction lives in the handler's filter, not at call sites: whatever a call site passes — a
+message with a phone number in it, an ``extra`` field named ``address``, an exception whose text
+quotes its input — is scrubbed before any formatter sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import traceback
+from collections.abc import Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from gateway.phone import redact_phones
+
+# Fields whose values are personal or free text, whatever their content looks like.
+SENSITIVE_FIELDS = frozenset(
+    {
+        "address",
+        "location",
+        "description",
+        "summary",
+        "risk",
+        "notes",
+        "note",
+        "free_text",
+        "text",
+        "callback_number",
+        "caller_number",
+        "number",
+        "phone",
+        "from",
+        "to",
+        "from_",
+        "caller",
+        "called",
+        "name",
+        "lat",
+        "lon",
+        "body",
+        "payload",
+        "counselor_ref",
+    }
+)
+
+# pydantic's messages quote the offending input: "input_value='1 Main St', input_type=str".
+_INPUT_VALUE_RE = re.compile(r"input_value=(?:'[^']*'|\"[^\"]*\"|\{.*?\}|\[.*?\]|\S+)")
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+
+REDACTED = "[redacted]"
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+"""The id of the HTTP request being served, stamped on every log record made while serving it."""
+
+
+def scrub_text(text: str) -> str:
+    return redact_phones(_INPUT_VALUE_RE.sub("input_value=[redacted]", text))
+
+
+def scrub(value: Any, key: str | None = None) -> Any:
+    """``value`` with sensitive fields replaced and phone numbers removed from all text."""
+    if key is not None and key.lower() in SENSITIVE_FIELDS and value not in (None, ""):
+        return REDACTED
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, Mapping):
+        return {str(k): scrub(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub(v) for v in value]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return scrub_text(str(value))
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record in place: message rendered and scrubbed, extras scrubbed,
+    exception text rendered and scrubbed. Runs before every formatter of its handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a call site's broken format string must not lose the record
+            message = str(record.msg)
+        record.request_id = request_id_var.get()
+        record.msg = scrub_text(message)
+        record.args = None
+        for attr in set(vars(record)) - _RECORD_ATTRS:
+            setattr(record, attr, scrub(getattr(record, attr), attr))
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = scrub_text("".join(traceback.format_exception(*record.exc_info)))
+            record.exc_info = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for attr in set(vars(record)) - _RECORD_ATTRS:
+            entry[attr] = getattr(record, attr)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
+    """Send every logger's records through one redacting JSON handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

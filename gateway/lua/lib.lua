@@ -1,0 +1,27 @@
+-- Shared by every script (prepended at load time). Applies side effects named as data:
+-- {"sadd", key_index, member}, {"srem", key_index, member}, {"zadd", key_index, score, member},
+-- {"zrem", key_index, member}, {"hset", key_index, field, value}, {"hdel", key_index, field},
+-- {"hincrby", key_index, field, amount}, {"expire", key_index, seconds}.
+-- key_index points into KEYS, so every key a script touches is declared to Redis.
+local function apply_ops(ops_json)
+  for _, op in ipairs(cjson.decode(ops_json)) do
+    local name, key = op[1], KEYS[op[2]]
+    if name == 'sadd' then redis.call('SADD', key, op[3])
+    elseif name == 'srem' then redis.call('SREM', key, op[3])
+    elseif name == 'zadd' then redis.call('ZADD', key, op[3], op[4])
+    elseif name == 'zrem' then redis.call('ZREM', key, op[3])
+    elseif name == 'hset' then redis.call('HSET', key, op[3], op[4])
+    elseif name == 'hdel' then redis.call('HDEL', key, op[3])
+    elseif name == 'hincrby' then redis.call('HINCRBY', key, op[3], op[4])
+    elseif name == 'expire' then redis.call('EXPIRE', key, op[3])
+    else return redis.error_reply('unknown op ' .. tostring(name)) end
+  end
+end
+
+local function flat_fields(fields_json, out)
+  for field, value in pairs(cjson.decode(fields_json)) do
+    out[#out + 1] = field
+    out[#out + 1] = value
+  end
+  return out
+end

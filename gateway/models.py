@@ -1,0 +1,142 @@
+"""The transfer and the facts it carries, as the API shows them (DESIGN.md §3, §5, §6)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from gateway.phone import E164
+from gateway.states import TransferState
+
+
+class CallerType(StrEnum):
+    FIRST_PERSON = "first_person"
+    """The person in crisis is the caller."""
+    THIRD_PARTY = "third_party"
+    """Someone calling about the person in crisis."""
+    UNKNOWN = "unknown"
+
+
+class DestinationKind(StrEnum):
+    CENTER_988 = "988_center"
+    LOCAL_CLINICIAN = "local_clinician"
+
+
+class Action(StrEnum):
+    TRANSFER = "transfer"
+    STAY_WITH_911 = "stay_with_911"
+
+
+SCREENING_FLAGS = (
+    "weapons",
+    "violence",
+    "medical_emergency",
+    "attempt_in_progress",
+    "severe_intoxication",
+    "officer_requested",
+    "imminent_risk",
+    "consent_to_transfer",
+)
+
+
+class Screening(BaseModel):
+    """The call-taker's answers: ``True``, ``False`` or ``None`` (not asked)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weapons: bool | None = None
+    violence: bool | None = None
+    medical_emergency: bool | None = None
+    attempt_in_progress: bool | None = None
+    severe_intoxication: bool | None = None
+    officer_requested: bool | None = None
+    imminent_risk: bool | None = None
+    consent_to_transfer: bool | None = None
+
+    def flag(self, name: str) -> bool | None:
+        value: bool | None = getattr(self, name)
+        return value
+
+
+class DestinationRef(BaseModel):
+    """A destination as a decision names it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: DestinationKind
+    name: str
+    number: E164
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    action: Action
+    destinations: list[DestinationRef] = Field(default_factory=list)
+    ring_timeout_s: int
+    reasons: list[str] = Field(default_factory=list)
+    policy_version: int
+
+
+AttemptOutcome = Literal[
+    "answered", "busy", "no_answer", "failed", "timeout", "cancelled", "caller_left"
+]
+
+
+class Attempt(BaseModel):
+    """One destination dialed for a transfer. ``outcome`` is ``None`` while it rings."""
+
+    destination_id: str
+    started_at: AwareDatetime
+    outcome: AttemptOutcome | None = None
+    ended_at: AwareDatetime | None = None
+    call_sid: str | None = None
+
+
+class Transfer(BaseModel):
+    """A transfer as stored and as ``GET /v1/transfers/{id}`` shows it."""
+
+    id: str
+    state: TransferState
+    version: int
+    psap_id: str
+    caller_type: CallerType
+    language: str = "en"
+    decision: Decision
+    attempts: list[Attempt] = Field(default_factory=list)
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    connected_destination_id: str | None = None
+    connected_at: AwareDatetime | None = None
+    released_at: AwareDatetime | None = None
+    bridge_expires_at: AwareDatetime | None = None
+
+    # Hash fields the store manages itself; everything else is a JSON-encoded field.
+    _STORE_FIELDS = frozenset({"state", "version", "created_at", "updated_at"})
+
+    @classmethod
+    def from_redis(cls, transfer_id: str, raw: dict[str, str]) -> Self:
+        data: dict[str, Any] = {"id": transfer_id}
+        for field, value in raw.items():
+            data[field] = value if field in cls._STORE_FIELDS else json.loads(value)
+        return cls.model_validate(data)
+
+
+def encode_fields(**fields: Any) -> dict[str, str]:
+    """Values as the store keeps them: each one JSON, so a field reads back with its type."""
+    out: dict[str, str] = {}
+    for name, value in fields.items():
+        if isinstance(value, BaseModel):
+            out[name] = value.model_dump_json()
+        elif isinstance(value, datetime):
+            out[name] = json.dumps(value.isoformat())
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            out[name] = "[" + ",".join(v.model_dump_json() for v in value) + "]"
+        else:
+            out[name] = json.dumps(value)
+    return out

@@ -1,0 +1,33 @@
+"""Phone numbers: the E.164 type used at every boundary, and redaction for anything printed."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import StringConstraints
+
+E164_PATTERN = r"^\+[1-9]\d{1,14}$"
+
+E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
+"""A phone number in E.164 form: ``+`` then up to 15 digits, no leading zero."""
+
+# E.164 (+15555550100), NANP with separators ((555) 555-0100, 555-555-0100, 555.555.0100,
+# 1-555-555-0100) and bare 10/11-digit runs. Deliberately greedy: a false positive costs a
+# redacted number in a log line; a false negative leaks one.
+PHONE_RE = re.compile(
+    r"""
+    (?<![\w])
+    (?:
+        \+\d{7,15}                                              # E.164
+      | (?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}      # NANP with separators
+      | 1?\d{10}                                                # bare digits
+    )
+    (?![\w])
+    """,
+    re.VERBOSE,
+)
+
+
+def redact_phones(text: str) -> str:
+    return PHONE_RE.sub("[phone]", text)

@@ -1,0 +1,56 @@
+"""The Lua scripts, loaded once per Redis client.
+
+Each script is ``lib.lua`` + a header generated from ``gateway.states`` + its own file, so the
+transition table exists once, in Python, and Redis enforces exactly that table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from gateway.states import TERMINAL_STATES, TRANSITIONS
+
+
+def _lua_string(value: str) -> str:
+    if not value.replace("_", "").isalnum():
+        raise ValueError(f"not a plain identifier: {value!r}")
+    return f"'{value}'"
+
+
+def table_header() -> str:
+    """Lua definitions of ``TRANSITIONS`` and ``TERMINAL`` generated from the Python table."""
+    rows = []
+    for state, events in TRANSITIONS.items():
+        cells = ", ".join(f"[{_lua_string(e)}] = {_lua_string(s)}" for e, s in events.items())
+        rows.append(f"  [{_lua_string(state)}] = {{{cells}}},")
+    terminal = ", ".join(f"[{_lua_string(s)}] = true" for s in sorted(TERMINAL_STATES))
+    return (
+        "local TRANSITIONS = {\n" + "\n".join(rows) + "\n}\n" + f"local TERMINAL = {{{terminal}}}\n"
+    )
+
+
+def source(name: str) -> str:
+    files = resources.files("gateway") / "lua"
+    lib = (files / "lib.lua").read_text()
+    return lib + "\n" + table_header() + "\n" + (files / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    create: AsyncScript
+    transition: AsyncScript
+    timer_claim: AsyncScript
+    timer_ack: AsyncScript
+
+    @classmethod
+    def register(cls, redis: Redis) -> Scripts:
+        return cls(
+            create=redis.register_script(source("create")),
+            transition=redis.register_script(source("transition")),
+            timer_claim=redis.register_script(source("timer_claim")),
+            timer_ack=redis.register_script(source("timer_ack")),
+        )

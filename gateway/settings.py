@@ -1,0 +1,74 @@
+"""Every setting of the gateway, read once from the environment (prefix ``GATEWAY_``).
+
+Names follow DESIGN.md §8. A bad value stops the gateway at start with the setting's name and
+what is wrong with it, never later on a call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.phone import E164
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    redis_url: str | None = None
+    """Redis (``redis://``, ``rediss://`` or ``unix://``). Unset: ``serve`` starts an embedded
+    redis-server under ``state_dir``."""
+    config_dir: Path = Path("config")
+    state_dir: Path = Path(".state")
+    public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
+    """The URL Twilio uses to reach the gateway; webhook signatures are checked against it."""
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_base_url: AnyHttpUrl = AnyHttpUrl("https://api.twilio.com")
+    bridge_number: E164 | None = None
+    sandbox: bool | None = None
+    """Run against the built-in Twilio sandbox. Unset: yes when no Twilio credentials are set."""
+
+    log_level: str = "INFO"
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    """How long terminal transfer records and their audit trails are kept in Redis."""
+    bridge_code_ttl_s: Annotated[int, Field(ge=30, le=3600)] = 300
+    audit_maxlen: Annotated[int, Field(ge=10)] = 1000
+    """Approximate cap on one transfer's audit stream (``XADD MAXLEN ~``)."""
+    timer_poll_s: Annotated[float, Field(gt=0, le=10)] = 0.25
+    timer_lease_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    redis_socket_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @property
+    def sandbox_enabled(self) -> bool:
+        if self.sandbox is not None:
+            return self.sandbox
+        return not (self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def retention_s(self) -> int:
+        return self.retention_days * 86_400
+
+    def public_url(self, path: str) -> str:
+        """The public URL of ``path`` (which starts with ``/``), as Twilio sees it."""
+        return str(self.public_base_url).rstrip("/") + path

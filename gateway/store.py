@@ -1,0 +1,267 @@
+"""Transfer state in Redis: create, read, transition, audit, webhook idempotency.
+
+Every write is one Lua call (``gateway/lua``) that checks the guard before it writes anything.
+Side effects that must never be lost with a transition — index sets, destination load, timers —
+travel inside the same call as data (``_Ops``), so a transition and its effects land together or
+not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gateway import keys
+from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.models import Transfer
+from gateway.scripts import Scripts
+from gateway.states import (
+    TERMINAL_STATES,
+    IllegalTransition,
+    TransferEvent,
+    TransferState,
+)
+
+
+class TransferNotFound(NotFound):
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(f"transfer {transfer_id} not found")
+
+
+class TransitionConflict(Conflict):
+    """Another writer moved the transfer first: the expected state or version no longer holds."""
+
+    def __init__(self, transfer_id: str, state: TransferState, version: int) -> None:
+        super().__init__(
+            f"transfer {transfer_id} is now {state} (version {version})",
+            [{"state": str(state), "version": version}],
+        )
+        self.state = state
+        self.version = version
+
+
+class TransitionNotAllowed(Conflict):
+    """The transition table does not allow the event in the transfer's state."""
+
+    def __init__(self, transfer_id: str, state: TransferState, event: TransferEvent) -> None:
+        super().__init__(
+            f"{event} is not allowed while transfer {transfer_id} is {state}",
+            [{"state": str(state), "event": str(event)}],
+        )
+        self.state = state
+        self.event = event
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A durable timer: at ``due``, whichever process claims it runs ``kind`` with ``payload``."""
+
+    id: str
+    due: datetime
+    kind: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def encoded(self) -> str:
+        return json.dumps({"kind": self.kind, **self.payload}, sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    state: TransferState
+    version: int
+
+
+def to_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+class _Ops:
+    """Side effects for one script call: each names a key by its index in KEYS."""
+
+    def __init__(self, base_keys: list[str]) -> None:
+        self.keys = base_keys  # shared, so several op lists can name keys of one call
+        self.ops: list[list[Any]] = []
+
+    def _key(self, key: str) -> int:
+        if key not in self.keys:
+            self.keys.append(key)
+        return self.keys.index(key) + 1  # Lua is 1-based
+
+    def add(self, op: str, key: str, *args: Any) -> None:
+        self.ops.append([op, self._key(key), *args])
+
+    def arm(self, timers: Iterable[Timer]) -> None:
+        for timer in timers:
+            self.add("zadd", keys.TIMERS_DUE, to_ms(timer.due), timer.id)
+            self.add("hset", keys.TIMERS_PAYLOAD, timer.id, timer.encoded())
+            self.add("hdel", keys.TIMERS_LEASE, timer.id)
+
+    def disarm(self, timer_ids: Iterable[str]) -> None:
+        for timer_id in timer_ids:
+            self.add("zrem", keys.TIMERS_DUE, timer_id)
+            self.add("hdel", keys.TIMERS_PAYLOAD, timer_id)
+            self.add("hdel", keys.TIMERS_LEASE, timer_id)
+
+    def encoded(self) -> str:
+        return json.dumps(self.ops)
+
+
+class TransferStore:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        *,
+        retention_s: int = 30 * 86_400,
+        audit_maxlen: int = 1000,
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.retention_s = retention_s
+        self.audit_maxlen = audit_maxlen
+
+    async def create(
+        self,
+        transfer_id: str,
+        *,
+        psap_id: str,
+        state: TransferState,
+        fields: Mapping[str, str],
+        timers: Iterable[Timer] = (),
+        actor: str = "",
+        now: datetime | None = None,
+    ) -> Transition:
+        """Record a new transfer in ``state`` (one of the initial states)."""
+        now = now or datetime.now(UTC)
+        ops = _Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
+        ops.add("zadd", keys.psap_transfers(psap_id), to_ms(now), transfer_id)
+        if state not in TERMINAL_STATES:
+            ops.add("sadd", keys.psap_active(psap_id), transfer_id)
+        ops.arm(timers)
+        result = await self.scripts.create(
+            keys=ops.keys,
+            args=[
+                str(state),
+                now.isoformat(),
+                self.retention_s,
+                self.audit_maxlen,
+                json.dumps({"psap_id": json.dumps(psap_id), **fields}),
+                ops.encoded(),
+                json.dumps({"actor": actor}),
+            ],
+        )
+        status, got_state, version = (_text(v) for v in result)
+        if status == "exists":
+            raise TransitionConflict(transfer_id, TransferState(got_state), int(version))
+        return Transition(TransferState(got_state), int(version))
+
+    async def get(self, transfer_id: str) -> Transfer:
+        raw = await self.redis.hgetall(keys.transfer(transfer_id))
+        if not raw:
+            raise TransferNotFound(transfer_id)
+        return Transfer.from_redis(transfer_id, {_text(k): _text(v) for k, v in raw.items()})
+
+    async def transition(
+        self,
+        transfer_id: str,
+        event: TransferEvent,
+        *,
+        psap_id: str,
+        expected_state: TransferState | None = None,
+        expected_version: int | None = None,
+        fields: Mapping[str, str] | None = None,
+        vacate: str | None = None,
+        occupy: str | None = None,
+        arm: Iterable[Timer] = (),
+        disarm: Iterable[str] = (),
+        actor: str = "",
+        audit: Mapping[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> Transition:
+        """Apply ``event`` in one Lua call.
+
+        The guard (``expected_state``, ``expected_version``, the transition table) is checked
+        before anything is written. ``vacate``/``occupy`` move the transfer between destinations'
+        live-load sets; ``arm``/``disarm`` set and clear durable timers in the same call.
+        """
+        now = now or datetime.now(UTC)
+        ops = _Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
+        on_terminal = _Ops(ops.keys)  # applied by the script only if the new state is terminal
+        on_terminal.add("srem", keys.psap_active(psap_id), transfer_id)
+        if vacate:
+            ops.add("srem", keys.destination_active(vacate), transfer_id)
+        if occupy:
+            ops.add("sadd", keys.destination_active(occupy), transfer_id)
+        ops.arm(arm)
+        ops.disarm(disarm)
+        result = await self.scripts.transition(
+            keys=ops.keys,
+            args=[
+                str(event),
+                str(expected_state or ""),
+                "" if expected_version is None else str(expected_version),
+                now.isoformat(),
+                self.retention_s,
+                self.audit_maxlen,
+                json.dumps(dict(fields or {})),
+                ops.encoded(),
+                json.dumps({"actor": actor, **(audit or {})}),
+                on_terminal.encoded(),
+            ],
+        )
+        status, *rest = (_text(v) for v in result)
+        if status == "not_found":
+            raise TransferNotFound(transfer_id)
+        state, version = TransferState(rest[0]), int(rest[1])
+        if status == "conflict":
+            raise TransitionConflict(transfer_id, state, version)
+        if status == "illegal":
+            raise TransitionNotAllowed(transfer_id, state, event)
+        if status != "ok":  # pragma: no cover - the scripts return nothing else
+            raise GatewayError(f"unexpected script answer {status!r}")
+        return Transition(state, version)
+
+    async def audit(self, transfer_id: str) -> list[dict[str, str]]:
+        entries = await self.redis.xrange(keys.transfer_audit(transfer_id)) or []
+        return [{_text(k): _text(v) for k, v in (body or {}).items()} for _, body in entries]
+
+    async def claim_event(self, transfer_id: str, identity: str, ttl_s: int = 86_400) -> bool:
+        """True the first time ``identity`` is seen for the transfer, False for a repeat."""
+        claimed = await self.redis.set(
+            keys.event_claim(transfer_id, identity), 1, nx=True, ex=ttl_s
+        )
+        return bool(claimed)
+
+    async def active_for_psap(self, psap_id: str) -> set[str]:
+        members = await self.redis.smembers(keys.psap_active(psap_id))
+        return {_text(m) for m in members}
+
+    async def destination_load(self, destination_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(destination_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for destination_id in ids:
+                pipe.scard(keys.destination_active(destination_id))
+            counts = await pipe.execute()
+        return {d: int(c) for d, c in zip(ids, counts, strict=True)}
+
+
+def _text(value: bytes | str | int) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+__all__ = [
+    "IllegalTransition",
+    "Timer",
+    "TransferNotFound",
+    "TransferStore",
+    "Transition",
+    "TransitionConflict",
+    "TransitionNotAllowed",
+]

@@ -1,0 +1,149 @@
+"""Durable timers shared by every gateway process.
+
+A timer is a member of one sorted set scored by its due time. A worker claims due timers with a
+lease (one script: the score moves to the lease's end and the worker's token is recorded), runs
+each timer's handler, then acknowledges it — which removes it only while that worker still holds
+the lease. A worker that dies mid-timer loses nothing: the lease runs out, the timer is due again,
+and another worker takes it. Handlers must therefore be idempotent; the transfer state machine
+makes them so (an ``expire`` of a transfer that already moved on is refused by the table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway import keys
+from gateway.scripts import Scripts
+from gateway.store import Timer, to_ms
+
+log = logging.getLogger(__name__)
+
+TimerHandler = Callable[[str, Mapping[str, Any]], Awaitable[None]]
+"""Called with the timer id and its payload (which includes ``kind``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTimer:
+    id: str
+    payload: Mapping[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.payload.get("kind", ""))
+
+
+class TimerQueue:
+    """Arming, disarming, claiming and acknowledging timers outside a transition."""
+
+    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+        self.redis = redis
+        self.scripts = scripts
+
+    async def arm(self, timers: Iterable[Timer]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for timer in timers:
+                pipe.zadd(keys.TIMERS_DUE, {timer.id: to_ms(timer.due)})
+                pipe.hset(keys.TIMERS_PAYLOAD, timer.id, timer.encoded())
+                pipe.hdel(keys.TIMERS_LEASE, timer.id)
+            await pipe.execute()
+
+    async def disarm(self, timer_ids: Iterable[str]) -> None:
+        ids = list(timer_ids)
+        if not ids:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.TIMERS_DUE, *ids)
+            pipe.hdel(keys.TIMERS_PAYLOAD, *ids)
+            pipe.hdel(keys.TIMERS_LEASE, *ids)
+            await pipe.execute()
+
+    async def claim(
+        self, token: str, *, lease_s: float, limit: int = 50, now_ms: int | None = None
+    ) -> list[ClaimedTimer]:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        flat = await self.scripts.timer_claim(
+            keys=[keys.TIMERS_DUE, keys.TIMERS_PAYLOAD, keys.TIMERS_LEASE],
+            args=[now_ms, int(lease_s * 1000), limit, token],
+        )
+        items = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
+        return [ClaimedTimer(items[i], json.loads(items[i + 1])) for i in range(0, len(items), 2)]
+
+    async def ack(self, timer_id: str, token: str) -> bool:
+        removed = await self.scripts.timer_ack(
+            keys=[keys.TIMERS_DUE, keys.TIMERS_PAYLOAD, keys.TIMERS_LEASE],
+            args=[timer_id, token],
+        )
+        return bool(removed)
+
+    async def due_at(self, timer_id: str) -> float | None:
+        """The timer's due time (or lease end) in ms, ``None`` when it is not armed."""
+        score = await self.redis.zscore(keys.TIMERS_DUE, timer_id)
+        return None if score is None else float(score)
+
+    async def lag_s(self) -> float:
+        """How late the most overdue timer is; 0 when none is due."""
+        oldest = await self.redis.zrange(keys.TIMERS_DUE, 0, 0, withscores=True)
+        if not oldest:
+            return 0.0
+        return max(0.0, time.time() - float(oldest[0][1]) / 1000)
+
+
+class TimerWorker:
+    """Polls for due timers and runs the handler registered for each one's kind."""
+
+    def __init__(
+        self,
+        queue: TimerQueue,
+        handlers: dict[str, TimerHandler],
+        *,
+        poll_s: float = 0.25,
+        lease_s: float = 30.0,
+        batch: int = 50,
+    ) -> None:
+        self.queue = queue
+        self.handlers = handlers  # the app's registry: handlers added later are seen
+        self.poll_s = poll_s
+        self.lease_s = lease_s
+        self.batch = batch
+        self.token = secrets.token_hex(8)
+
+    async def tick(self) -> int:
+        """Claim and run what is due now; the number of timers handled."""
+        claimed = await self.queue.claim(self.token, lease_s=self.lease_s, limit=self.batch)
+        handled = 0
+        for timer in claimed:
+            handler = self.handlers.get(timer.kind)
+            if handler is None:
+                log.error("no handler for timer kind", extra={"timer_kind": timer.kind})
+                await self.queue.ack(timer.id, self.token)
+                continue
+            try:
+                await handler(timer.id, timer.payload)
+            except Exception:
+                # Left leased: it falls due again when the lease ends and is retried.
+                log.exception("timer handler failed", extra={"timer_kind": timer.kind})
+                continue
+            await self.queue.ack(timer.id, self.token)
+            handled += 1
+        return handled
+
+    async def run(self) -> None:
+        """Tick until cancelled. A Redis outage is logged and waited out, never fatal."""
+        while True:
+            try:
+                handled = await self.tick()
+            except RedisError as exc:
+                log.warning("timer poll failed", extra={"error": type(exc).__name__})
+                handled = 0
+            if not handled:
+                await asyncio.sleep(self.poll_s)

@@ -1,0 +1,27 @@
+"""Typed keys for what the app factory wires into ``web.Application``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.auth import KeyRing
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from gateway.store import TransferStore
+from gateway.tasks import TaskSet
+from gateway.timers import TimerHandler, TimerQueue
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", TransferStore)
+TIMERS = web.AppKey("timers", TimerQueue)
+TIMER_HANDLERS = web.AppKey("timer_handlers", dict[str, TimerHandler])
+KEYRING = web.AppKey("keyring", KeyRing)
+READY_CHECKS = web.AppKey("ready_checks", dict[str, ReadyCheck])
+METRICS = web.AppKey("metrics", Metrics)
+TASKS = web.AppKey("tasks", TaskSet)
