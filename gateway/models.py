@@ -62,6 +62,24 @@ class Screening(BaseModel):
         return value
 
 
+BCP47 = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
+
+
+class DecisionRequest(BaseModel):
+    """What a decision is made from (DESIGN.md §5)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    psap_id: str = Field(min_length=1, max_length=64)
+    caller_type: CallerType
+    screening: Screening
+    language: str = Field(default="en", pattern=BCP47)
+    transfers_so_far: int = Field(default=0, ge=0, le=100)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    at: AwareDatetime | None = None
+    """The instant schedules are evaluated at; now when absent."""
+
+
 class DestinationRef(BaseModel):
     """A destination as a decision names it."""
 
