@@ -81,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--label", help="a note for whoever reads the key file")
     new.add_argument("--config-dir", help="config directory (default: GATEWAY_CONFIG_DIR)")
     new.set_defaults(func=cmd_keys_new)
+
+    from gateway.policy.cli import add_parser as add_rules_parser
+
+    add_rules_parser(sub)
     return top
 
 

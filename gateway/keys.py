@@ -21,11 +21,27 @@ def transfer_audit(transfer_id: str) -> str:
     return f"{PREFIX}xfer:{{{transfer_id}}}:audit"
 
 
+def transfer_legs(transfer_id: str) -> str:
+    """Hash: attempt number → call id of the leg dialed for it; ``conference`` → conference id.
+    Written once per leg, so no version check is needed."""
+    return f"{PREFIX}xfer:{{{transfer_id}}}:legs"
+
+
 def event_claim(transfer_id: str, identity: str) -> str:
     """String (SET NX EX): a webhook event already applied to the transfer. ``identity`` is the
     event's own identity (CallSid + status, ConferenceSid + SequenceNumber), digested."""
     digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
     return f"{PREFIX}xfer:{{{transfer_id}}}:evt:{digest}"
+
+
+def bridge_code(code_digest: str) -> str:
+    """String (SET NX EX): a live bridge code's digest → its transfer id. Single use (GETDEL)."""
+    return f"{PREFIX}bridge:{{{code_digest}}}"
+
+
+def call_code_tries(call_sid: str) -> str:
+    """Counter: wrong bridge codes entered on one inbound call."""
+    return f"{PREFIX}call:{{{call_sid}}}:tries"
 
 
 def psap_active(psap_id: str) -> str:
@@ -49,3 +65,15 @@ TIMERS_PAYLOAD = f"{PREFIX}timers:{{t}}:payload"
 """Hash: timer id → JSON payload (kind and arguments)."""
 TIMERS_LEASE = f"{PREFIX}timers:{{t}}:lease"
 """Hash: timer id → token of the worker holding its lease."""
+
+
+# The routing policy (gateway.policy.service). One hash tag, so its commit script is atomic on
+# one slot. Documents are immutable once written: a version's content never changes.
+POLICY_CURRENT = f"{PREFIX}policy:{{p}}:current"
+"""String: the live policy version number (0 or absent: none yet; the config files seed 1)."""
+POLICY_DOCS = f"{PREFIX}policy:{{p}}:docs"
+"""Hash: version → the policy document (JSON)."""
+POLICY_VERSIONS = f"{PREFIX}policy:{{p}}:versions"
+"""Hash: version → JSON ``{who, when, summary, action}`` (who made it, when, what changed)."""
+POLICY_AUDIT = f"{PREFIX}policy:{{p}}:audit"
+"""Stream: one entry per policy change (seed, put, rollback) with who and when."""

@@ -29,6 +29,12 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.notices_failed = Counter(
+            "gateway_notices_failed_total",
+            "Signed notices to partners that could not be delivered, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
         self.timer_lag = Gauge(
             "gateway_timer_lag_seconds",
             "How late the most overdue durable timer is",

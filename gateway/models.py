@@ -116,6 +116,10 @@ class Attempt(BaseModel):
     call_sid: str | None = None
 
 
+STORE_FIELDS = frozenset({"state", "version", "created_at", "updated_at"})
+"""Hash fields the store writes as plain strings; every other field is JSON-encoded."""
+
+
 class Transfer(BaseModel):
     """A transfer as stored and as ``GET /v1/transfers/{id}`` shows it."""
 
@@ -125,6 +129,9 @@ class Transfer(BaseModel):
     psap_id: str
     caller_type: CallerType
     language: str = "en"
+    screening: Screening = Field(default_factory=Screening)
+    tags: list[str] = Field(default_factory=list)
+    transfers_so_far: int = 0
     decision: Decision
     attempts: list[Attempt] = Field(default_factory=list)
     created_at: AwareDatetime
@@ -133,15 +140,22 @@ class Transfer(BaseModel):
     connected_at: AwareDatetime | None = None
     released_at: AwareDatetime | None = None
     bridge_expires_at: AwareDatetime | None = None
+    callback_number: E164 | None = None
+    """Personal data: shown to the PSAP and the destinations, never logged; expires with the
+    record."""
+    psap_call_sid: str | None = None
+    """The bridge-line leg carrying the caller and the call-taker. The gateway never ends it."""
+    bridge_code_digest: str | None = Field(default=None, exclude=True)
 
-    # Hash fields the store manages itself; everything else is a JSON-encoded field.
-    _STORE_FIELDS = frozenset({"state", "version", "created_at", "updated_at"})
+    @property
+    def current_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
 
     @classmethod
     def from_redis(cls, transfer_id: str, raw: dict[str, str]) -> Self:
         data: dict[str, Any] = {"id": transfer_id}
         for field, value in raw.items():
-            data[field] = value if field in cls._STORE_FIELDS else json.loads(value)
+            data[field] = value if field in STORE_FIELDS else json.loads(value)
         return cls.model_validate(data)
 
 

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     """Approximate cap on one transfer's audit stream (``XADD MAXLEN ~``)."""
     timer_poll_s: Annotated[float, Field(gt=0, le=10)] = 0.25
     timer_lease_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    ring_grace_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """The gateway's own ring timer fires this long after the destination's ring timeout, in
+    case the telephony provider never reports the outcome."""
+    code_tries: Annotated[int, Field(ge=1, le=10)] = 3
+    twilio_timeout_s: Annotated[float, Field(gt=0, le=30)] = 10.0
+    notice_timeout_s: Annotated[float, Field(gt=0, le=30)] = 3.0
+    sandbox_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     redis_socket_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
 
     @field_validator("log_level")

@@ -179,6 +179,7 @@ class TransferStore:
         occupy: str | None = None,
         arm: Iterable[Timer] = (),
         disarm: Iterable[str] = (),
+        void_code: str | None = None,
         actor: str = "",
         audit: Mapping[str, str] | None = None,
         now: datetime | None = None,
@@ -187,12 +188,16 @@ class TransferStore:
 
         The guard (``expected_state``, ``expected_version``, the transition table) is checked
         before anything is written. ``vacate``/``occupy`` move the transfer between destinations'
-        live-load sets; ``arm``/``disarm`` set and clear durable timers in the same call.
+        live-load sets; ``arm``/``disarm`` set and clear durable timers in the same call;
+        ``void_code`` (a bridge code's digest) makes that code unusable.
         """
         now = now or datetime.now(UTC)
         ops = _Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
         on_terminal = _Ops(ops.keys)  # applied by the script only if the new state is terminal
         on_terminal.add("srem", keys.psap_active(psap_id), transfer_id)
+        on_terminal.add("expire", keys.transfer_legs(transfer_id), self.retention_s)
+        if void_code:
+            ops.add("del", keys.bridge_code(void_code))
         if vacate:
             ops.add("srem", keys.destination_active(vacate), transfer_id)
         if occupy:
@@ -226,6 +231,38 @@ class TransferStore:
             raise GatewayError(f"unexpected script answer {status!r}")
         return Transition(state, version)
 
+    async def issue_code(self, code_digest: str, transfer_id: str, ttl_s: int) -> bool:
+        """Reserve a bridge code for a transfer; False if the code is already live."""
+        return bool(
+            await self.redis.set(keys.bridge_code(code_digest), transfer_id, nx=True, ex=ttl_s)
+        )
+
+    async def redeem_code(self, code_digest: str) -> str | None:
+        """The transfer a live bridge code belongs to, consuming the code; None if unknown."""
+        found = await self.redis.getdel(keys.bridge_code(code_digest))
+        return None if found is None else _text(found)
+
+    async def count_code_try(self, call_sid: str, ttl_s: int = 3600) -> int:
+        """Count one wrong code on an inbound call; the count so far."""
+        key = keys.call_code_tries(call_sid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, ttl_s)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def set_leg(self, transfer_id: str, name: str, call_sid: str) -> None:
+        """Remember the call id of a leg (``attempt:<n>``) or the conference's id."""
+        key = keys.transfer_legs(transfer_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, name, call_sid)
+            pipe.expire(key, self.retention_s)
+            await pipe.execute()
+
+    async def legs(self, transfer_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(keys.transfer_legs(transfer_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
     async def audit(self, transfer_id: str) -> list[dict[str, str]]:
         entries = await self.redis.xrange(keys.transfer_audit(transfer_id)) or []
         return [{_text(k): _text(v) for k, v in (body or {}).items()} for _, body in entries]
@@ -236,6 +273,10 @@ class TransferStore:
             keys.event_claim(transfer_id, identity), 1, nx=True, ex=ttl_s
         )
         return bool(claimed)
+
+    async def release_event(self, transfer_id: str, identity: str) -> None:
+        """Forget a claimed event whose handling failed, so its retry is handled."""
+        await self.redis.delete(keys.event_claim(transfer_id, identity))
 
     async def active_for_psap(self, psap_id: str) -> set[str]:
         members = await self.redis.smembers(keys.psap_active(psap_id))

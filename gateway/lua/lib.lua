@@ -1,7 +1,7 @@
 -- Shared by every script (prepended at load time). Applies side effects named as data:
 -- {"sadd", key_index, member}, {"srem", key_index, member}, {"zadd", key_index, score, member},
 -- {"zrem", key_index, member}, {"hset", key_index, field, value}, {"hdel", key_index, field},
--- {"hincrby", key_index, field, amount}, {"expire", key_index, seconds}.
+-- {"hincrby", key_index, field, amount}, {"expire", key_index, seconds}, {"del", key_index}.
 -- key_index points into KEYS, so every key a script touches is declared to Redis.
 local function apply_ops(ops_json)
   for _, op in ipairs(cjson.decode(ops_json)) do
@@ -14,6 +14,7 @@ local function apply_ops(ops_json)
     elseif name == 'hdel' then redis.call('HDEL', key, op[3])
     elseif name == 'hincrby' then redis.call('HINCRBY', key, op[3], op[4])
     elseif name == 'expire' then redis.call('EXPIRE', key, op[3])
+    elseif name == 'del' then redis.call('DEL', key)
     else return redis.error_reply('unknown op ' .. tostring(name)) end
   end
 end

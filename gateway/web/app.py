@@ -14,16 +14,23 @@ from redis.exceptions import RedisError
 
 from gateway import __version__
 from gateway.auth import KEYS_FILE, KeyRing
+from gateway.errors import Unavailable
 from gateway.metrics import Metrics
+from gateway.policy.service import PolicyService
 from gateway.scripts import Scripts
 from gateway.settings import Settings
 from gateway.store import TransferStore
 from gateway.tasks import TaskSet
 from gateway.timers import TimerQueue, TimerWorker
+from gateway.transfers import EXPIRY_TIMER, RING_TIMER, TransferService
 from gateway.web import health, openapi
+from gateway.web import routing as routing_views
+from gateway.web import transfers as transfer_views
+from gateway.web import twilio as twilio_views
 from gateway.web.appkeys import (
     KEYRING,
     METRICS,
+    POLICY,
     READY_CHECKS,
     REDIS,
     SETTINGS,
@@ -31,6 +38,7 @@ from gateway.web.appkeys import (
     TASKS,
     TIMER_HANDLERS,
     TIMERS,
+    TRANSFERS,
 )
 from gateway.web.middlewares import auth_middleware, error_middleware, request_id_middleware
 from gateway.web.routes import Route, add_routes
@@ -65,6 +73,53 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[READY_CHECKS]["redis"] = redis_ready
     yield
     await redis.aclose()
+
+
+async def _policy_ctx(app: web.Application) -> AsyncIterator[None]:
+    policy = PolicyService(app[REDIS], app[SETTINGS].config_dir, app[STORE])
+    app[POLICY] = policy
+    try:
+        await policy.current()  # seeds version 1 from config/ when Redis has none
+    except (RedisError, Unavailable) as exc:
+        # Start anyway (Redis down, or no version yet and invalid config files): readiness says
+        # so, decisions answer 503, and /twilio/fallback works from the files or last_known().
+        log.error("policy not loaded at start", extra={"error": type(exc).__name__})
+
+    async def policy_ready() -> bool:
+        await policy.current()
+        return True
+
+    app[READY_CHECKS]["policy"] = policy_ready
+    yield
+
+
+async def _transfers_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    from adapters.notify_http import HttpNotifier
+    from adapters.twilio_rest import TwilioTelephony
+
+    telephony = TwilioTelephony(
+        settings.twilio_account_sid or "",
+        settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else "",
+        base_url=str(settings.twilio_api_base_url),
+        timeout_s=settings.twilio_timeout_s,
+    )
+    notifier = HttpNotifier(timeout_s=settings.notice_timeout_s)
+    service = TransferService(
+        store=app[STORE],
+        policy=app[POLICY],
+        telephony=telephony,
+        notifier=notifier,
+        tasks=app[TASKS],
+        settings=settings,
+        metrics=app[METRICS],
+    )
+    app[TRANSFERS] = service
+    app[TIMER_HANDLERS][RING_TIMER] = service.on_ring_timer
+    app[TIMER_HANDLERS][EXPIRY_TIMER] = service.on_expiry_timer
+    yield
+    await telephony.aclose()
+    await notifier.aclose()
 
 
 async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -120,6 +175,7 @@ def create_app(settings: Settings) -> web.Application:
             metrics_middleware,
             error_middleware,
             auth_middleware,
+            twilio_views.twilio_signature_middleware,
         ],
         client_max_size=256 * 1024,
     )
@@ -128,13 +184,16 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYRING] = KeyRing(settings.config_dir / KEYS_FILE)
     app[READY_CHECKS] = {}
     app[TIMER_HANDLERS] = {}
-    # Cleanup runs in reverse: the timer worker stops, tracked tasks drain, then Redis closes.
-    app.cleanup_ctx.extend([_redis_ctx, _tasks_ctx, _timer_worker_ctx])
+    # Cleanup runs in reverse: the timer worker stops, adapters close after tracked tasks drain...
+    app.cleanup_ctx.extend([_redis_ctx, _policy_ctx, _tasks_ctx, _transfers_ctx, _timer_worker_ctx])
 
     routes: list[Route] = [
         Route("GET", "/healthz", health.healthz, "Liveness", "operations"),
         Route("GET", "/readyz", health.readyz, "Readiness: Redis and policy", "operations"),
         Route("GET", "/metrics", metrics_view, "Prometheus metrics", "operations"),
+        *routing_views.ROUTES,
+        *transfer_views.ROUTES,
+        *twilio_views.ROUTES,
     ]
     document = openapi.build(
         routes, title="911 ⇄ 988 Interoperability Gateway", version=__version__

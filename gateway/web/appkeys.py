@@ -9,10 +9,12 @@ from redis.asyncio import Redis
 
 from gateway.auth import KeyRing
 from gateway.metrics import Metrics
+from gateway.policy.service import PolicyService
 from gateway.settings import Settings
 from gateway.store import TransferStore
 from gateway.tasks import TaskSet
 from gateway.timers import TimerHandler, TimerQueue
+from gateway.transfers import TransferService
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 
@@ -25,3 +27,5 @@ KEYRING = web.AppKey("keyring", KeyRing)
 READY_CHECKS = web.AppKey("ready_checks", dict[str, ReadyCheck])
 METRICS = web.AppKey("metrics", Metrics)
 TASKS = web.AppKey("tasks", TaskSet)
+POLICY = web.AppKey("policy", PolicyService)
+TRANSFERS = web.AppKey("transfers", TransferService)

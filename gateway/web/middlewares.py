@@ -24,7 +24,7 @@ from gateway.web.appkeys import KEYRING
 
 log = logging.getLogger(__name__)
 
-PRINCIPAL = "gateway.principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 _HTTP_CODES = {
@@ -105,5 +105,4 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal: Principal = request[PRINCIPAL]
-    return principal
+    return request[PRINCIPAL]

@@ -1,0 +1,614 @@
+"""Warm transfers, 911 → 988 center or local clinicians (DESIGN.md §3).
+
+The service turns facts — an API call, a bridge code keyed in, a Twilio callback, a timer — into
+transitions of the transfer state machine, and only the writer that wins a transition acts on it
+(dials the next destination, cancels a ringing leg, announces failure). Duplicated, retried and
+out-of-order callbacks therefore change nothing twice: a fact that no longer matches the stored
+state (another attempt, another state) is ignored.
+
+The gateway never ends the PSAP/caller leg. It only ever cancels legs it dialed itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.auth import Principal, Role, require_org, require_role
+from gateway.errors import Forbidden
+from gateway.metrics import Metrics
+from gateway.models import (
+    Action,
+    Attempt,
+    AttemptOutcome,
+    DecisionRequest,
+    Transfer,
+    encode_fields,
+)
+from gateway.phone import E164
+from gateway.policy.service import PolicyService
+from gateway.ports import NoticeError, Notifier, Telephony, TelephonyError
+from gateway.settings import Settings
+from gateway.states import TransferEvent, TransferState
+from gateway.store import Timer, TransferStore, TransitionConflict, TransitionNotAllowed
+from gateway.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+S = TransferState
+E = TransferEvent
+
+CAS_TRIES = 8
+RING_TIMER = "ring_timeout"
+EXPIRY_TIMER = "bridge_expiry"
+# Twilio may not have created the conference yet when the first dial arrives; a 404 means
+# nothing was dialed, so it alone is safe to retry.
+DIAL_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
+
+
+class TransferRequest(DecisionRequest):
+    """``POST /v1/transfers``: the decision's inputs plus the call facts the destination needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    callback_number: E164 | None = None
+
+
+class TransferView(Transfer):
+    """What the API answers: the transfer, plus the bridge code while it awaits the bridge."""
+
+    bridge_number: str | None = None
+    bridge_code: str | None = None
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    note: str | None = Field(default=None, max_length=200)
+
+
+def code_digest(code: str) -> str:
+    return hashlib.sha256(f"bridge-code:{code}".encode()).hexdigest()
+
+
+def ring_timer_id(transfer_id: str, attempt: int) -> str:
+    return f"ring:{transfer_id}:{attempt}"
+
+
+def expiry_timer_id(transfer_id: str) -> str:
+    return f"expire:{transfer_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeResult:
+    """The outcome of a bridge code keyed in on an inbound call."""
+
+    transfer: Transfer | None
+    tries: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.transfer is not None
+
+
+class TransferService:
+    def __init__(
+        self,
+        *,
+        store: TransferStore,
+        policy: PolicyService,
+        telephony: Telephony,
+        notifier: Notifier,
+        tasks: TaskSet,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.telephony = telephony
+        self.notifier = notifier
+        self.tasks = tasks
+        self.settings = settings
+        self.metrics = metrics
+
+    # ---- API ------------------------------------------------------------------------------
+
+    async def open(self, request: TransferRequest, principal: Principal) -> TransferView:
+        require_role(principal, Role.PSAP)
+        require_org(principal, request.psap_id)
+        now = datetime.now(UTC)
+        decision = await self.policy.decide(request, now=request.at or now)
+        transfer_id = "tr_" + secrets.token_hex(12)
+        fields = encode_fields(
+            caller_type=request.caller_type,
+            language=request.language,
+            screening=request.screening,
+            tags=request.tags,
+            transfers_so_far=request.transfers_so_far,
+            decision=decision,
+            callback_number=request.callback_number,
+        )
+        if decision.action is Action.STAY_WITH_911:
+            await self.store.create(
+                transfer_id,
+                psap_id=request.psap_id,
+                state=S.NOT_TRANSFERRED,
+                fields=fields,
+                actor=principal.actor,
+                now=now,
+            )
+            self.metrics.transitions.labels("created", S.NOT_TRANSFERRED).inc()
+            return TransferView.model_validate((await self.store.get(transfer_id)).model_dump())
+
+        code, digest = await self._issue_code(transfer_id)
+        expires = now + timedelta(seconds=self.settings.bridge_code_ttl_s)
+        await self.store.create(
+            transfer_id,
+            psap_id=request.psap_id,
+            state=S.AWAITING_BRIDGE,
+            fields={
+                **fields,
+                **encode_fields(bridge_expires_at=expires, bridge_code_digest=digest),
+            },
+            timers=[
+                Timer(
+                    expiry_timer_id(transfer_id),
+                    expires,
+                    EXPIRY_TIMER,
+                    {"transfer_id": transfer_id},
+                )
+            ],
+            actor=principal.actor,
+            now=now,
+        )
+        self.metrics.transitions.labels("created", S.AWAITING_BRIDGE).inc()
+        transfer = await self.store.get(transfer_id)
+        return TransferView.model_validate(
+            {
+                **transfer.model_dump(),
+                "bridge_number": self.settings.bridge_number,
+                "bridge_code": code,
+            }
+        )
+
+    async def _issue_code(self, transfer_id: str) -> tuple[str, str]:
+        for _ in range(20):
+            code = f"{secrets.randbelow(1_000_000):06d}"
+            digest = code_digest(code)
+            if await self.store.issue_code(digest, transfer_id, self.settings.bridge_code_ttl_s):
+                return code, digest
+        raise TransitionConflict(transfer_id, S.AWAITING_BRIDGE, 0)  # pragma: no cover
+
+    async def read(self, transfer_id: str, principal: Principal) -> Transfer:
+        transfer = await self.store.get(transfer_id)
+        await self.authorize_read(transfer, principal)
+        return await self._with_legs(transfer)
+
+    async def authorize_read(self, transfer: Transfer, principal: Principal) -> None:
+        if principal.role is Role.ADMIN:
+            return
+        if principal.role is Role.PSAP:
+            require_org(principal, transfer.psap_id)
+            return
+        if principal.org not in await self._destination_orgs(transfer):
+            raise Forbidden("this transfer was not routed to your organization")
+
+    async def _destination_orgs(self, transfer: Transfer) -> set[str]:
+        loaded = await self.policy.current()
+        orgs = set()
+        for ref in transfer.decision.destinations:
+            destination = loaded.document.destination(ref.id)
+            if destination is not None:
+                orgs.add(destination.org)
+        return orgs
+
+    async def _with_legs(self, transfer: Transfer) -> Transfer:
+        legs = await self.store.legs(transfer.id)
+        if not legs:
+            return transfer
+        attempts = [
+            a if a.call_sid else a.model_copy(update={"call_sid": legs.get(f"attempt:{i}")})
+            for i, a in enumerate(transfer.attempts, start=1)
+        ]
+        return transfer.model_copy(update={"attempts": attempts})
+
+    async def cancel(self, transfer_id: str, principal: Principal) -> Transfer:
+        require_role(principal, Role.PSAP)
+        for _ in range(CAS_TRIES):
+            transfer = await self.store.get(transfer_id)
+            require_org(principal, transfer.psap_id)
+            try:
+                if transfer.state is S.AWAITING_BRIDGE:
+                    await self._apply(
+                        transfer,
+                        E.CANCEL,
+                        disarm=[expiry_timer_id(transfer_id)],
+                        void_code=transfer.bridge_code_digest,
+                        actor=principal.actor,
+                    )
+                elif transfer.state is S.RINGING:
+                    await self._end_ringing(transfer, E.CANCEL, "cancelled", actor=principal.actor)
+                else:
+                    raise TransitionNotAllowed(transfer_id, transfer.state, E.CANCEL)
+            except TransitionConflict:
+                continue
+            return await self.store.get(transfer_id)
+        raise TransitionConflict(transfer_id, transfer.state, transfer.version)
+
+    async def release(self, transfer_id: str, principal: Principal) -> Transfer:
+        require_role(principal, Role.PSAP)
+        transfer = await self.store.get(transfer_id)
+        require_org(principal, transfer.psap_id)
+        if transfer.state is not S.CONNECTED:
+            raise TransitionNotAllowed(transfer_id, transfer.state, E.RELEASED)
+        if transfer.released_at is None:
+            await self.store.transition(
+                transfer_id,
+                E.RELEASED,
+                psap_id=transfer.psap_id,
+                expected_state=S.CONNECTED,
+                fields=encode_fields(released_at=datetime.now(UTC)),
+                actor=principal.actor,
+            )
+            self.metrics.transitions.labels(E.RELEASED, S.CONNECTED).inc()
+        return await self.store.get(transfer_id)
+
+    # ---- bridge line ------------------------------------------------------------------------
+
+    async def redeem(self, call_sid: str, digits: str) -> CodeResult:
+        """A code keyed in on the bridge line: the transfer it opens (now ringing), or not."""
+        transfer_id = None
+        if len(digits) == 6 and digits.isdigit():
+            transfer_id = await self.store.redeem_code(code_digest(digits))
+        if transfer_id is not None:
+            transfer = await self._bridge(transfer_id, call_sid)
+            if transfer is not None:
+                return CodeResult(transfer, 0)
+        return CodeResult(None, await self.store.count_code_try(call_sid))
+
+    async def _bridge(self, transfer_id: str, call_sid: str) -> Transfer | None:
+        now = datetime.now(UTC)
+        for _ in range(CAS_TRIES):
+            transfer = await self.store.get(transfer_id)
+            if transfer.state is not S.AWAITING_BRIDGE:
+                return None
+            first = transfer.decision.destinations[0]
+            try:
+                await self._apply(
+                    transfer,
+                    E.BRIDGED,
+                    fields=encode_fields(
+                        attempts=[Attempt(destination_id=first.id, started_at=now)],
+                        psap_call_sid=call_sid,
+                    ),
+                    occupy=first.id,
+                    arm=[self._ring_timer(transfer, 1, now)],
+                    disarm=[expiry_timer_id(transfer_id)],
+                    actor="twilio",
+                )
+            except TransitionConflict:
+                continue
+            return await self.store.get(transfer_id)
+        return None
+
+    def start_dialing(self, transfer: Transfer) -> None:
+        """Dial the first destination — called once the conference TwiML has been returned."""
+        self.tasks.spawn(self._dial(transfer.id, 1), name=f"dial:{transfer.id}:1")
+
+    def _ring_timer(self, transfer: Transfer, attempt: int, now: datetime) -> Timer:
+        due = now + timedelta(seconds=transfer.decision.ring_timeout_s + self.settings.ring_grace_s)
+        return Timer(
+            ring_timer_id(transfer.id, attempt),
+            due,
+            RING_TIMER,
+            {"transfer_id": transfer.id, "attempt": attempt},
+        )
+
+    async def _dial(self, transfer_id: str, attempt: int) -> None:
+        transfer = await self.store.get(transfer_id)
+        if not self._is_current(transfer, attempt):
+            return
+        ref = transfer.decision.destinations[attempt - 1]
+        await self._screen_pop(transfer, ref.id)
+        status_callback = self.settings.public_url(
+            f"/twilio/participant/{transfer_id}?attempt={attempt}"
+        )
+        for delay in (*DIAL_RETRY_DELAYS_S, None):
+            try:
+                call_sid = await self.telephony.add_participant(
+                    transfer_id,
+                    to=ref.number,
+                    from_=self.settings.bridge_number or ref.number,
+                    timeout_s=transfer.decision.ring_timeout_s,
+                    status_callback=status_callback,
+                    label=f"attempt-{attempt}",
+                )
+            except TelephonyError as exc:
+                if exc.status == 404 and delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                log.warning(
+                    "dial failed",
+                    extra={"transfer_id": transfer_id, "attempt": attempt, "error": str(exc)},
+                )
+                await self.attempt_over(transfer_id, attempt, "failed")
+                return
+            await self.store.set_leg(transfer_id, f"attempt:{attempt}", call_sid)
+            return
+
+    async def _screen_pop(self, transfer: Transfer, destination_id: str) -> None:
+        loaded = await self.policy.current()
+        destination = loaded.document.destination(destination_id)
+        if destination is None or destination.notify_url is None:
+            return
+        secret = os.environ.get(destination.notify_secret_env or "", "")
+        if not secret:
+            self.metrics.notices_failed.labels("screen_pop").inc()
+            log.error(
+                "screen pop secret missing",
+                extra={"destination_id": destination_id, "env": destination.notify_secret_env},
+            )
+            return
+        payload: dict[str, Any] = {
+            "type": "transfer.incoming",
+            "transfer_id": transfer.id,
+            "psap_id": transfer.psap_id,
+            "destination_id": destination_id,
+            "caller_type": transfer.caller_type,
+            "language": transfer.language,
+            "screening": transfer.screening.model_dump(),
+            "callback_number": transfer.callback_number,
+            "attempt": len(transfer.attempts),
+        }
+        try:
+            await self.notifier.send(
+                str(destination.notify_url),
+                payload,
+                secret=secret,
+                idempotency_key=f"{transfer.id}:{len(transfer.attempts)}",
+            )
+        except NoticeError as exc:
+            self.metrics.notices_failed.labels("screen_pop").inc()
+            log.warning(
+                "screen pop failed",
+                extra={
+                    "transfer_id": transfer.id,
+                    "destination_id": destination_id,
+                    "error": str(exc),
+                },
+            )
+
+    # ---- callbacks and timers ---------------------------------------------------------------
+
+    @staticmethod
+    def _is_current(transfer: Transfer, attempt: int) -> bool:
+        current = transfer.current_attempt
+        return (
+            transfer.state is S.RINGING
+            and len(transfer.attempts) == attempt
+            and current is not None
+            and current.outcome is None
+        )
+
+    async def answered(self, transfer_id: str, attempt: int) -> None:
+        now = datetime.now(UTC)
+        for _ in range(CAS_TRIES):
+            transfer = await self.store.get(transfer_id)
+            if not self._is_current(transfer, attempt):
+                return
+            attempts = _closed(transfer.attempts, "answered", now)
+            try:
+                await self._apply(
+                    transfer,
+                    E.ANSWERED,
+                    fields=encode_fields(
+                        attempts=attempts,
+                        connected_destination_id=attempts[-1].destination_id,
+                        connected_at=now,
+                    ),
+                    disarm=[ring_timer_id(transfer_id, attempt)],
+                    actor="twilio",
+                )
+            except TransitionConflict:
+                continue
+            return
+
+    async def attempt_over(self, transfer_id: str, attempt: int, outcome: AttemptOutcome) -> None:
+        """The destination of ``attempt`` will not answer: dial the next one, or give up."""
+        now = datetime.now(UTC)
+        for _ in range(CAS_TRIES):
+            transfer = await self.store.get(transfer_id)
+            if not self._is_current(transfer, attempt):
+                return
+            attempts = _closed(transfer.attempts, outcome, now)
+            chain = transfer.decision.destinations
+            current = attempts[-1].destination_id
+            try:
+                if attempt < len(chain):
+                    following = chain[attempt]
+                    attempts.append(Attempt(destination_id=following.id, started_at=now))
+                    await self._apply(
+                        transfer,
+                        E.NEXT_DESTINATION,
+                        fields=encode_fields(attempts=attempts),
+                        vacate=current,
+                        occupy=following.id,
+                        arm=[self._ring_timer(transfer, attempt + 1, now)],
+                        disarm=[ring_timer_id(transfer_id, attempt)],
+                        actor="gateway",
+                        audit={"outcome": outcome},
+                    )
+                    self.tasks.spawn(
+                        self._dial(transfer_id, attempt + 1),
+                        name=f"dial:{transfer_id}:{attempt + 1}",
+                    )
+                else:
+                    await self._apply(
+                        transfer,
+                        E.EXHAUSTED,
+                        fields=encode_fields(attempts=attempts),
+                        vacate=current,
+                        disarm=[ring_timer_id(transfer_id, attempt)],
+                        actor="gateway",
+                        audit={"outcome": outcome},
+                    )
+                    self.tasks.spawn(self._announce(transfer_id, "exhausted"), name="announce")
+            except TransitionConflict:
+                continue
+            if outcome == "timeout":
+                await self._cancel_leg(transfer_id, attempt)
+            return
+
+    async def caller_left(self, transfer_id: str) -> None:
+        """The PSAP leg left: a ringing transfer is abandoned and its ringing leg cancelled; a
+        connected one completes."""
+        for _ in range(CAS_TRIES):
+            transfer = await self.store.get(transfer_id)
+            try:
+                if transfer.state is S.RINGING:
+                    await self._end_ringing(transfer, E.CALLER_LEFT, "caller_left", actor="twilio")
+                elif transfer.state is S.CONNECTED:
+                    await self.conference_ended(transfer_id)
+            except TransitionConflict:
+                continue
+            return
+
+    async def conference_ended(self, transfer_id: str) -> None:
+        for _ in range(CAS_TRIES):
+            transfer = await self.store.get(transfer_id)
+            try:
+                if transfer.state is S.CONNECTED:
+                    await self._apply(
+                        transfer,
+                        E.CONFERENCE_ENDED,
+                        vacate=transfer.connected_destination_id,
+                        actor="twilio",
+                    )
+                elif transfer.state is S.RINGING:
+                    await self._end_ringing(transfer, E.CALLER_LEFT, "caller_left", actor="twilio")
+            except TransitionConflict:
+                continue
+            return
+
+    async def _end_ringing(
+        self, transfer: Transfer, event: TransferEvent, outcome: AttemptOutcome, *, actor: str
+    ) -> None:
+        """Leave ``ringing`` by ``event`` and cancel the leg that was ringing."""
+        attempt = len(transfer.attempts)
+        now = datetime.now(UTC)
+        current = transfer.current_attempt
+        attempts = (
+            _closed(transfer.attempts, outcome, now)
+            if current is not None and current.outcome is None
+            else transfer.attempts
+        )
+        await self._apply(
+            transfer,
+            event,
+            fields=encode_fields(attempts=attempts),
+            vacate=current.destination_id if current else None,
+            disarm=[ring_timer_id(transfer.id, attempt)],
+            actor=actor,
+        )
+        await self._cancel_leg(transfer.id, attempt)
+
+    async def _cancel_leg(self, transfer_id: str, attempt: int) -> None:
+        call_sid = (await self.store.legs(transfer_id)).get(f"attempt:{attempt}")
+        if call_sid is None:
+            return
+        self.tasks.spawn(self._cancel_call(transfer_id, call_sid), name=f"cancel:{transfer_id}")
+
+    async def _cancel_call(self, transfer_id: str, call_sid: str) -> None:
+        try:
+            await self.telephony.cancel_call(call_sid)
+        except TelephonyError as exc:
+            log.warning("cancel failed", extra={"transfer_id": transfer_id, "error": str(exc)})
+
+    async def _announce(self, transfer_id: str, message: str) -> None:
+        url = self.settings.public_url(f"/twilio/conference/{transfer_id}/announce/{message}")
+        legs = await self.store.legs(transfer_id)
+        try:
+            await self.telephony.announce(legs.get("conference", transfer_id), url)
+        except TelephonyError as exc:
+            log.warning("announce failed", extra={"transfer_id": transfer_id, "error": str(exc)})
+
+    async def on_ring_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        await self.attempt_over(str(payload["transfer_id"]), int(payload["attempt"]), "timeout")
+
+    async def on_expiry_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        transfer_id = str(payload["transfer_id"])
+        transfer = await self.store.get(transfer_id)
+        if transfer.state is not S.AWAITING_BRIDGE:
+            return
+        try:
+            await self._apply(
+                transfer, E.EXPIRE, void_code=transfer.bridge_code_digest, actor="timer"
+            )
+        except (TransitionConflict, TransitionNotAllowed):
+            return  # it moved on meanwhile
+
+    async def note_leg(self, transfer_id: str, name: str, sid: str) -> None:
+        await self.store.set_leg(transfer_id, name, sid)
+
+    async def attempt_of_call(self, transfer_id: str, call_sid: str) -> int | None:
+        for name, sid in (await self.store.legs(transfer_id)).items():
+            if sid == call_sid and name.startswith("attempt:"):
+                return int(name.split(":", 1)[1])
+        return None
+
+    # ---- one transition ---------------------------------------------------------------------
+
+    async def _apply(
+        self,
+        transfer: Transfer,
+        event: TransferEvent,
+        *,
+        fields: Mapping[str, str] | None = None,
+        vacate: str | None = None,
+        occupy: str | None = None,
+        arm: list[Timer] | None = None,
+        disarm: list[str] | None = None,
+        void_code: str | None = None,
+        actor: str,
+        audit: Mapping[str, str] | None = None,
+    ) -> None:
+        result = await self.store.transition(
+            transfer.id,
+            event,
+            psap_id=transfer.psap_id,
+            expected_state=transfer.state,
+            expected_version=transfer.version,
+            fields=fields,
+            vacate=vacate,
+            occupy=occupy,
+            arm=arm or (),
+            disarm=disarm or (),
+            void_code=void_code,
+            actor=actor,
+            audit=audit,
+        )
+        self.metrics.transitions.labels(str(event), str(result.state)).inc()
+        log.info(
+            "transfer transition",
+            extra={
+                "transfer_id": transfer.id,
+                "event": str(event),
+                "from_state": str(transfer.state),
+                "to_state": str(result.state),
+            },
+        )
+
+
+def _closed(attempts: list[Attempt], outcome: AttemptOutcome, now: datetime) -> list[Attempt]:
+    """``attempts`` with the last one closed with ``outcome``."""
+    last = attempts[-1].model_copy(update={"outcome": outcome, "ended_at": now})
+    return [*attempts[:-1], last]

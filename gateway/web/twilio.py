@@ -1,0 +1,253 @@
+"""The bridge line's webhooks (``/twilio/...``).
+
+Every request must carry a valid ``X-Twilio-Signature`` computed on the PUBLIC URL
+(``GATEWAY_PUBLIC_BASE_URL`` + path + query), never the URL this process sees behind a proxy.
+Handlers answer fast; REST calls they cause run afterwards in the app's task set. Every callback
+is claimed by its own identity (CallSid + CallStatus, ConferenceSid + SequenceNumber) before it
+acts, so a repeat changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import VoiceResponse
+
+from gateway.errors import NotFound
+from gateway.models import AttemptOutcome
+from gateway.settings import Settings
+from gateway.store import TransferNotFound
+from gateway.transfers import TransferService
+from gateway.web.appkeys import METRICS, POLICY, SETTINGS, STORE, TRANSFERS
+from gateway.web.middlewares import error_response
+from gateway.web.routes import Route
+
+log = logging.getLogger(__name__)
+
+PARAMS = web.RequestKey("twilio_params", dict[str, str])
+TWIML = "application/xml"
+
+_OUTCOMES: Mapping[str, AttemptOutcome] = {
+    "busy": "busy",
+    "no-answer": "no_answer",
+    "failed": "failed",
+    "canceled": "cancelled",
+}
+
+PROMPT = "Nine one one transfer line. Enter the six digit transfer code."
+WRONG_CODE = "That code was not recognized."
+GIVE_UP = (
+    "The transfer code could not be verified. No transfer was made. "
+    "This call stays with nine one one."
+)
+CONNECTING = "Connecting to a crisis counselor. Please stay on the line."
+ANNOUNCEMENTS = {
+    "exhausted": (
+        "No crisis counselor could be reached. The transfer has ended and this call stays "
+        "with nine one one. Please stay with the caller."
+    ),
+}
+FALLBACK = "The transfer line is unavailable. Connecting to the crisis line."
+
+
+def _twiml(response: VoiceResponse) -> web.Response:
+    return web.Response(text=str(response), content_type=TWIML)
+
+
+@web.middleware
+async def twilio_signature_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse any ``/twilio`` request not signed by Twilio for its public URL."""
+    if not request.path.startswith("/twilio/"):
+        return await handler(request)
+    settings = request.app[SETTINGS]
+    form = await request.post()
+    params: dict[str, str | list[str]] = {}
+    for key in form:
+        values = [str(v) for v in form.getall(key)]
+        params[key] = values[0] if len(values) == 1 else values
+    signature = request.headers.get("X-Twilio-Signature", "")
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+    url = settings.public_url(request.path_qs)
+    if not (token and signature and RequestValidator(token).validate(url, params, signature)):
+        request.app[METRICS].signature_failures.labels(request.path.split("/")[2]).inc()
+        log.warning("twilio signature refused", extra={"path": request.path})
+        return error_response(403, "forbidden", "invalid or missing X-Twilio-Signature")
+    request[PARAMS] = {k: (v if isinstance(v, str) else v[-1]) for k, v in params.items()}
+    return await handler(request)
+
+
+def _params(request: web.Request) -> dict[str, str]:
+    return request[PARAMS]
+
+
+def _gather(settings: Settings, response: VoiceResponse, say: str) -> VoiceResponse:
+    action = settings.public_url("/twilio/voice/code")
+    gather = response.gather(input="dtmf", num_digits=6, timeout=10, action=action, method="POST")
+    gather.say(say)
+    # No digits before the Gather times out: the same handler counts it as a wrong try.
+    response.redirect(action, method="POST")
+    return response
+
+
+async def voice(request: web.Request) -> web.Response:
+    """A call to the bridge line: ask for the transfer code."""
+    return _twiml(_gather(request.app[SETTINGS], VoiceResponse(), PROMPT))
+
+
+async def voice_code(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    params = _params(request)
+    service = request.app[TRANSFERS]
+    result = await service.redeem(params.get("CallSid", ""), params.get("Digits", "").strip())
+    if result.transfer is None:
+        response = VoiceResponse()
+        if result.tries >= settings.code_tries:
+            response.say(GIVE_UP)
+            response.redirect(settings.public_url("/twilio/voice/hold"), method="POST")
+            return _twiml(response)
+        return _twiml(_gather(settings, response, WRONG_CODE + " " + PROMPT))
+
+    transfer = result.transfer
+    response = VoiceResponse()
+    response.say(CONNECTING)
+    dial = response.dial()
+    dial.conference(
+        transfer.id,
+        start_conference_on_enter=True,
+        end_conference_on_exit=False,
+        beep=False,
+        wait_url="",
+        status_callback=settings.public_url(f"/twilio/conference/{transfer.id}"),
+        status_callback_event="start end join leave",
+        status_callback_method="POST",
+    )
+    # The TwiML goes out first; only then is the first destination dialed.
+    answer = _twiml(response)
+    await answer.prepare(request)
+    await answer.write_eof()
+    service.start_dialing(transfer)
+    return answer
+
+
+async def hold(request: web.Request) -> web.Response:
+    """Keep the call-taker's leg open and silent: the gateway never hangs up on a caller."""
+    response = VoiceResponse()
+    response.pause(length=60)
+    response.redirect(request.app[SETTINGS].public_url("/twilio/voice/hold"), method="POST")
+    return _twiml(response)
+
+
+async def _claimed(
+    request: web.Request, service: TransferService, transfer_id: str, identity: str
+) -> bool:
+    store = request.app[STORE]
+    try:
+        await store.get(transfer_id)
+    except TransferNotFound:
+        raise NotFound("unknown transfer") from None
+    return await store.claim_event(transfer_id, identity)
+
+
+async def conference_event(request: web.Request) -> web.Response:
+    transfer_id = request.match_info["id"]
+    params = _params(request)
+    service = request.app[TRANSFERS]
+    event = params.get("StatusCallbackEvent", "")
+    call_sid = params.get("CallSid", "")
+    conference_sid = params.get("ConferenceSid", "")
+    identity = f"conference:{conference_sid}:{params.get('SequenceNumber') or event + call_sid}"
+    if not await _claimed(request, service, transfer_id, identity):
+        return web.Response(status=204)
+    try:
+        transfer = await request.app[STORE].get(transfer_id)
+        if event in ("conference-start", "participant-join") and conference_sid:
+            await service.note_leg(transfer_id, "conference", conference_sid)
+        if event == "participant-join" and call_sid != transfer.psap_call_sid:
+            attempt = await service.attempt_of_call(transfer_id, call_sid)
+            if attempt is not None:
+                await service.answered(transfer_id, attempt)
+        elif event == "participant-leave":
+            if params.get("ReasonParticipantLeft") == "participant_add_failed":
+                attempt = await service.attempt_of_call(transfer_id, call_sid)
+                outcome = _OUTCOMES.get(params.get("ParticipantCallStatus", ""), "failed")
+                if attempt is not None:
+                    await service.attempt_over(transfer_id, attempt, outcome)
+            elif call_sid and call_sid == transfer.psap_call_sid:
+                await service.caller_left(transfer_id)
+        elif event == "conference-end":
+            await service.conference_ended(transfer_id)
+    except Exception:
+        await request.app[STORE].release_event(transfer_id, identity)
+        raise
+    return web.Response(status=204)
+
+
+async def participant_event(request: web.Request) -> web.Response:
+    transfer_id = request.match_info["id"]
+    try:
+        attempt = int(request.query.get("attempt", ""))
+    except ValueError:
+        raise NotFound("unknown attempt") from None
+    params = _params(request)
+    service = request.app[TRANSFERS]
+    status = params.get("CallStatus", "")
+    call_sid = params.get("CallSid", "")
+    identity = f"participant:{call_sid}:{status}"
+    if not await _claimed(request, service, transfer_id, identity):
+        return web.Response(status=204)
+    try:
+        if call_sid:
+            await service.note_leg(transfer_id, f"attempt:{attempt}", call_sid)
+        if status in ("in-progress", "answered"):
+            await service.answered(transfer_id, attempt)
+        elif status in _OUTCOMES and status != "canceled":
+            await service.attempt_over(transfer_id, attempt, _OUTCOMES[status])
+    except Exception:
+        await request.app[STORE].release_event(transfer_id, identity)
+        raise
+    return web.Response(status=204)
+
+
+async def announcement(request: web.Request) -> web.Response:
+    text = ANNOUNCEMENTS.get(request.match_info["message"])
+    if text is None:
+        raise NotFound("unknown announcement")
+    response = VoiceResponse()
+    response.say(text)
+    return _twiml(response)
+
+
+async def fallback(request: web.Request) -> web.Response:
+    """Twilio's fallback URL: Redis or the gateway failed. Dial the PSAP's fallback
+    destination from the policy this process last loaded (or the config files) — no Redis."""
+    loaded = request.app[POLICY].offline()
+    wanted = request.query.get("psap") or loaded.document.psaps[0].id
+    response = VoiceResponse()
+    try:
+        destination = loaded.fallback(wanted)
+    except NotFound:
+        destination = loaded.fallback(loaded.document.psaps[0].id)
+    response.say(FALLBACK)
+    response.dial(destination.number, timeout=30)
+    return _twiml(response)
+
+
+ROUTES = [
+    Route("POST", "/twilio/voice", voice, "Bridge line: a call arrives", "twilio"),
+    Route("POST", "/twilio/voice/code", voice_code, "Bridge line: the code", "twilio"),
+    Route("POST", "/twilio/voice/hold", hold, "Bridge line: leave the leg open", "twilio"),
+    Route("POST", "/twilio/conference/{id}", conference_event, "Conference status", "twilio"),
+    Route(
+        "POST",
+        "/twilio/conference/{id}/announce/{message}",
+        announcement,
+        "Announcement TwiML",
+        "twilio",
+    ),
+    Route("POST", "/twilio/participant/{id}", participant_event, "Participant status", "twilio"),
+    Route("POST", "/twilio/fallback", fallback, "Fallback: dial without Redis", "twilio"),
+]
