@@ -119,10 +119,10 @@ class TwilioTelephony:
 
     async def cancel_call(self, call_sid: str) -> None:
         call = self.account.calls(call_sid)
-        try:
-            await self._call("cancel call", call.update_async(status="canceled"))
-        except TelephonyError:
-            # Already answered: a ringing-only cancel is refused, so hang the leg up instead.
+        # Twilio accepts Status=canceled on any call but only cancels one still queued or
+        # ringing; an answered leg comes back in progress and must be hung up instead.
+        updated = await self._call("cancel call", call.update_async(status="canceled"))
+        if str(getattr(updated, "status", "")) in {"in-progress", "in_progress"}:
             await self._call("end call", call.update_async(status="completed"))
 
     async def announce(self, conference: str, url: str) -> None:

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
     """How long terminal transfer records and their audit trails are kept in Redis."""
-    bridge_code_ttl_s: Annotated[int, Field(ge=30, le=3600)] = 300
+    bridge_code_ttl_s: Annotated[int, Field(ge=5, le=3600)] = 300
     audit_maxlen: Annotated[int, Field(ge=10)] = 1000
     """Approximate cap on one transfer's audit stream (``XADD MAXLEN ~``)."""
     timer_poll_s: Annotated[float, Field(gt=0, le=10)] = 0.25

@@ -87,6 +87,11 @@ def settings(redis_url: str, config_dir: Path, tmp_path: Path) -> Settings:
     )
 
 
+def with_overrides(base: Settings, **overrides: Any) -> Settings:
+    """``base`` with ``overrides``, validated as the environment would be."""
+    return Settings.model_validate({**base.model_dump(), **overrides})
+
+
 KeyMaker = Callable[..., str]
 
 
@@ -109,7 +114,7 @@ async def make_client(redis: Redis, settings: Settings) -> AsyncIterator[AppFact
     async def make(app_settings: Settings | None = None, **overrides: Any) -> TestClient[Any, Any]:
         chosen = app_settings or settings
         if overrides:
-            chosen = chosen.model_copy(update=overrides)
+            chosen = with_overrides(chosen, **overrides)
         app: web.Application = create_app(chosen)
         client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()

@@ -1,0 +1,343 @@
+"""Warm transfers end to end: the real gateway and the Twilio sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from adapters.twilio_sandbox.config import Behaviour, PartyConfig
+from gateway.settings import Settings
+from gateway.signing import verify
+from gateway.web.appkeys import SETTINGS
+from tests.conftest import AppFactory, KeyMaker
+from tests.telephony import (
+    BACKUP,
+    NATIONAL,
+    PRIMARY,
+    PSAP,
+    PUBLIC,
+    free_port,
+    short_ring_timeouts,
+    wired,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def psap_key(make_key: KeyMaker, config_dir: Path) -> str:
+    short_ring_timeouts(config_dir)
+    return make_key(PSAP, "psap")
+
+
+def answer(after_s: float = 0.5, hangup_after_s: float | None = None) -> PartyConfig:
+    return PartyConfig(
+        behaviour=Behaviour.ANSWER, answer_after_s=after_s, hangup_after_s=hangup_after_s
+    )
+
+
+def party(behaviour: Behaviour) -> PartyConfig:
+    return PartyConfig(behaviour=behaviour)
+
+
+def psap_leg_untouched(line: Any, call_sid: str) -> None:
+    """The gateway never ended the PSAP/caller leg: no REST hang-up, no <Hangup>, no TwiML end."""
+    call = line.sandbox.call(call_sid)
+    assert call.get("ended_by") in (None, "party"), call
+    for event in line.sandbox.timeline("rest.request"):
+        assert call_sid not in event["details"]["path"], "the gateway touched the PSAP leg by REST"
+
+
+async def test_connected_then_completed(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    async with wired(make_client, settings, psap_key, parties={PRIMARY: answer()}) as line:
+        opened = await line.open(callback_number="+12065550123")
+        assert opened["state"] == "awaiting_bridge"
+        assert len(opened["bridge_code"]) == 6
+        assert opened["bridge_number"] == "+12065550199"
+        call_sid = line.dial_bridge(opened["bridge_code"], hangup_after_s=15)  # x0.2: 3 s
+
+        connected = await line.wait_state(opened["id"], "connected")
+        assert connected["connected_destination_id"] == "crisis-connections-988"
+        assert [a["outcome"] for a in connected["attempts"]] == ["answered"]
+        assert line.dials(opened["id"]) == [PRIMARY]
+
+        done = await line.wait_state(opened["id"], "completed")
+        assert done["attempts"][0]["destination_id"] == "crisis-connections-988"
+        psap_leg_untouched(line, call_sid)
+        said = " ".join(line.sandbox.call(call_sid)["said"])
+        assert "counselor" in said.lower()
+
+
+async def test_no_answer_moves_to_the_next_destination(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    parties = {PRIMARY: party(Behaviour.NO_ANSWER), BACKUP: answer()}
+    async with wired(make_client, settings, psap_key, parties=parties) as line:
+        opened = await line.open()
+        call_sid = line.dial_bridge(opened["bridge_code"])
+        connected = await line.wait_state(opened["id"], "connected")
+        assert [a["destination_id"] for a in connected["attempts"]] == [
+            "crisis-connections-988",
+            "wa-988-backup",
+        ]
+        assert [a["outcome"] for a in connected["attempts"]] == ["no_answer", "answered"]
+        assert connected["connected_destination_id"] == "wa-988-backup"
+        assert line.dials(opened["id"]) == [PRIMARY, BACKUP]
+        psap_leg_untouched(line, call_sid)
+
+
+async def test_all_busy_fails_and_tells_the_psap_leg_without_ending_it(
+    make_client: AppFactory, settings: Settings, psap_key: str, store: Any
+) -> None:
+    parties = {n: party(Behaviour.BUSY) for n in (PRIMARY, BACKUP, NATIONAL)}
+    async with wired(make_client, settings, psap_key, parties=parties) as line:
+        opened = await line.open()
+        call_sid = line.dial_bridge(opened["bridge_code"])
+        failed = await line.wait_state(opened["id"], "failed")
+        assert [a["outcome"] for a in failed["attempts"]] == ["busy", "busy", "busy"]
+        assert line.dials(opened["id"]) == [PRIMARY, BACKUP, NATIONAL]
+        announced = await line.sandbox.wait_for_kind("conference.announcement", timeout=5)
+        assert "stays with nine one one" in " ".join(announced["details"]["texts"])
+        assert call_sid in announced["details"]["heard_by"]
+        assert line.sandbox.call(call_sid)["status"] == "in-progress"
+        psap_leg_untouched(line, call_sid)
+        load = await store.destination_load(
+            ["crisis-connections-988", "wa-988-backup", "national-988-backup"]
+        )
+        assert set(load.values()) == {0}
+
+
+async def test_caller_hangs_up_while_ringing_cancels_the_leg(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    parties = {PRIMARY: party(Behaviour.NO_ANSWER)}
+    async with wired(make_client, settings, psap_key, parties=parties, time_scale=1.0) as line:
+        opened = await line.open()
+        line.dial_bridge(opened["bridge_code"], hangup_after_s=1.5)
+        abandoned = await line.wait_state(opened["id"], "abandoned")
+        assert abandoned["attempts"][-1]["outcome"] == "caller_left"
+        leg = abandoned["attempts"][-1]["call_sid"]
+        ended = await line.sandbox.wait_for_call_end(leg, timeout=5)
+        assert ended["status"] == "canceled"
+        assert ended["ended_by"] == "rest-api"
+
+
+async def test_cancel_by_the_call_taker_cancels_the_ringing_leg(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    parties = {PRIMARY: party(Behaviour.NO_ANSWER)}
+    async with wired(make_client, settings, psap_key, parties=parties, time_scale=1.0) as line:
+        opened = await line.open()
+        call_sid = line.dial_bridge(opened["bridge_code"])
+        ringing = await line.wait_state(opened["id"], "ringing")
+        await line.sandbox.wait_for_kind("participant.added", timeout=5)
+        resp = await line.client.post(f"/v1/transfers/{ringing['id']}/cancel", headers=line.headers)
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["state"] == "cancelled"
+        cancelled = await line.get(opened["id"])
+        leg = cancelled["attempts"][-1]["call_sid"]
+        ended = await line.sandbox.wait_for_call_end(leg, timeout=5)
+        assert ended["status"] == "canceled"
+        psap_leg_untouched(line, call_sid)
+        again = await line.client.post(f"/v1/transfers/{opened['id']}/cancel", headers=line.headers)
+        assert again.status == 409
+        assert (await again.json())["error"]["code"] == "conflict"
+
+
+async def test_unused_code_expires_and_is_then_refused(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    async with wired(make_client, settings, psap_key, bridge_code_ttl_s=5) as line:
+        opened = await line.open()
+        expired = await line.wait_state(opened["id"], "expired", within_s=15)
+        assert expired["attempts"] == []
+        call_sid = line.dial_bridge(opened["bridge_code"])
+        await line.sandbox.wait_for_kind("twiml.verb", timeout=5, verb="Say")
+        await line.sandbox.wait_for(
+            lambda e: e["kind"] == "twiml.gather" and e["details"]["call_sid"] == call_sid,
+            timeout=5,
+        )
+        assert line.dials(opened["id"]) == []
+
+
+async def test_silent_destination_is_left_by_the_gateways_own_timer(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    parties = {PRIMARY: party(Behaviour.SILENT), BACKUP: answer()}
+    async with wired(make_client, settings, psap_key, parties=parties) as line:
+        opened = await line.open()
+        line.dial_bridge(opened["bridge_code"])
+        connected = await line.wait_state(opened["id"], "connected", within_s=15)
+        assert [a["outcome"] for a in connected["attempts"]] == ["timeout", "answered"]
+        assert line.dials(opened["id"]) == [PRIMARY, BACKUP]
+        silent_leg = connected["attempts"][0]["call_sid"]
+        cancels = [
+            e
+            for e in line.sandbox.timeline("rest.request")
+            if e["details"]["path"].endswith(f"/Calls/{silent_leg}.json")
+        ]
+        assert cancels, "the silent leg was not cancelled"
+
+
+async def test_wrong_code_three_times_leaves_the_call_to_the_call_taker(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    async with wired(make_client, settings, psap_key, parties={PRIMARY: answer()}) as line:
+        opened = await line.open()
+        wrong = [c for c in ("000000", "111111", "222222", "333333") if c != opened["bridge_code"]]
+        call_sid = line.dial_bridge(*wrong[:3])
+        await line.sandbox.wait_for(
+            lambda e: (
+                e["kind"] == "twiml.verb"
+                and e["details"]["call_sid"] == call_sid
+                and "could not be verified" in (e["details"].get("text") or "")
+            ),
+            timeout=10,
+        )
+        await line.sandbox.wait_for_kind("twiml.verb", timeout=5, verb="Pause")
+        assert line.sandbox.call(call_sid)["status"] == "in-progress"
+        psap_leg_untouched(line, call_sid)
+        still = await line.get(opened["id"])
+        assert still["state"] == "awaiting_bridge"
+        # The real code was never burned by the wrong ones.
+        line.dial_bridge(opened["bridge_code"])
+        await line.wait_state(opened["id"], "connected")
+
+
+async def test_duplicated_and_shuffled_callbacks_change_nothing_twice(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    parties = {PRIMARY: party(Behaviour.NO_ANSWER), BACKUP: answer()}
+    async with wired(
+        make_client, settings, psap_key, parties=parties, duplicate=True, shuffle=True
+    ) as line:
+        opened = await line.open()
+        call_sid = line.dial_bridge(opened["bridge_code"], hangup_after_s=25)  # x0.2: 5 s
+        connected = await line.wait_state(opened["id"], "connected")
+        assert [a["outcome"] for a in connected["attempts"]] == ["no_answer", "answered"]
+        done = await line.wait_state(opened["id"], "completed")
+        assert done["connected_destination_id"] == "wa-988-backup"
+        assert line.dials(opened["id"]) == [PRIMARY, BACKUP], "exactly one dial per attempt"
+        duplicates = [
+            e for e in line.sandbox.timeline("webhook.sent") if e["details"].get("duplicate")
+        ]
+        assert duplicates, "the sandbox did not duplicate callbacks"
+        psap_leg_untouched(line, call_sid)
+
+
+async def test_a_transfer_started_on_one_instance_is_finished_by_another(
+    make_client: AppFactory, settings: Settings, psap_key: str, store: Any
+) -> None:
+    """Instance one stops mid-ring; instance two's timer worker takes the ring timer (exactly
+    once), dials the backup and sees the transfer through to completion."""
+    parties = {PRIMARY: party(Behaviour.SILENT), BACKUP: answer()}
+    async with wired(make_client, settings, psap_key, parties=parties) as line:
+        opened = await line.open()
+        call_sid = line.dial_bridge(opened["bridge_code"], hangup_after_s=60)  # x0.2: 12 s
+        await line.wait_state(opened["id"], "ringing")
+        await line.sandbox.wait_for_kind("participant.added", timeout=5)
+        second = await make_client(line.client.app[SETTINGS])
+        await line.client.close()  # the first instance goes away mid-ring
+        line.sandbox.configure(deliver_via={PUBLIC: f"http://127.0.0.1:{second.port}"})
+        line.client = second
+
+        connected = await line.wait_state(opened["id"], "connected", within_s=15)
+        assert [a["outcome"] for a in connected["attempts"]] == ["timeout", "answered"]
+        done = await line.wait_state(opened["id"], "completed", within_s=20)
+        assert done["connected_destination_id"] == "wa-988-backup"
+        audit = await store.audit(opened["id"])
+        moves = [e for e in audit if e["event"] == "next_destination"]
+        assert len(moves) == 1
+        assert moves[0]["outcome"] == "timeout"
+        assert line.dials(opened["id"]) == [PRIMARY, BACKUP]
+        psap_leg_untouched(line, call_sid)
+
+
+async def test_screen_pop_reaches_the_destination_signed_before_it_rings(
+    make_client: AppFactory,
+    settings: Settings,
+    psap_key: str,
+    config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    received: list[tuple[bytes, str]] = []
+
+    async def notice(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get("X-Gateway-Signature", "")))
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/pop", notice)
+    async with TestServer(receiver, host="127.0.0.1") as server:
+        destinations = config_dir / "destinations.yaml"
+        destinations.write_text(
+            destinations.read_text().replace(
+                "    org: crisis-connections\n",
+                "    org: crisis-connections\n"
+                f"    notify_url: http://127.0.0.1:{server.port}/pop\n"
+                "    notify_secret_env: CC_NOTIFY_SECRET\n",
+            )
+        )
+        monkeypatch.setenv("CC_NOTIFY_SECRET", "shared-with-crisis-connections")
+        async with wired(make_client, settings, psap_key, parties={PRIMARY: answer()}) as line:
+            opened = await line.open(callback_number="+12065550123")
+            line.dial_bridge(opened["bridge_code"])
+            await line.wait_state(opened["id"], "connected")
+    assert len(received) == 1
+    body, header = received[0]
+    assert verify("shared-with-crisis-connections", body, header)
+    payload = json.loads(body)
+    assert payload["transfer_id"] == opened["id"]
+    assert payload["callback_number"] == "+12065550123"
+    assert payload["caller_type"] == "first_person"
+    assert payload["screening"]["consent_to_transfer"] is True
+
+
+async def test_a_failed_screen_pop_never_blocks_the_call(
+    make_client: AppFactory,
+    settings: Settings,
+    psap_key: str,
+    config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    destinations = config_dir / "destinations.yaml"
+    destinations.write_text(
+        destinations.read_text().replace(
+            "    org: crisis-connections\n",
+            "    org: crisis-connections\n"
+            f"    notify_url: http://127.0.0.1:{free_port()}/nobody-listens\n"
+            "    notify_secret_env: CC_NOTIFY_SECRET\n",
+        )
+    )
+    monkeypatch.setenv("CC_NOTIFY_SECRET", "s")
+    async with wired(make_client, settings, psap_key, parties={PRIMARY: answer()}) as line:
+        opened = await line.open()
+        line.dial_bridge(opened["bridge_code"])
+        await line.wait_state(opened["id"], "connected")
+        metrics = await (await line.client.get("/metrics")).text()
+    assert 'gateway_notices_failed_total{kind="screen_pop"} 1.0' in metrics
+
+
+async def test_release_is_recorded_once_connected(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    async with wired(make_client, settings, psap_key, parties={PRIMARY: answer()}) as line:
+        opened = await line.open()
+        early = await line.client.post(
+            f"/v1/transfers/{opened['id']}/release", headers=line.headers
+        )
+        assert early.status == 409
+        line.dial_bridge(opened["bridge_code"])
+        await line.wait_state(opened["id"], "connected")
+        resp = await line.client.post(f"/v1/transfers/{opened['id']}/release", headers=line.headers)
+        assert resp.status == 200
+        released = await resp.json()
+        assert released["state"] == "connected"
+        assert released["released_at"] is not None
