@@ -6,8 +6,10 @@ transition table exists once, in Python, and Redis enforces exactly that table.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -21,10 +23,16 @@ def _lua_string(value: str) -> str:
     return f"'{value}'"
 
 
-def table_header() -> str:
-    """Lua definitions of ``TRANSITIONS`` and ``TERMINAL`` generated from the Python table."""
+Table = Mapping[Any, Mapping[Any, str]]
+"""state → event → next state; states and events are str enums (or plain strings)."""
+
+
+def table_header(
+    transitions: Table = TRANSITIONS, terminal: Iterable[str] = TERMINAL_STATES
+) -> str:
+    """Lua definitions of ``TRANSITIONS`` and ``TERMINAL`` generated from a Python table."""
     rows = []
-    for state, events in TRANSITIONS.items():
+    for state, events in transitions.items():
         cells = ", ".join(f"[{_lua_string(e)}] = {_lua_string(s)}" for e, s in events.items())
         rows.append(f"  [{_lua_string(state)}] = {{{cells}}},")
     terminal = ", ".join(f"[{_lua_string(s)}] = true" for s in sorted(TERMINAL_STATES))
@@ -33,10 +41,15 @@ def table_header() -> str:
     )
 
 
-def source(name: str) -> str:
+def source(
+    name: str, transitions: Table = TRANSITIONS, terminal: Iterable[str] = TERMINAL_STATES
+) -> str:
+    """A script's full text, for the state machine given by ``transitions`` and ``terminal``
+    (the transfer's by default; the create and transition scripts serve any machine)."""
     files = resources.files("gateway") / "lua"
     lib = (files / "lib.lua").read_text()
-    return lib + "\n" + table_header() + "\n" + (files / f"{name}.lua").read_text()
+    header = table_header(transitions, terminal)
+    return lib + "\n" + header + "\n" + (files / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
