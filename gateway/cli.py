@@ -52,8 +52,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.web import create_app
 
     with redis_for(settings) as ready:
+        sandbox_ctx = None
+        if ready.sandbox_enabled:
+            from gateway.devsandbox import with_sandbox
+
+            ready, sandbox_ctx = with_sandbox(ready)
+        app = create_app(ready)
+        if sandbox_ctx is not None:
+            app.cleanup_ctx.append(sandbox_ctx)
+            log.info(
+                "twilio sandbox running",
+                extra={"api": str(ready.twilio_api_base_url), "bridge_line": "sandbox"},
+            )
         log.info("gateway listening", extra={"host": ready.host, "port": ready.port})
-        web.run_app(create_app(ready), host=ready.host, port=ready.port, print=None)
+        web.run_app(app, host=ready.host, port=ready.port, print=None)
     return 0
 
 
@@ -64,6 +76,34 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     print("It is shown once; store it now.")
     print(key)
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    import httpx
+
+    from gateway.demo import DemoError, demo_key, run_demo
+
+    settings = load_settings()
+    key = args.key or os.environ.get("GATEWAY_DEMO_KEY", "")
+    if not key:
+        key = demo_key(Path(args.config_dir) if args.config_dir else settings.config_dir, args.psap)
+        print(f"(created a psap key for {args.psap}, labelled 'demo', in the config directory)")
+    gateway_url = args.gateway_url or f"http://127.0.0.1:{settings.port}"
+    sandbox_url = args.sandbox_url or f"http://127.0.0.1:{settings.sandbox_port}"
+    try:
+        final = asyncio.run(
+            run_demo(gateway_url, sandbox_url, key, args.psap, hold_s=args.hold, out=sys.stdout)
+        )
+    except DemoError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, httpx.HTTPError) as exc:
+        print(f"demo failed: is the gateway running (make run)? {exc}", file=sys.stderr)
+        return 1
+    return 0 if final["state"] == "completed" else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,6 +125,17 @@ def parser() -> argparse.ArgumentParser:
     from gateway.policy.cli import add_parser as add_rules_parser
 
     add_rules_parser(sub)
+
+    demo = sub.add_parser(
+        "demo", help="watch a warm transfer with a fallback, against `make run` (sandbox)"
+    )
+    demo.add_argument("--gateway-url", help="default http://127.0.0.1:$GATEWAY_PORT")
+    demo.add_argument("--sandbox-url", help="default http://127.0.0.1:$GATEWAY_SANDBOX_PORT")
+    demo.add_argument("--psap", default="kc-valleycom")
+    demo.add_argument("--key", help="a psap API key (default: $GATEWAY_DEMO_KEY, else a new one)")
+    demo.add_argument("--config-dir", help="where a new demo key is recorded")
+    demo.add_argument("--hold", type=float, default=3.0, help="seconds connected before hang-up")
+    demo.set_defaults(func=cmd_demo)
     return top
 
 
