@@ -35,10 +35,8 @@ def table_header(
     for state, events in transitions.items():
         cells = ", ".join(f"[{_lua_string(e)}] = {_lua_string(s)}" for e, s in events.items())
         rows.append(f"  [{_lua_string(state)}] = {{{cells}}},")
-    terminal = ", ".join(f"[{_lua_string(s)}] = true" for s in sorted(TERMINAL_STATES))
-    return (
-        "local TRANSITIONS = {\n" + "\n".join(rows) + "\n}\n" + f"local TERMINAL = {{{terminal}}}\n"
-    )
+    ends = ", ".join(f"[{_lua_string(s)}] = true" for s in sorted(terminal))
+    return "local TRANSITIONS = {\n" + "\n".join(rows) + "\n}\n" + f"local TERMINAL = {{{ends}}}\n"
 
 
 def source(

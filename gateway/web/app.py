@@ -195,11 +195,14 @@ def create_app(settings: Settings) -> web.Application:
         *transfer_views.ROUTES,
         *twilio_views.ROUTES,
     ]
-    document = openapi.build(
-        routes, title="911 ⇄ 988 Interoperability Gateway", version=__version__
-    )
     routes.append(
-        Route("GET", "/openapi.json", openapi.view(document), "This document", "operations")
+        Route(
+            "GET",
+            "/openapi.json",
+            openapi.view(routes, title="911 ⇄ 988 Interoperability Gateway", version=__version__),
+            "This document",
+            "operations",
+        )
     )
     add_routes(app, routes)
     return app

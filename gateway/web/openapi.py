@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -90,8 +90,16 @@ def build(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any
     }
 
 
-def view(document: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
+def view(
+    routes: Sequence[Route], *, title: str, version: str
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The handler serving the document for ``routes``, built on first request — by then the
+    table is complete, this route included."""
+    document: dict[str, Any] = {}
+
     async def openapi_json(request: web.Request) -> web.Response:
+        if not document:
+            document.update(build(routes, title=title, version=version))
         return web.json_response(document)
 
     return openapi_json
