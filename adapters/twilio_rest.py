@@ -98,7 +98,17 @@ class TwilioTelephony:
         timeout_s: int,
         status_callback: str,
         label: str,
+        conference_status_callback: str | None = None,
     ) -> str:
+        conference_events = (
+            {
+                "conference_status_callback": conference_status_callback,
+                "conference_status_callback_method": "POST",
+                "conference_status_callback_event": ["start", "end", "join", "leave"],
+            }
+            if conference_status_callback
+            else {}
+        )
         participant = await self._call(
             "add participant",
             self.account.conferences(conference).participants.create_async(
@@ -113,6 +123,7 @@ class TwilioTelephony:
                 beep="false",
                 early_media=False,
                 label=label,
+                **conference_events,
             ),
         )
         return str(participant.call_sid)

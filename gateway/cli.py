@@ -7,7 +7,9 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -27,6 +29,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         lines = [
             f"  GATEWAY_{d['path'].split('.')[0].upper()}: {d['message']}"
+            if d["path"] != "$"
+            else f"  {d['message'].removeprefix('Value error, ')}"
             for d in validation_details(exc)
         ]
         print("invalid settings:\n" + "\n".join(lines), file=sys.stderr)
@@ -71,7 +75,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
     config_dir = Path(args.config_dir) if args.config_dir else load_settings().config_dir
-    key = add_key(config_dir, org=args.org, role=Role(args.role), label=args.label)
+    try:
+        key = add_key(config_dir, org=args.org, role=Role(args.role), label=args.label)
+    except ValidationError as exc:
+        for detail in validation_details(exc):
+            print(f"keys new: --{detail['path']}: {detail['message']}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # an unreadable key file
+        print(f"keys new: {exc}", file=sys.stderr)
+        return 2
     print(f"New {args.role} key for {args.org}, recorded in {config_dir}/api_keys.yaml.")
     print("It is shown once; store it now.")
     print(key)
@@ -106,6 +118,101 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if final["state"] == "completed" else 1
 
 
+def running_redis_url(settings: Settings) -> str:
+    """GATEWAY_REDIS_URL, else the socket of the embedded Redis a local ``serve`` is running."""
+    if settings.redis_url:
+        return settings.redis_url
+    socket = (settings.state_dir / "redis" / "redis.sock").resolve()
+    if socket.exists():
+        return f"unix://{socket}"
+    raise SystemExit(
+        "no Redis to read: set GATEWAY_REDIS_URL, or start the gateway (make run) first"
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from gateway.errors import GatewayError
+    from gateway.policy.service import PolicyService
+    from gateway.report_cli import render
+    from gateway.scripts import Scripts
+    from gateway.store import TransferStore
+    from gateway.web.reports import build_summary
+
+    settings = load_settings()
+    url = running_redis_url(settings)
+
+    async def summary() -> dict[str, object]:
+        redis = Redis.from_url(url, socket_timeout=settings.redis_socket_timeout_s)
+        try:
+            store = TransferStore(redis, Scripts.register(redis))
+            loaded = await PolicyService(redis, settings.config_dir, store).current()
+            return await build_summary(loaded, redis, args.psap, args.from_, args.to)
+        finally:
+            await redis.aclose()
+
+    try:
+        result = asyncio.run(summary())
+    except GatewayError as exc:
+        print(f"report: {exc.message}", file=sys.stderr)
+        return 2
+    except (RedisError, OSError) as exc:
+        print(f"report: cannot reach Redis ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    print(render(result, args.format))
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from gateway.audit_export import export
+    from gateway.errors import GatewayError
+    from gateway.policy.service import PolicyService
+    from gateway.reporting import period
+    from gateway.scripts import Scripts
+    from gateway.store import TransferStore
+    from gateway.web.reports import parse_day
+
+    settings = load_settings()
+    url = running_redis_url(settings)
+
+    async def run(out: Any) -> int:
+        redis = Redis.from_url(url, socket_timeout=settings.redis_socket_timeout_s)
+        try:
+            store = TransferStore(redis, Scripts.register(redis))
+            loaded = await PolicyService(redis, settings.config_dir, store).current()
+            psaps = [loaded.psap(args.psap)] if args.psap else list(loaded.document.psaps)
+            start = parse_day(args.from_, "from", datetime.now(UTC).date())
+            end = parse_day(args.to, "to", start)
+            period(start, end)
+            return await export(redis, psaps, start, end, out)
+        finally:
+            await redis.aclose()
+
+    try:
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as out:
+                count = asyncio.run(run(out))
+        else:
+            count = asyncio.run(run(sys.stdout))
+    except GatewayError as exc:
+        print(f"audit export: {exc.message}", file=sys.stderr)
+        return 2
+    except (RedisError, OSError) as exc:
+        print(f"audit export: cannot reach Redis ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    print(f"{count} audit events exported", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -136,6 +243,24 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--config-dir", help="where a new demo key is recorded")
     demo.add_argument("--hold", type=float, default=3.0, help="seconds connected before hang-up")
     demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser("report", help="program figures for a period")
+    report.add_argument("--from", dest="from_", help="first PSAP-local date (default: --to)")
+    report.add_argument("--to", help="last PSAP-local date, inclusive (default: today)")
+    report.add_argument("--psap", help="one PSAP (default: all of the policy)")
+    report.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    report.set_defaults(func=cmd_report)
+
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    exporter = audit_sub.add_parser(
+        "export", help="audit events as JSON lines (no personal fields), to keep past retention"
+    )
+    exporter.add_argument("--from", dest="from_", required=True, help="first PSAP-local date")
+    exporter.add_argument("--to", help="last PSAP-local date, inclusive (default: --from)")
+    exporter.add_argument("--psap", help="one PSAP (default: all of the policy)")
+    exporter.add_argument("--output", help="a file (default: standard output)")
+    exporter.set_defaults(func=cmd_audit_export)
     return top
 
 

@@ -59,6 +59,39 @@ def destination_active(destination_id: str) -> str:
     return f"{PREFIX}dest:{{{destination_id}}}:active"
 
 
+def handback(handback_id: str) -> str:
+    """Hash: the handback record (state, version, timestamps, JSON-encoded fields, the EIDO as
+    sent). Expires a retention period after creation, whatever its state."""
+    return f"{PREFIX}hb:{{{handback_id}}}"
+
+
+def handback_audit(handback_id: str) -> str:
+    """Stream: the handback's audit trail (transitions, contact, flags, CAD delivery)."""
+    return f"{PREFIX}hb:{{{handback_id}}}:audit"
+
+
+def handback_legs(handback_id: str) -> str:
+    """Hash: ``attempt:<n>`` → call id of the handback line's leg; ``bridge`` → the center's
+    bridge-line leg (data-only handbacks). Written once per leg."""
+    return f"{PREFIX}hb:{{{handback_id}}}:legs"
+
+
+def handback_event(handback_id: str, identity: str) -> str:
+    """String (SET NX EX): a webhook event (or a dial) already acted on for the handback."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return f"{PREFIX}hb:{{{handback_id}}}:evt:{digest}"
+
+
+def psap_handbacks(psap_id: str) -> str:
+    """Sorted set: every handback to the PSAP, scored by creation time (ms)."""
+    return f"{PREFIX}psap:{{{psap_id}}}:handbacks"
+
+
+CAD_OUTBOX = f"{PREFIX}cad:{{o}}:outbox"
+"""Sorted set: ids of handbacks whose EIDO is still to be delivered to CAD, scored by the time
+it was queued (ms). Each has a durable ``cad_delivery`` timer that retries with backoff."""
+
+
 TIMERS_DUE = f"{PREFIX}timers:{{t}}:due"
 """Sorted set: timer id → due time (ms). A claimed timer's score is pushed to its lease end."""
 TIMERS_PAYLOAD = f"{PREFIX}timers:{{t}}:payload"
@@ -77,3 +110,14 @@ POLICY_VERSIONS = f"{PREFIX}policy:{{p}}:versions"
 """Hash: version → JSON ``{who, when, summary, action}`` (who made it, when, what changed)."""
 POLICY_AUDIT = f"{PREFIX}policy:{{p}}:audit"
 """Stream: one entry per policy change (seed, put, rollback) with who and when."""
+
+
+def stats_day(psap_id: str, day: str) -> str:
+    """Hash: the PSAP's program counters for one local day (``YYYY-MM-DD``); fields are
+    ``<figure>|<caller type>|<destination id>`` (gateway.reports). Outlives transfer records."""
+    return f"{PREFIX}stats:{{{psap_id}}}:{day}"
+
+
+def answer_times(psap_id: str, day: str) -> str:
+    """Sorted set: ``<caller type>|<destination id>|<transfer id>`` → seconds to answer."""
+    return f"{PREFIX}stats:{{{psap_id}}}:{day}:answer"

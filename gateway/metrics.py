@@ -35,6 +35,31 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.handbacks = Counter(
+            "gateway_handbacks_total",
+            "Handbacks to 911 by outcome (created_live, created_data, connected, failed, "
+            "unconfirmed, contact_made, contact_not_made)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.cad_deliveries = Counter(
+            "gateway_cad_deliveries_total",
+            "EIDO deliveries to CAD by result (delivered, retry, gave_up)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.dispositions = Counter(
+            "gateway_dispositions_total",
+            "Transfer dispositions recorded by 988 centers, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.answer_time = Histogram(
+            "gateway_answer_seconds",
+            "Seconds from the first destination ringing to a counselor answering",
+            buckets=(2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
+            registry=self.registry,
+        )
         self.timer_lag = Gauge(
             "gateway_timer_lag_seconds",
             "How late the most overdue durable timer is",

@@ -44,9 +44,10 @@ SCREENING_FLAGS = (
 
 
 class Screening(BaseModel):
-    """The call-taker's answers: ``True``, ``False`` or ``None`` (not asked)."""
+    """The call-taker's answers: ``True``, ``False`` or ``None`` (not asked) — strictly JSON
+    booleans: ``"yes"`` or ``0`` is a 422, never a guess."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     weapons: bool | None = None
     violence: bool | None = None
@@ -66,9 +67,10 @@ BCP47 = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
 
 
 class DecisionRequest(BaseModel):
-    """What a decision is made from (DESIGN.md §5)."""
+    """What a decision is made from (DESIGN.md §5). Unknown fields are refused: a misspelled
+    ``transfers_so_far`` must not silently become 0 and slip past the hop limit."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     psap_id: str = Field(min_length=1, max_length=64)
     caller_type: CallerType
@@ -116,6 +118,26 @@ class Attempt(BaseModel):
     call_sid: str | None = None
 
 
+class DispositionOutcome(StrEnum):
+    """How a connected transfer ended, as the 988 center or clinicians record it (§4)."""
+
+    RESOLVED_BY_PHONE = "resolved_by_phone"
+    MOBILE_CRISIS_DISPATCHED = "mobile_crisis_dispatched"
+    HANDED_BACK_TO_911 = "handed_back_to_911"
+    REFERRED = "referred"
+    CALLER_DISCONNECTED = "caller_disconnected"
+    OTHER = "other"
+
+
+class Disposition(BaseModel):
+    """The outcome of a connected transfer; recorded once, by the connected destination's org."""
+
+    outcome: DispositionOutcome
+    police_involved: bool
+    destination_id: str
+    recorded_at: AwareDatetime
+
+
 STORE_FIELDS = frozenset({"state", "version", "created_at", "updated_at"})
 """Hash fields the store writes as plain strings; every other field is JSON-encoded."""
 
@@ -146,6 +168,13 @@ class Transfer(BaseModel):
     psap_call_sid: str | None = None
     """The bridge-line leg carrying the caller and the call-taker. The gateway never ends it."""
     bridge_code_digest: str | None = Field(default=None, exclude=True)
+    report_day: str | None = Field(default=None, exclude=True)
+    """The PSAP-local date the call was considered: every report counter of this transfer
+    counts on that day."""
+    destination_orgs: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """Destination id → the org acting for it, as configured when the call was decided."""
+    disposition: Disposition | None = None
+    """Written once, atomically, by ``POST /v1/transfers/{id}/disposition``."""
 
     @property
     def current_attempt(self) -> Attempt | None:

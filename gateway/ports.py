@@ -1,8 +1,8 @@
 """The outside systems the gateway talks to, as the gateway needs them.
 
 Adapters in ``adapters/`` implement these; only the app factory picks one. Each raises
-``TelephonyError`` / ``NoticeError`` for any failure of the outside system, so the gateway can
-treat a failed dial as a failed attempt, never as a crash.
+``TelephonyError`` / ``NoticeError`` / ``CadError`` for any failure of the outside system, so the
+gateway can treat a failed dial as a failed attempt, never as a crash.
 """
 
 from __future__ import annotations
@@ -31,8 +31,12 @@ class Telephony(Protocol):
         timeout_s: int,
         status_callback: str,
         label: str,
+        conference_status_callback: str | None = None,
     ) -> str:
-        """Dial ``to`` into ``conference``; the new leg's call id. One request, never retried."""
+        """Dial ``to`` into ``conference``; the new leg's call id. One request, never retried.
+
+        ``conference_status_callback`` receives the conference's events should this leg be the
+        one that starts the conference (Twilio lets the first participant fix it)."""
         ...
 
     async def cancel_call(self, call_sid: str) -> None:
@@ -56,5 +60,27 @@ class Notifier(Protocol):
     async def send(
         self, url: str, payload: Mapping[str, Any], *, secret: str, idempotency_key: str
     ) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class CadError(Exception):
+    """CAD did not take the EIDO (unreachable, timed out, refused). ``retryable`` is false for
+    an answer that a retry cannot change (4xx other than 408/429)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class CadSink(Protocol):
+    """A PSAP's CAD system, which takes incidents as EIDO documents (NENA-STA-021)."""
+
+    async def deliver(
+        self, url: str, eido: Mapping[str, Any], *, secret: str, idempotency_key: str
+    ) -> None:
+        """POST ``eido`` to ``url``, signed with ``secret``. The same ``idempotency_key`` on
+        every retry of one document, so a retry never opens a second incident."""
+        ...
 
     async def aclose(self) -> None: ...

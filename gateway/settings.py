@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.phone import E164
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     """Run against the built-in Twilio sandbox. Unset: yes when no Twilio credentials are set."""
 
     log_level: str = "INFO"
-    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    retention_days: Annotated[float, Field(gt=0, le=3650)] = 30
     """How long terminal transfer records and their audit trails are kept in Redis."""
     bridge_code_ttl_s: Annotated[int, Field(ge=5, le=3600)] = 300
     audit_maxlen: Annotated[int, Field(ge=10)] = 1000
@@ -48,6 +48,21 @@ class Settings(BaseSettings):
     code_tries: Annotated[int, Field(ge=1, le=10)] = 3
     twilio_timeout_s: Annotated[float, Field(gt=0, le=30)] = 10.0
     notice_timeout_s: Annotated[float, Field(gt=0, le=30)] = 3.0
+    handback_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """How many times the PSAP's handback line is dialed before the handback fails."""
+    handback_retry_delay_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    """Pause between a busy / unanswered handback dial and the next one."""
+    handback_ring_timeout_s: Annotated[int, Field(ge=5, le=600)] = 30
+    """How long the handback line rings per attempt (Twilio accepts 5 to 600 s)."""
+    handback_confirm_timeout_s: Annotated[int, Field(ge=1, le=7 * 86_400)] = 1800
+    """A handback without a contact confirmation this long after it was made is flagged
+    ``unconfirmed`` and the 988 center is told."""
+    cad_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    cad_retry_base_s: Annotated[float, Field(gt=0, le=600)] = 2.0
+    """First CAD redelivery delay; doubled after each failure up to ``cad_retry_max_s``."""
+    cad_retry_max_s: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    cad_max_attempts: Annotated[int, Field(ge=1, le=1000)] = 50
+    """CAD deliveries tried before the EIDO is given up on (kept, flagged, logged)."""
     sandbox_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     redis_socket_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
 
@@ -66,6 +81,15 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
+    @model_validator(mode="after")
+    def _bridge_number_with_twilio(self) -> Settings:
+        if not self.sandbox_enabled and self.bridge_number is None:
+            raise ValueError(
+                "GATEWAY_BRIDGE_NUMBER is required with Twilio credentials: the E.164 number "
+                "callers are conference-transferred to"
+            )
+        return self
+
     @property
     def sandbox_enabled(self) -> bool:
         if self.sandbox is not None:
@@ -74,7 +98,7 @@ class Settings(BaseSettings):
 
     @property
     def retention_s(self) -> int:
-        return self.retention_days * 86_400
+        return max(1, round(self.retention_days * 86_400))
 
     def public_url(self, path: str) -> str:
         """The public URL of ``path`` (which starts with ``/``), as Twilio sees it."""

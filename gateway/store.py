@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from gateway import keys
 from gateway.errors import Conflict, GatewayError, NotFound
@@ -71,6 +72,22 @@ class Timer:
 
 
 @dataclass(frozen=True, slots=True)
+class Tally:
+    """Report counters to bump in the same script call as a write (``gateway.reports``): each
+    of ``fields`` by one in the PSAP's counters for ``day`` (PSAP-local ``YYYY-MM-DD``), and
+    ``answer`` — (member, seconds) — into that day's answer times."""
+
+    psap_id: str
+    day: str
+    fields: tuple[str, ...] = ()
+    answer: tuple[str, float] | None = None
+
+
+STATS_RETENTION_S = 2 * 366 * 86_400
+"""How long report counters are kept: long past the records they count."""
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
     state: TransferState
     version: int
@@ -107,6 +124,19 @@ class _Ops:
             self.add("hdel", keys.TIMERS_PAYLOAD, timer_id)
             self.add("hdel", keys.TIMERS_LEASE, timer_id)
 
+    def tally(self, tally: Tally | None, ttl_s: int = STATS_RETENTION_S) -> None:
+        if tally is None:
+            return
+        counters = keys.stats_day(tally.psap_id, tally.day)
+        for name in tally.fields:
+            self.add("hincrby", counters, name, 1)
+        self.add("expire", counters, ttl_s)
+        if tally.answer is not None:
+            member, seconds = tally.answer
+            answers = keys.answer_times(tally.psap_id, tally.day)
+            self.add("zadd", answers, round(seconds, 3), member)
+            self.add("expire", answers, ttl_s)
+
     def encoded(self) -> str:
         return json.dumps(self.ops)
 
@@ -133,13 +163,18 @@ class TransferStore:
         state: TransferState,
         fields: Mapping[str, str],
         timers: Iterable[Timer] = (),
+        tally: Tally | None = None,
         actor: str = "",
         now: datetime | None = None,
     ) -> Transition:
         """Record a new transfer in ``state`` (one of the initial states)."""
         now = now or datetime.now(UTC)
         ops = _Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
-        ops.add("zadd", keys.psap_transfers(psap_id), to_ms(now), transfer_id)
+        index = keys.psap_transfers(psap_id)
+        ops.add("zadd", index, to_ms(now), transfer_id)
+        # The index names records that still exist: older entries expired with their records.
+        ops.add("zremrangebyscore", index, "-inf", f"({to_ms(now) - self.retention_s * 1000}")
+        ops.tally(tally)
         if state not in TERMINAL_STATES:
             ops.add("sadd", keys.psap_active(psap_id), transfer_id)
         ops.arm(timers)
@@ -180,6 +215,7 @@ class TransferStore:
         arm: Iterable[Timer] = (),
         disarm: Iterable[str] = (),
         void_code: str | None = None,
+        tally: Tally | None = None,
         actor: str = "",
         audit: Mapping[str, str] | None = None,
         now: datetime | None = None,
@@ -189,7 +225,8 @@ class TransferStore:
         The guard (``expected_state``, ``expected_version``, the transition table) is checked
         before anything is written. ``vacate``/``occupy`` move the transfer between destinations'
         live-load sets; ``arm``/``disarm`` set and clear durable timers in the same call;
-        ``void_code`` (a bridge code's digest) makes that code unusable.
+        ``void_code`` (a bridge code's digest) makes that code unusable; ``tally`` bumps report
+        counters — all only if the guard holds.
         """
         now = now or datetime.now(UTC)
         ops = _Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
@@ -204,6 +241,7 @@ class TransferStore:
             ops.add("sadd", keys.destination_active(occupy), transfer_id)
         ops.arm(arm)
         ops.disarm(disarm)
+        ops.tally(tally)
         result = await self.scripts.transition(
             keys=ops.keys,
             args=[
@@ -291,6 +329,57 @@ class TransferStore:
         return {d: int(c) for d, c in zip(ids, counts, strict=True)}
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a write-once (``gateway/lua/annotate.lua``) found: ``ok`` (written), ``not_found``,
+    ``exists`` (``field`` was already set) or ``state`` (the record's state forbids it)."""
+
+    status: str
+    state: str = ""
+    version: int = 0
+    field: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+async def write_once(
+    script: AsyncScript,
+    ops: _Ops,
+    *,
+    event: str,
+    fields: Mapping[str, str],
+    guards: Iterable[str],
+    states: Iterable[str] = (),
+    actor: str = "",
+    audit: Mapping[str, str] | None = None,
+    audit_maxlen: int = 1000,
+    now: datetime | None = None,
+) -> Written:
+    """Write ``fields`` on the record ``ops.keys[0]`` (audit stream ``ops.keys[1]``) in one Lua
+    call — only while its state is one of ``states`` (any when empty) and no field of
+    ``guards`` is set — with ``ops`` as side effects. Never a read-modify-write from Python."""
+    now = now or datetime.now(UTC)
+    result = await script(
+        keys=ops.keys,
+        args=[
+            event,
+            json.dumps([str(s) for s in states]),
+            json.dumps(list(guards)),
+            now.isoformat(),
+            audit_maxlen,
+            json.dumps(dict(fields)),
+            ops.encoded(),
+            json.dumps({"actor": actor, **(audit or {})}),
+        ],
+    )
+    status, *rest = (_text(v) for v in result)
+    if status == "not_found":
+        return Written(status)
+    return Written(status, rest[0], int(rest[1]), rest[2] if len(rest) > 2 else None)
+
+
 def _text(value: bytes | str | int) -> str:
     if isinstance(value, bytes):
         return value.decode()
@@ -299,10 +388,13 @@ def _text(value: bytes | str | int) -> str:
 
 __all__ = [
     "IllegalTransition",
+    "Tally",
     "Timer",
     "TransferNotFound",
     "TransferStore",
     "Transition",
     "TransitionConflict",
     "TransitionNotAllowed",
+    "Written",
+    "write_once",
 ]

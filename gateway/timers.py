@@ -11,6 +11,7 @@ makes them so (an ``expire`` of a transfer that already moved on is refused by t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -116,6 +117,11 @@ class TimerWorker:
         self.lease_s = lease_s
         self.batch = batch
         self.token = secrets.token_hex(8)
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask ``run`` to return once the timers in hand are handled (never mid-command)."""
+        self._stopping.set()
 
     async def tick(self) -> int:
         """Claim and run what is due now; the number of timers handled."""
@@ -138,12 +144,13 @@ class TimerWorker:
         return handled
 
     async def run(self) -> None:
-        """Tick until cancelled. A Redis outage is logged and waited out, never fatal."""
-        while True:
+        """Tick until stopped. A Redis outage is logged and waited out, never fatal."""
+        while not self._stopping.is_set():
             try:
                 handled = await self.tick()
             except RedisError as exc:
                 log.warning("timer poll failed", extra={"error": type(exc).__name__})
                 handled = 0
             if not handled:
-                await asyncio.sleep(self.poll_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.poll_s)

@@ -19,12 +19,13 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import reports
 from gateway.auth import Principal, Role, require_org, require_role
-from gateway.errors import Forbidden
+from gateway.errors import Forbidden, Unavailable
 from gateway.metrics import Metrics
 from gateway.models import (
     Action,
@@ -37,9 +38,16 @@ from gateway.models import (
 from gateway.phone import E164
 from gateway.policy.service import PolicyService
 from gateway.ports import NoticeError, Notifier, Telephony, TelephonyError
+from gateway.reporting import local_day
 from gateway.settings import Settings
 from gateway.states import TransferEvent, TransferState
-from gateway.store import Timer, TransferStore, TransitionConflict, TransitionNotAllowed
+from gateway.store import (
+    Tally,
+    Timer,
+    TransferStore,
+    TransitionConflict,
+    TransitionNotAllowed,
+)
 from gateway.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -58,7 +66,7 @@ DIAL_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
 class TransferRequest(DecisionRequest):
     """``POST /v1/transfers``: the decision's inputs plus the call facts the destination needs."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     callback_number: E164 | None = None
 
@@ -127,8 +135,14 @@ class TransferService:
         require_org(principal, request.psap_id)
         now = datetime.now(UTC)
         decision = await self.policy.decide(request, now=request.at or now)
+        loaded = await self.policy.current()
         transfer_id = "tr_" + secrets.token_hex(12)
+        day = local_day(now, loaded.psap(request.psap_id).timezone)
         fields = encode_fields(
+            report_day=day,
+            destination_orgs={
+                ref.id: loaded.destination(ref.id).org for ref in decision.destinations
+            },
             caller_type=request.caller_type,
             language=request.language,
             screening=request.screening,
@@ -137,12 +151,18 @@ class TransferService:
             decision=decision,
             callback_number=request.callback_number,
         )
+        ct = str(request.caller_type)
         if decision.action is Action.STAY_WITH_911:
+            kept = [reports.CONSIDERED, reports.KEPT]
+            kept += [reports.KEPT_REASON + reason for reason in decision.reasons]
             await self.store.create(
                 transfer_id,
                 psap_id=request.psap_id,
                 state=S.NOT_TRANSFERRED,
                 fields=fields,
+                tally=Tally(
+                    request.psap_id, day, tuple(reports.counter_field(f, ct) for f in kept)
+                ),
                 actor=principal.actor,
                 now=now,
             )
@@ -167,6 +187,11 @@ class TransferService:
                     {"transfer_id": transfer_id},
                 )
             ],
+            tally=Tally(
+                request.psap_id,
+                day,
+                tuple(reports.counter_field(f, ct) for f in (reports.CONSIDERED, reports.ELIGIBLE)),
+            ),
             actor=principal.actor,
             now=now,
         )
@@ -186,7 +211,7 @@ class TransferService:
             digest = code_digest(code)
             if await self.store.issue_code(digest, transfer_id, self.settings.bridge_code_ttl_s):
                 return code, digest
-        raise TransitionConflict(transfer_id, S.AWAITING_BRIDGE, 0)  # pragma: no cover
+        raise Unavailable("no free bridge code; try again")  # pragma: no cover - 1e6 codes
 
     async def read(self, transfer_id: str, principal: Principal) -> Transfer:
         transfer = await self.store.get(transfer_id)
@@ -194,22 +219,16 @@ class TransferService:
         return await self._with_legs(transfer)
 
     async def authorize_read(self, transfer: Transfer, principal: Principal) -> None:
+        """Admins read everything; a PSAP its own transfers; a crisis center the transfers whose
+        chain names one of its destinations (by the orgs recorded when the call was decided, so
+        a later policy change neither grants nor removes access)."""
         if principal.role is Role.ADMIN:
             return
         if principal.role is Role.PSAP:
             require_org(principal, transfer.psap_id)
             return
-        if principal.org not in await self._destination_orgs(transfer):
+        if principal.org not in transfer.destination_orgs.values():
             raise Forbidden("this transfer was not routed to your organization")
-
-    async def _destination_orgs(self, transfer: Transfer) -> set[str]:
-        loaded = await self.policy.current()
-        orgs = set()
-        for ref in transfer.decision.destinations:
-            destination = loaded.document.destination(ref.id)
-            if destination is not None:
-                orgs.add(destination.org)
-        return orgs
 
     async def _with_legs(self, transfer: Transfer) -> Transfer:
         legs = await self.store.legs(transfer.id)
@@ -245,22 +264,26 @@ class TransferService:
         raise TransitionConflict(transfer_id, transfer.state, transfer.version)
 
     async def release(self, transfer_id: str, principal: Principal) -> Transfer:
+        """The call-taker left the conference; recorded once, the transfer stays connected."""
         require_role(principal, Role.PSAP)
-        transfer = await self.store.get(transfer_id)
-        require_org(principal, transfer.psap_id)
-        if transfer.state is not S.CONNECTED:
-            raise TransitionNotAllowed(transfer_id, transfer.state, E.RELEASED)
-        if transfer.released_at is None:
-            await self.store.transition(
-                transfer_id,
-                E.RELEASED,
-                psap_id=transfer.psap_id,
-                expected_state=S.CONNECTED,
-                fields=encode_fields(released_at=datetime.now(UTC)),
-                actor=principal.actor,
-            )
-            self.metrics.transitions.labels(E.RELEASED, S.CONNECTED).inc()
-        return await self.store.get(transfer_id)
+        for _ in range(CAS_TRIES):
+            transfer = await self.store.get(transfer_id)
+            require_org(principal, transfer.psap_id)
+            if transfer.state is not S.CONNECTED:
+                raise TransitionNotAllowed(transfer_id, transfer.state, E.RELEASED)
+            if transfer.released_at is not None:
+                return transfer
+            try:
+                await self._apply(
+                    transfer,
+                    E.RELEASED,
+                    fields=encode_fields(released_at=datetime.now(UTC)),
+                    actor=principal.actor,
+                )
+            except TransitionConflict:
+                continue
+            return await self.store.get(transfer_id)
+        raise TransitionConflict(transfer_id, transfer.state, transfer.version)
 
     # ---- bridge line ------------------------------------------------------------------------
 
@@ -331,6 +354,9 @@ class TransferService:
                     timeout_s=transfer.decision.ring_timeout_s,
                     status_callback=status_callback,
                     label=f"attempt-{attempt}",
+                    conference_status_callback=self.settings.public_url(
+                        f"/twilio/conference/{transfer_id}"
+                    ),
                 )
             except TelephonyError as exc:
                 if exc.status == 404 and delay is not None:
@@ -343,6 +369,10 @@ class TransferService:
                 await self.attempt_over(transfer_id, attempt, "failed")
                 return
             await self.store.set_leg(transfer_id, f"attempt:{attempt}", call_sid)
+            # The world may have moved while the dial was in flight (a cancel, the caller
+            # leaving, the ring timer): a leg that is no longer wanted is cancelled at once.
+            if not self._is_current(await self.store.get(transfer_id), attempt):
+                await self._cancel_call(transfer_id, call_sid)
             return
 
     async def _screen_pop(self, transfer: Transfer, destination_id: str) -> None:
@@ -417,6 +447,7 @@ class TransferService:
                     ),
                     disarm=[ring_timer_id(transfer_id, attempt)],
                     actor="twilio",
+                    now=now,
                 )
             except TransitionConflict:
                 continue
@@ -469,32 +500,20 @@ class TransferService:
             return
 
     async def caller_left(self, transfer_id: str) -> None:
-        """The PSAP leg left: a ringing transfer is abandoned and its ringing leg cancelled; a
-        connected one completes."""
+        """The PSAP leg left or the conference ended: a ringing transfer is abandoned and its
+        ringing leg cancelled; a connected one completes."""
         for _ in range(CAS_TRIES):
             transfer = await self.store.get(transfer_id)
             try:
                 if transfer.state is S.RINGING:
                     await self._end_ringing(transfer, E.CALLER_LEFT, "caller_left", actor="twilio")
                 elif transfer.state is S.CONNECTED:
-                    await self.conference_ended(transfer_id)
-            except TransitionConflict:
-                continue
-            return
-
-    async def conference_ended(self, transfer_id: str) -> None:
-        for _ in range(CAS_TRIES):
-            transfer = await self.store.get(transfer_id)
-            try:
-                if transfer.state is S.CONNECTED:
                     await self._apply(
                         transfer,
                         E.CONFERENCE_ENDED,
                         vacate=transfer.connected_destination_id,
                         actor="twilio",
                     )
-                elif transfer.state is S.RINGING:
-                    await self._end_ringing(transfer, E.CALLER_LEFT, "caller_left", actor="twilio")
             except TransitionConflict:
                 continue
             return
@@ -556,6 +575,16 @@ class TransferService:
         except (TransitionConflict, TransitionNotAllowed):
             return  # it moved on meanwhile
 
+    async def stray_leg(self, transfer_id: str, attempt: int, call_sid: str) -> None:
+        """A leg reported alive that no attempt wants (its attempt ended, or the transfer moved
+        on while its dial was in flight): cancel it, so no counselor is left on a dead line."""
+        transfer = await self.store.get(transfer_id)
+        if self._is_current(transfer, attempt):
+            return
+        if transfer.state in (S.CONNECTED, S.COMPLETED) and attempt == len(transfer.attempts):
+            return  # the connected counselor
+        await self._cancel_call(transfer_id, call_sid)
+
     async def note_leg(self, transfer_id: str, name: str, sid: str) -> None:
         await self.store.set_leg(transfer_id, name, sid)
 
@@ -580,7 +609,9 @@ class TransferService:
         void_code: str | None = None,
         actor: str,
         audit: Mapping[str, str] | None = None,
+        now: datetime | None = None,
     ) -> None:
+        now = now or datetime.now(UTC)
         result = await self.store.transition(
             transfer.id,
             event,
@@ -593,10 +624,15 @@ class TransferService:
             arm=arm or (),
             disarm=disarm or (),
             void_code=void_code,
+            tally=_tally(transfer, event, occupy=occupy, vacate=vacate, now=now),
             actor=actor,
             audit=audit,
+            now=now,
         )
         self.metrics.transitions.labels(str(event), str(result.state)).inc()
+        if event is E.ANSWERED and transfer.attempts:
+            waited = (now - transfer.attempts[0].started_at).total_seconds()
+            self.metrics.answer_time.observe(waited)
         log.info(
             "transfer transition",
             extra={
@@ -606,6 +642,49 @@ class TransferService:
                 "to_state": str(result.state),
             },
         )
+
+
+# The report figure each event counts (gateway.reports), and whose destination it concerns.
+_FIGURES: Mapping[TransferEvent, tuple[str, Literal["occupy", "current", "vacate", "none"]]] = {
+    E.BRIDGED: (reports.OFFERED, "occupy"),
+    E.NEXT_DESTINATION: (reports.OFFERED, "occupy"),
+    E.ANSWERED: (reports.CONNECTED, "current"),
+    E.EXHAUSTED: (reports.FAILED, "none"),
+    E.CALLER_LEFT: (reports.ABANDONED, "vacate"),
+    E.CANCEL: (reports.CANCELLED, "vacate"),
+    E.EXPIRE: (reports.EXPIRED, "none"),
+    E.CONFERENCE_ENDED: (reports.COMPLETED, "vacate"),
+}
+
+
+def _tally(
+    transfer: Transfer,
+    event: TransferEvent,
+    *,
+    occupy: str | None,
+    vacate: str | None,
+    now: datetime,
+) -> Tally | None:
+    """The counters ``event`` bumps, in the same script call as the transition itself."""
+    if event not in _FIGURES or transfer.report_day is None:
+        return None
+    figure, whose = _FIGURES[event]
+    current = transfer.current_attempt
+    destination = {
+        "occupy": occupy,
+        "vacate": vacate,
+        "current": current.destination_id if current else None,
+        "none": None,
+    }[whose]
+    ct = str(transfer.caller_type)
+    fields = [reports.counter_field(figure, ct, destination)]
+    answer = None
+    if event is E.ANSWERED and current is not None:
+        if len(transfer.attempts) > 1:
+            fields.append(reports.counter_field(reports.VIA_BACKUP, ct, destination))
+        waited = (now - transfer.attempts[0].started_at).total_seconds()
+        answer = (reports.answer_member(ct, current.destination_id, transfer.id), waited)
+    return Tally(transfer.psap_id, transfer.report_day, tuple(fields), answer)
 
 
 def _closed(attempts: list[Attempt], outcome: AttemptOutcome, now: datetime) -> list[Attempt]:

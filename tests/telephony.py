@@ -138,6 +138,7 @@ async def wired(
     time_scale: float = 0.2,
     duplicate: bool = False,
     shuffle: bool = False,
+    create_conference: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[Line]:
     sandbox_port = free_port()
@@ -153,6 +154,7 @@ async def wired(
         time_scale=time_scale,
         duplicate_callbacks=duplicate,
         shuffle_callbacks=shuffle,
+        participants_create_conference=create_conference,
     )
     async with run_sandbox(config, port=sandbox_port) as sandbox:
         yield Line(client, sandbox, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -341,3 +342,81 @@ async def test_release_is_recorded_once_connected(
         released = await resp.json()
         assert released["state"] == "connected"
         assert released["released_at"] is not None
+
+
+async def test_cancel_while_the_dial_is_in_flight_cancels_the_new_leg(
+    make_client: AppFactory,
+    settings: Settings,
+    psap_key: str,
+    config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store: Any,
+) -> None:
+    """The screen pop holds the dial for a second; the call-taker cancels meanwhile. The leg
+    dialed after the cancel must be cancelled at once, never left to connect."""
+
+    async def slow_pop(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/pop", slow_pop)
+    async with TestServer(receiver, host="127.0.0.1") as server:
+        destinations = config_dir / "destinations.yaml"
+        destinations.write_text(
+            destinations.read_text().replace(
+                "    org: crisis-connections\n",
+                "    org: crisis-connections\n"
+                f"    notify_url: http://127.0.0.1:{server.port}/pop\n"
+                "    notify_secret_env: CC_NOTIFY_SECRET\n",
+            )
+        )
+        monkeypatch.setenv("CC_NOTIFY_SECRET", "s")
+        parties = {PRIMARY: answer(after_s=5)}  # x0.2: answers 1 s after it rings
+        async with wired(make_client, settings, psap_key, parties=parties) as line:
+            opened = await line.open()
+            call_sid = line.dial_bridge(opened["bridge_code"])
+            await line.wait_state(opened["id"], "ringing")
+            resp = await line.client.post(
+                f"/v1/transfers/{opened['id']}/cancel", headers=line.headers
+            )
+            assert (await resp.json())["state"] == "cancelled"
+            added = await line.sandbox.wait_for_kind("participant.added", timeout=5)
+            leg = added["details"]["call_sid"]
+            ended = await line.sandbox.wait_for_call_end(leg, timeout=5)
+            assert ended["ended_by"] == "rest-api"
+            await asyncio.sleep(1.5)  # past the moment the counselor would have answered
+            final = await line.get(opened["id"])
+            assert final["state"] == "cancelled"
+            assert final["connected_destination_id"] is None
+            assert not any(
+                e["details"].get("event") == "participant-join"
+                and e["details"].get("call_sid") == leg
+                for e in line.sandbox.timeline("conference.event")
+            ), "the cancelled leg joined the conference"
+            psap_leg_untouched(line, call_sid)
+    load = await store.destination_load(["crisis-connections-988"])
+    assert load == {"crisis-connections-988": 0}
+
+
+async def test_conference_events_arrive_when_the_destination_leg_starts_the_conference(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    """With Twilio's own behaviour — the Participants API creates the conference when the dial
+    wins the race against the caller's TwiML — the conference still reports to the gateway,
+    so the caller leaving still completes the transfer."""
+    parties = {PRIMARY: answer(after_s=0)}
+    async with wired(
+        make_client, settings, psap_key, parties=parties, create_conference=True
+    ) as line:
+        opened = await line.open()
+        line.dial_bridge(opened["bridge_code"], hangup_after_s=20)  # x0.2: 4 s
+        await line.wait_state(opened["id"], "connected")
+        done = await line.wait_state(opened["id"], "completed")
+        assert done["connected_destination_id"] == "crisis-connections-988"
+        creates = [
+            e["details"]["params"]
+            for e in line.sandbox.timeline("rest.request")
+            if e["details"]["path"].endswith("/Participants.json")
+        ]
+        assert creates[0]["ConferenceStatusCallback"].endswith(f"/twilio/conference/{opened['id']}")

@@ -165,3 +165,19 @@ async def test_announce_without_live_conference_is_an_error(telephony: TwilioTel
     )
     with pytest.raises(TelephonyError):
         await telephony.announce("tr_0123", "https://gw.example/a")
+
+
+@respx.mock
+async def test_add_participant_can_name_the_conference_callback(
+    telephony: TwilioTelephony,
+) -> None:
+    route = respx.post(PARTICIPANTS).mock(return_value=httpx.Response(201, json=_participant()))
+    await telephony.add_participant(
+        "tr_0123", to="+12065550111", from_="+12065550100", timeout_s=20,
+        status_callback="https://gw.example/p", label="attempt-1",
+        conference_status_callback="https://gw.example/twilio/conference/tr_0123",
+    )  # fmt: skip
+    form = _form(route.calls.last.request)
+    assert form["ConferenceStatusCallback"] == ["https://gw.example/twilio/conference/tr_0123"]
+    assert form["ConferenceStatusCallbackMethod"] == ["POST"]
+    assert form["ConferenceStatusCallbackEvent"] == ["start", "end", "join", "leave"]

@@ -1,6 +1,7 @@
 -- Shared by every script (prepended at load time). Applies side effects named as data:
 -- {"sadd", key_index, member}, {"srem", key_index, member}, {"zadd", key_index, score, member},
--- {"zrem", key_index, member}, {"hset", key_index, field, value}, {"hdel", key_index, field},
+-- {"zrem", key_index, member}, {"zremrangebyscore", key_index, min, max},
+-- {"hset", key_index, field, value}, {"hdel", key_index, field},
 -- {"hincrby", key_index, field, amount}, {"expire", key_index, seconds}, {"del", key_index}.
 -- key_index points into KEYS, so every key a script touches is declared to Redis.
 local function apply_ops(ops_json)
@@ -10,12 +11,13 @@ local function apply_ops(ops_json)
     elseif name == 'srem' then redis.call('SREM', key, op[3])
     elseif name == 'zadd' then redis.call('ZADD', key, op[3], op[4])
     elseif name == 'zrem' then redis.call('ZREM', key, op[3])
+    elseif name == 'zremrangebyscore' then redis.call('ZREMRANGEBYSCORE', key, op[3], op[4])
     elseif name == 'hset' then redis.call('HSET', key, op[3], op[4])
     elseif name == 'hdel' then redis.call('HDEL', key, op[3])
     elseif name == 'hincrby' then redis.call('HINCRBY', key, op[3], op[4])
     elseif name == 'expire' then redis.call('EXPIRE', key, op[3])
     elseif name == 'del' then redis.call('DEL', key)
-    else return redis.error_reply('unknown op ' .. tostring(name)) end
+    else error('unknown op ' .. tostring(name)) end
   end
 end
 

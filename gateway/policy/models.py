@@ -159,8 +159,17 @@ class Psap(_Frozen):
     handback_number: E164
     """The line the gateway dials to reach a call-taker for a 988 → 911 handback."""
     cad_url: HttpUrl | None = None
+    """Receives each handback's EIDO as a signed JSON POST; absent: EIDOs are only kept."""
+    cad_secret_env: EnvName | None = None
+    """Name of the environment variable holding the CAD signing secret (never the secret)."""
     fallback_destination: Id
     """Dialed by ``/twilio/fallback`` when the gateway cannot reach Redis."""
+
+    @model_validator(mode="after")
+    def _cad_secret_with_url(self) -> Psap:
+        if self.cad_url is not None and self.cad_secret_env is None:
+            raise ValueError("cad_url needs cad_secret_env (EIDOs to CAD are always signed)")
+        return self
 
     @property
     def zone(self) -> ZoneInfo:

@@ -14,7 +14,9 @@ from redis.exceptions import RedisError
 
 from gateway import __version__
 from gateway.auth import KEYS_FILE, KeyRing
+from gateway.dispositions import DispositionService
 from gateway.errors import Unavailable
+from gateway.handback import HandbackService, HandbackStore
 from gateway.metrics import Metrics
 from gateway.policy.service import PolicyService
 from gateway.scripts import Scripts
@@ -23,11 +25,15 @@ from gateway.store import TransferStore
 from gateway.tasks import TaskSet
 from gateway.timers import TimerQueue, TimerWorker
 from gateway.transfers import EXPIRY_TIMER, RING_TIMER, TransferService
+from gateway.web import handbacks as handback_views
 from gateway.web import health, openapi
+from gateway.web import reports as report_views
 from gateway.web import routing as routing_views
 from gateway.web import transfers as transfer_views
 from gateway.web import twilio as twilio_views
 from gateway.web.appkeys import (
+    DISPOSITIONS,
+    HANDBACKS,
     KEYRING,
     METRICS,
     POLICY,
@@ -122,8 +128,38 @@ async def _transfers_ctx(app: web.Application) -> AsyncIterator[None]:
     await notifier.aclose()
 
 
-async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[TASKS] = TaskSet()
+async def _handbacks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Handbacks 988 → 911 and dispositions: the CAD adapter is theirs; the telephony and the
+    notifier are the transfer service's (closed by its context, after this one)."""
+    settings = app[SETTINGS]
+    from adapters.cad_http import HttpCadSink
+
+    cad = HttpCadSink(timeout_s=settings.cad_timeout_s)
+    transfers = app[TRANSFERS]
+    service = HandbackService(
+        store=HandbackStore(
+            app[REDIS], retention_s=settings.retention_s, audit_maxlen=settings.audit_maxlen
+        ),
+        transfers=app[STORE],
+        policy=app[POLICY],
+        telephony=transfers.telephony,
+        notifier=transfers.notifier,
+        cad=cad,
+        timers=app[TIMERS],
+        tasks=app[TASKS],
+        settings=settings,
+        metrics=app[METRICS],
+    )
+    app[HANDBACKS] = service
+    app[DISPOSITIONS] = DispositionService(app[STORE], app[POLICY], app[METRICS])
+    app[TIMER_HANDLERS].update(service.timer_handlers())
+    yield
+    await cad.aclose()
+
+
+async def _drain_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Listed after every context that owns an adapter, so at shutdown the tracked tasks
+    (dials, cancels, notices) finish before any client they use is closed."""
     yield
     await app[TASKS].drain()
 
@@ -136,9 +172,9 @@ async def _timer_worker_ctx(app: web.Application) -> AsyncIterator[None]:
         poll_s=settings.timer_poll_s,
         lease_s=settings.timer_lease_s,
     )
-    task = app[TASKS].spawn(worker.run(), name="timer-worker")
+    app[TASKS].spawn(worker.run(), name="timer-worker")
     yield
-    task.cancel()
+    worker.stop()  # finishes the timer in hand; the drain that follows waits for it
 
 
 @web.middleware
@@ -184,8 +220,12 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYRING] = KeyRing(settings.config_dir / KEYS_FILE)
     app[READY_CHECKS] = {}
     app[TIMER_HANDLERS] = {}
-    # Cleanup runs in reverse: the timer worker stops, adapters close after tracked tasks drain...
-    app.cleanup_ctx.extend([_redis_ctx, _policy_ctx, _tasks_ctx, _transfers_ctx, _timer_worker_ctx])
+    app[TASKS] = TaskSet()
+    # Cleanup runs in reverse: the timer worker stops, tracked tasks drain, adapters close,
+    # and Redis closes last.
+    app.cleanup_ctx.extend(
+        [_redis_ctx, _policy_ctx, _transfers_ctx, _handbacks_ctx, _drain_ctx, _timer_worker_ctx]
+    )
 
     routes: list[Route] = [
         Route("GET", "/healthz", health.healthz, "Liveness", "operations"),
@@ -193,6 +233,8 @@ def create_app(settings: Settings) -> web.Application:
         Route("GET", "/metrics", metrics_view, "Prometheus metrics", "operations"),
         *routing_views.ROUTES,
         *transfer_views.ROUTES,
+        *report_views.ROUTES,
+        *handback_views.ROUTES,
         *twilio_views.ROUTES,
     ]
     routes.append(

@@ -8,6 +8,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway.auth import KeyRing
+from gateway.dispositions import DispositionService
+from gateway.handback import HandbackService
 from gateway.metrics import Metrics
 from gateway.policy.service import PolicyService
 from gateway.settings import Settings
@@ -29,3 +31,5 @@ METRICS = web.AppKey("metrics", Metrics)
 TASKS = web.AppKey("tasks", TaskSet)
 POLICY = web.AppKey("policy", PolicyService)
 TRANSFERS = web.AppKey("transfers", TransferService)
+HANDBACKS = web.AppKey("handbacks", HandbackService)
+DISPOSITIONS = web.AppKey("dispositions", DispositionService)

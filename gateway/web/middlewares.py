@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from gateway.auth import Principal, bearer_token
 from gateway.errors import GatewayError, Unauthorized, Unavailable
 from gateway.logs import request_id_var
-from gateway.web.appkeys import KEYRING
+from gateway.web.appkeys import KEYRING, METRICS
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response.headers["Allow"] = exc.headers.get("Allow", "")
         return response
     except RedisError as exc:
+        request.app[METRICS].redis_errors.inc()
         log.error("redis unavailable", extra={"error": type(exc).__name__})
         return error_response(503, Unavailable.code, "state store unavailable; try again")
     except Exception:

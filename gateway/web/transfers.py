@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from gateway.auth import Role
+from gateway.auth import Role, require_role
 from gateway.errors import NotFound
 from gateway.models import Transfer
 from gateway.transfers import ReleaseRequest, TransferRequest, TransferView
@@ -30,8 +30,9 @@ def _json(transfer: Transfer, status: int = 200) -> web.Response:
 
 
 async def open_transfer(request: web.Request) -> web.Response:
+    principal = require_role(principal_of(request), Role.PSAP)  # 403 before any 422
     body = await read_model(request, TransferRequest)
-    view = await request.app[TRANSFERS].open(body, principal_of(request))
+    view = await request.app[TRANSFERS].open(body, principal)
     return web.json_response(text=view.model_dump_json(exclude_none=False), status=201)
 
 

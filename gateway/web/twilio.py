@@ -18,11 +18,11 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from gateway.errors import NotFound
+from gateway.handback import Handback
 from gateway.models import AttemptOutcome
 from gateway.settings import Settings
 from gateway.store import TransferNotFound
-from gateway.transfers import TransferService
-from gateway.web.appkeys import METRICS, POLICY, SETTINGS, STORE, TRANSFERS
+from gateway.web.appkeys import HANDBACKS, METRICS, POLICY, SETTINGS, STORE, TRANSFERS
 from gateway.web.middlewares import error_response
 from gateway.web.routes import Route
 
@@ -45,6 +45,7 @@ GIVE_UP = (
     "This call stays with nine one one."
 )
 CONNECTING = "Connecting to a crisis counselor. Please stay on the line."
+CONNECTING_911 = "Connecting to nine one one. Please stay on the line."
 ANNOUNCEMENTS = {
     "exhausted": (
         "No crisis counselor could be reached. The transfer has ended and this call stays "
@@ -101,6 +102,11 @@ async def voice(request: web.Request) -> web.Response:
 async def voice_code(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     params = _params(request)
+    handback = await request.app[HANDBACKS].redeem(
+        params.get("CallSid", ""), params.get("Digits", "").strip()
+    )
+    if handback is not None:
+        return await _handback_bridge(request, handback)
     service = request.app[TRANSFERS]
     result = await service.redeem(params.get("CallSid", ""), params.get("Digits", "").strip())
     if result.transfer is None:
@@ -133,6 +139,30 @@ async def voice_code(request: web.Request) -> web.StreamResponse:
     return answer
 
 
+async def _handback_bridge(request: web.Request, handback: Handback) -> web.StreamResponse:
+    """A 988 center keyed a handback code in: its leg goes into the handback's own conference
+    (named by the handback id), and only after the TwiML is out is the PSAP dialed."""
+    settings = request.app[SETTINGS]
+    response = VoiceResponse()
+    response.say(CONNECTING_911)
+    dial = response.dial()
+    dial.conference(
+        handback.id,
+        start_conference_on_enter=True,
+        end_conference_on_exit=False,
+        beep=False,
+        wait_url="",
+        status_callback=settings.public_url(f"/twilio/conference/handback/{handback.id}"),
+        status_callback_event="start end join leave",
+        status_callback_method="POST",
+    )
+    answer = _twiml(response)
+    await answer.prepare(request)
+    await answer.write_eof()
+    request.app[HANDBACKS].start_dialing(handback)
+    return answer
+
+
 async def hold(request: web.Request) -> web.Response:
     """Keep the call-taker's leg open and silent: the gateway never hangs up on a caller."""
     response = VoiceResponse()
@@ -141,9 +171,7 @@ async def hold(request: web.Request) -> web.Response:
     return _twiml(response)
 
 
-async def _claimed(
-    request: web.Request, service: TransferService, transfer_id: str, identity: str
-) -> bool:
+async def _claimed(request: web.Request, transfer_id: str, identity: str) -> bool:
     store = request.app[STORE]
     try:
         await store.get(transfer_id)
@@ -160,7 +188,7 @@ async def conference_event(request: web.Request) -> web.Response:
     call_sid = params.get("CallSid", "")
     conference_sid = params.get("ConferenceSid", "")
     identity = f"conference:{conference_sid}:{params.get('SequenceNumber') or event + call_sid}"
-    if not await _claimed(request, service, transfer_id, identity):
+    if not await _claimed(request, transfer_id, identity):
         return web.Response(status=204)
     try:
         transfer = await request.app[STORE].get(transfer_id)
@@ -179,7 +207,7 @@ async def conference_event(request: web.Request) -> web.Response:
             elif call_sid and call_sid == transfer.psap_call_sid:
                 await service.caller_left(transfer_id)
         elif event == "conference-end":
-            await service.conference_ended(transfer_id)
+            await service.caller_left(transfer_id)
     except Exception:
         await request.app[STORE].release_event(transfer_id, identity)
         raise
@@ -197,13 +225,15 @@ async def participant_event(request: web.Request) -> web.Response:
     status = params.get("CallStatus", "")
     call_sid = params.get("CallSid", "")
     identity = f"participant:{call_sid}:{status}"
-    if not await _claimed(request, service, transfer_id, identity):
+    if not await _claimed(request, transfer_id, identity):
         return web.Response(status=204)
     try:
         if call_sid:
             await service.note_leg(transfer_id, f"attempt:{attempt}", call_sid)
         if status in ("in-progress", "answered"):
             await service.answered(transfer_id, attempt)
+        if call_sid and status in ("initiated", "ringing", "in-progress", "answered"):
+            await service.stray_leg(transfer_id, attempt, call_sid)
         elif status in _OUTCOMES and status != "canceled":
             await service.attempt_over(transfer_id, attempt, _OUTCOMES[status])
     except Exception:

@@ -1,0 +1,75 @@
+"""``python -m gateway audit export``: the audit trail as JSON lines, to keep beyond retention.
+
+Each line is one event: a transfer's transition (from its per-transfer stream) or a policy
+change. Only fields on ``EXPORTED`` leave — ids, states, events, outcomes, times, actors — so an
+export holds routing metadata and never personal data, whatever a stream may carry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from redis.asyncio import Redis
+
+from gateway import keys
+from gateway.policy.models import Psap
+
+EXPORTED = frozenset(
+    {"event", "from", "to", "version", "at", "actor", "outcome", "action", "summary", "reason"}
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ms(day: date, zone: ZoneInfo) -> int:
+    return int(datetime.combine(day, time.min, zone).timestamp() * 1000)
+
+
+async def events(
+    redis: Redis, psaps: Iterable[Psap], start: date, end: date
+) -> AsyncIterator[dict[str, Any]]:
+    """Audit events of transfers created in ``[start, end]`` (each PSAP's local dates), then
+    policy changes made in that period, oldest first."""
+    first_ms = last_ms = 0
+    for psap in psaps:
+        zone = ZoneInfo(psap.timezone)
+        first_ms, last_ms = _ms(start, zone), _ms(end + timedelta(days=1), zone)
+        ids: list[bytes] = await redis.zrangebyscore(
+            keys.psap_transfers(psap.id), first_ms, f"({last_ms}"
+        )
+        for raw_id in ids:
+            transfer_id = _text(raw_id)
+            for entry_id, body in await redis.xrange(keys.transfer_audit(transfer_id)) or []:
+                fields = {_text(k): _text(v) for k, v in (body or {}).items()}
+                yield {
+                    "kind": "transfer",
+                    "id": _text(entry_id or ""),
+                    "transfer_id": transfer_id,
+                    "psap_id": psap.id,
+                    **{k: v for k, v in fields.items() if k in EXPORTED},
+                }
+    if first_ms:
+        for entry_id, body in (
+            await redis.xrange(keys.POLICY_AUDIT, min=f"{first_ms}-0", max=f"{last_ms}-0") or []
+        ):
+            fields = {_text(k): _text(v) for k, v in (body or {}).items()}
+            yield {
+                "kind": "policy",
+                "id": _text(entry_id or ""),
+                **{k: v for k, v in fields.items() if k in EXPORTED},
+            }
+
+
+async def export(redis: Redis, psaps: Iterable[Psap], start: date, end: date, out: Any) -> int:
+    """Write the period's events to ``out`` as JSON lines; the number written."""
+    count = 0
+    async for event in events(redis, psaps, start, end):
+        out.write(json.dumps(event, sort_keys=True) + "\n")
+        count += 1
+    return count

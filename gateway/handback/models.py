@@ -1,0 +1,301 @@
+"""What a handback carries: the request a 988 center makes, the record, and the API's view.
+
+Personal data — the location, the callback number, the risk summary, the counselor reference,
+a contact note — lives only in the record (and the EIDO), expires with it, and is never logged
+or put in a key or a conference name. The API's view of a handback shows its state and flags,
+not those fields: the center already has them, and the PSAP reads them in the EIDO.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from gateway.handback.states import HandbackState
+from gateway.phone import E164
+
+HANDBACK_ID_PATTERN = r"^hb_[0-9a-f]{24}$"
+TRANSFER_ID_PATTERN = r"^tr_[0-9a-f]{24}$"
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+"""Bounded free text (personal data: never logged)."""
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Ref = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,64}$")]
+
+
+class HandbackReason(StrEnum):
+    IMMINENT_RISK = "imminent_risk"
+    ATTEMPT_IN_PROGRESS = "attempt_in_progress"
+    MEDICAL = "medical"
+    CALLER_REQUEST = "caller_request"
+    OTHER = "other"
+
+
+class Flag(StrEnum):
+    LOCATION_UNKNOWN = "location_unknown"
+    """Neither an address nor coordinates: the EIDO asks the PSAP to locate the caller."""
+    UNCONFIRMED = "unconfirmed"
+    """No contact confirmation arrived within ``handback_confirm_timeout_s``."""
+    NO_CONTACT = "no_contact"
+    """The PSAP reported that emergency services could not reach the person."""
+    CENTER_NOT_NOTIFIED = "center_not_notified"
+    """A notice to the 988 center could not be delivered (no notify_url, or it failed)."""
+    CAD_UNDELIVERED = "cad_undelivered"
+    """CAD never took the EIDO after every retry (it is still kept for the PSAP)."""
+
+
+class Location(BaseModel):
+    """Where the person at risk is, as far as the counselor knows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: ShortText | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    description: Text | None = None
+
+    @model_validator(mode="after")
+    def _both_coordinates(self) -> Location:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together: give both or neither")
+        return self
+
+    @property
+    def has_coordinates(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+    @property
+    def known(self) -> bool:
+        """An address or coordinates: something a PSAP can dispatch to."""
+        return self.address is not None or self.has_coordinates
+
+
+class Risk(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weapons: bool | None = None
+    means_access: bool | None = None
+    """The person has access to lethal means."""
+    summary: Text | None = None
+    """A short risk summary for the call-taker (personal data)."""
+
+
+class HandbackRequest(BaseModel):
+    """``POST /v1/handbacks`` (DESIGN.md §4)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transfer_id: str | None = Field(default=None, pattern=TRANSFER_ID_PATTERN)
+    """The transfer the call came through, when it came through the gateway."""
+    psap_id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    """The PSAP to hand back to, when there is no transfer."""
+    reason: HandbackReason
+    location: Location | None = None
+    callback_number: E164 | None = None
+    """Defaults to the transfer's callback number."""
+    risk: Risk = Field(default_factory=Risk)
+    counselor_ref: Ref | None = None
+    """The center's own reference for the counselor (an id, not a name)."""
+
+    @model_validator(mode="after")
+    def _transfer_or_psap(self) -> HandbackRequest:
+        if self.transfer_id is None and self.psap_id is None:
+            raise ValueError("give transfer_id (the call came through the gateway) or psap_id")
+        return self
+
+
+class ContactRequest(BaseModel):
+    """``POST /v1/handbacks/{id}/contact``: did emergency services reach the person?"""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    contact_made: bool
+    note: Text | None = None
+    at: AwareDatetime | None = None
+    """When contact was made (or given up on); now when absent."""
+
+
+class Contact(BaseModel):
+    contact_made: bool
+    at: AwareDatetime
+    recorded_at: AwareDatetime
+    note: str | None = None
+
+
+AttemptOutcome = Literal["answered", "busy", "no_answer", "failed", "timeout"]
+
+
+class HandbackAttempt(BaseModel):
+    """One dial of the PSAP's handback line. ``outcome`` is ``None`` while it rings."""
+
+    started_at: AwareDatetime
+    outcome: AttemptOutcome | None = None
+    ended_at: AwareDatetime | None = None
+
+
+class Notice(BaseModel):
+    """A notice to the 988 center: whether it was delivered."""
+
+    delivered: bool
+    at: AwareDatetime
+    error: str | None = None
+
+
+Mode = Literal["live", "data"]
+CadStatus = Literal["pending", "delivered", "kept", "failed"]
+
+_PLAIN = frozenset({"state", "version", "created_at", "updated_at"})
+_SKIP = frozenset({"eido"})
+NOTICE_PREFIX = "notice_"
+
+
+class Handback(BaseModel):
+    """A handback as stored."""
+
+    id: str
+    state: HandbackState
+    version: int
+    mode: Mode
+    psap_id: str
+    transfer_id: str | None = None
+    center_org: str
+    destination_id: str | None = None
+    """The center's destination involved (the transfer's connected one): where notices go."""
+    reason: HandbackReason
+    location: Location | None = None
+    callback_number: str | None = None
+    risk: Risk = Field(default_factory=Risk)
+    counselor_ref: str | None = None
+    eido_id: str
+    attempts: list[HandbackAttempt] = Field(default_factory=list)
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    connected_at: AwareDatetime | None = None
+    bridge_expires_at: AwareDatetime | None = None
+    bridge_code_digest: str | None = None
+    bridge_call_sid: str | None = None
+    contact: Contact | None = None
+    unconfirmed_at: AwareDatetime | None = None
+    notices: dict[str, Notice] = Field(default_factory=dict)
+    cad_mode: Literal["send", "keep"] = "keep"
+    cad_delivered_at: AwareDatetime | None = None
+    cad_failed_at: AwareDatetime | None = None
+    cad_attempts: int = 0
+
+    @property
+    def current_attempt(self) -> HandbackAttempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def location_known(self) -> bool:
+        return self.location is not None and self.location.known
+
+    @property
+    def flags(self) -> list[Flag]:
+        flags = []
+        if not self.location_known:
+            flags.append(Flag.LOCATION_UNKNOWN)
+        if self.unconfirmed_at is not None:
+            flags.append(Flag.UNCONFIRMED)
+        if self.contact is not None and not self.contact.contact_made:
+            flags.append(Flag.NO_CONTACT)
+        if any(not n.delivered for n in self.notices.values()):
+            flags.append(Flag.CENTER_NOT_NOTIFIED)
+        if self.cad_failed_at is not None:
+            flags.append(Flag.CAD_UNDELIVERED)
+        return flags
+
+    @property
+    def cad_status(self) -> CadStatus:
+        if self.cad_delivered_at is not None:
+            return "delivered"
+        if self.cad_failed_at is not None:
+            return "failed"
+        return "pending" if self.cad_mode == "send" else "kept"
+
+    @classmethod
+    def from_redis(cls, handback_id: str, raw: dict[str, str]) -> Self:
+        data: dict[str, Any] = {"id": handback_id}
+        notices: dict[str, Any] = {}
+        for field, value in raw.items():
+            if field in _SKIP:
+                continue
+            decoded = value if field in _PLAIN else json.loads(value)
+            if field.startswith(NOTICE_PREFIX):
+                notices[field.removeprefix(NOTICE_PREFIX)] = decoded
+            else:
+                data[field] = decoded
+        data["notices"] = notices
+        return cls.model_validate(data)
+
+
+class CadView(BaseModel):
+    status: CadStatus
+    """``kept``: the PSAP has no CAD endpoint; the EIDO waits at ``GET …/eido``."""
+    attempts: int
+    delivered_at: AwareDatetime | None = None
+
+
+class AttemptView(BaseModel):
+    started_at: AwareDatetime
+    outcome: AttemptOutcome | None = None
+    ended_at: AwareDatetime | None = None
+
+
+class HandbackView(BaseModel):
+    """``GET /v1/handbacks/{id}``, and the 201 of ``POST /v1/handbacks``."""
+
+    id: str
+    state: HandbackState
+    mode: Mode
+    """``live``: the PSAP is dialed into the caller's gateway conference; ``data``: no live
+    gateway call, a bridge code lets the center conference in."""
+    flags: list[Flag]
+    transfer_id: str | None
+    psap_id: str
+    reason: HandbackReason
+    eido_id: str
+    attempts: list[AttemptView]
+    contact: Contact | None = None
+    notices: dict[str, Notice] = Field(default_factory=dict)
+    """Notices to the 988 center by kind (``failed``, ``contact``, ``unconfirmed``)."""
+    cad: CadView
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    connected_at: AwareDatetime | None = None
+    unconfirmed_at: AwareDatetime | None = None
+    bridge_expires_at: AwareDatetime | None = None
+    bridge_number: str | None = None
+    """Only in the 201 of a data-only handback."""
+    bridge_code: str | None = None
+    """Only in the 201 of a data-only handback: key it in on the bridge line."""
+
+    @classmethod
+    def of(cls, handback: Handback, **extra: Any) -> HandbackView:
+        return cls(
+            id=handback.id,
+            state=handback.state,
+            mode=handback.mode,
+            flags=handback.flags,
+            transfer_id=handback.transfer_id,
+            psap_id=handback.psap_id,
+            reason=handback.reason,
+            eido_id=handback.eido_id,
+            attempts=[AttemptView(**a.model_dump()) for a in handback.attempts],
+            contact=handback.contact,
+            notices=handback.notices,
+            cad=CadView(
+                status=handback.cad_status,
+                attempts=handback.cad_attempts,
+                delivered_at=handback.cad_delivered_at,
+            ),
+            created_at=handback.created_at,
+            updated_at=handback.updated_at,
+            connected_at=handback.connected_at,
+            unconfirmed_at=handback.unconfirmed_at,
+            bridge_expires_at=handback.bridge_expires_at,
+            **extra,
+        )

@@ -1,0 +1,909 @@
+"""Handbacks, 988 → 911 (DESIGN.md §4).
+
+A 988 center that finds imminent risk hands the call — or, with no live call, the information —
+back to the PSAP:
+
+- **Live**: the caller is in a gateway conference (the transfer is ``connected``). The gateway
+  dials the PSAP's ``handback_number`` into that conference; the counselor stays on until a
+  call-taker answers. A busy / unanswered / failed dial is retried (``handback_attempts``,
+  ``handback_retry_delay_s``, each redial a durable timer); when none answers the handback is
+  ``failed``, loudly: an error log, a metric and a signed notice to the center so its
+  supervisor acts. The gateway never ends the caller's, the call-taker's or the counselor's leg —
+  only a handback leg of its own that rings past the gateway's own ring timer.
+- **Data-only**: a bridge code is returned; when the center's phone system keys it in on the
+  bridge line, that leg goes into a conference named by the handback id and the PSAP is dialed
+  into it the same way.
+
+Either way the incident goes to the PSAP as an EIDO (``gateway.eido``), through a durable CAD
+outbox (a ``cad_delivery`` timer per EIDO, retried with backoff, on whichever instance is up);
+without a ``cad_url`` the EIDO is kept for ``GET /v1/handbacks/{id}/eido``. The PSAP confirms
+contact (``POST …/contact``) and the center is told; without a confirmation in
+``handback_confirm_timeout_s`` the handback is flagged ``unconfirmed`` — once, whichever
+instance's timer fires, because the flag is a write-once guarded by the contact itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.auth import Principal, Role, require_org, require_role
+from gateway.eido import Agency, EidoFacts, build, incident_id
+from gateway.errors import Conflict, Forbidden, Invalid
+from gateway.handback.models import (
+    NOTICE_PREFIX,
+    AttemptOutcome,
+    Contact,
+    ContactRequest,
+    Handback,
+    HandbackAttempt,
+    HandbackRequest,
+    HandbackView,
+    Notice,
+)
+from gateway.handback.states import HandbackEvent, HandbackState
+from gateway.handback.store import (
+    HandbackConflict,
+    HandbackNotAllowed,
+    HandbackNotFound,
+    HandbackStore,
+)
+from gateway.metrics import Metrics
+from gateway.models import Transfer, encode_fields
+from gateway.policy.engine import UnknownPsap
+from gateway.policy.models import Destination
+from gateway.policy.service import LoadedPolicy, PolicyService
+from gateway.ports import CadError, CadSink, NoticeError, Notifier, Telephony, TelephonyError
+from gateway.settings import Settings
+from gateway.states import TransferState
+from gateway.store import Timer, TransferStore
+from gateway.tasks import TaskSet
+from gateway.timers import TimerHandler, TimerQueue
+from gateway.transfers import DIAL_RETRY_DELAYS_S, code_digest
+
+log = logging.getLogger(__name__)
+
+S = HandbackState
+E = HandbackEvent
+
+CAS_TRIES = 8
+RING_TIMER = "handback_ring"
+DIAL_TIMER = "handback_dial"
+EXPIRY_TIMER = "handback_expiry"
+CONFIRM_TIMER = "handback_confirm"
+CAD_TIMER = "cad_delivery"
+
+
+def new_handback_id() -> str:
+    return "hb_" + secrets.token_hex(12)
+
+
+def is_handback_id(value: str) -> bool:
+    return value.startswith("hb_")
+
+
+def ring_timer_id(handback_id: str, attempt: int) -> str:
+    return f"hbring:{handback_id}:{attempt}"
+
+
+def dial_timer_id(handback_id: str, attempt: int) -> str:
+    return f"hbdial:{handback_id}:{attempt}"
+
+
+def expiry_timer_id(handback_id: str) -> str:
+    return f"hbexpire:{handback_id}"
+
+
+def confirm_timer_id(handback_id: str) -> str:
+    return f"hbconfirm:{handback_id}"
+
+
+def cad_timer_id(handback_id: str) -> str:
+    return f"cad:{handback_id}"
+
+
+def _closed(
+    attempts: list[HandbackAttempt], outcome: AttemptOutcome, now: datetime
+) -> list[HandbackAttempt]:
+    last = attempts[-1].model_copy(update={"outcome": outcome, "ended_at": now})
+    return [*attempts[:-1], last]
+
+
+def _forgiving(handler: TimerHandler) -> TimerHandler:
+    """A timer whose handback has expired from Redis is done, not retried forever."""
+
+    async def run(timer_id: str, payload: Mapping[str, Any]) -> None:
+        try:
+            await handler(timer_id, payload)
+        except HandbackNotFound:
+            log.info("timer for a handback that is gone", extra={"timer_id": timer_id})
+
+    return run
+
+
+def _eido_text(document: Mapping[str, Any]) -> str:
+    """The EIDO's bytes as sent: compact JSON (what the CAD adapter posts)."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+class HandbackService:
+    def __init__(
+        self,
+        *,
+        store: HandbackStore,
+        transfers: TransferStore,
+        policy: PolicyService,
+        telephony: Telephony,
+        notifier: Notifier,
+        cad: CadSink,
+        timers: TimerQueue,
+        tasks: TaskSet,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        self.store = store
+        self.transfers = transfers
+        self.policy = policy
+        self.telephony = telephony
+        self.notifier = notifier
+        self.cad = cad
+        self.timers = timers
+        self.tasks = tasks
+        self.settings = settings
+        self.metrics = metrics
+
+    @property
+    def domain(self) -> str:
+        return urlsplit(str(self.settings.public_base_url)).hostname or "gateway.invalid"
+
+    # ---- API ------------------------------------------------------------------------------
+
+    async def open(self, request: HandbackRequest, principal: Principal) -> HandbackView:
+        require_role(principal, Role.CRISIS_CENTER)
+        loaded = await self.policy.current()
+        transfer: Transfer | None = None
+        if request.transfer_id is not None:
+            transfer = await self.transfers.get(request.transfer_id)
+            destination = self._transfer_destination(loaded, transfer, principal)
+            if request.psap_id is not None and request.psap_id != transfer.psap_id:
+                raise Invalid(
+                    "psap_id is not the transfer's PSAP",
+                    [
+                        {
+                            "path": "psap_id",
+                            "message": "must match the transfer's PSAP, or be left out",
+                        }
+                    ],
+                )
+            psap_id = transfer.psap_id
+        else:
+            assert request.psap_id is not None  # the model requires one of the two
+            psap_id = request.psap_id
+            loaded.psap(psap_id)  # UnknownPsap: 404
+            destination = self._serving_destination(loaded, psap_id, principal)
+        psap = loaded.psap(psap_id)
+        live = transfer is not None and transfer.state is TransferState.CONNECTED
+        now = datetime.now(UTC)
+        handback_id = new_handback_id()
+        callback = request.callback_number or (transfer.callback_number if transfer else None)
+        eido = build(
+            EidoFacts(
+                handback_id=handback_id,
+                domain=self.domain,
+                now=now,
+                psap=Agency(psap.id, psap.name),
+                center=Agency(destination.org, destination.name),
+                reason=request.reason,
+                live=live,
+                location=request.location,
+                callback_number=callback,
+                risk=request.risk,
+                counselor_ref=request.counselor_ref,
+                transfer_id=transfer.id if transfer else None,
+                call_started_at=transfer.created_at if transfer else None,
+            )
+        )
+        fields = encode_fields(
+            mode="live" if live else "data",
+            transfer_id=transfer.id if transfer else None,
+            center_org=destination.org,
+            destination_id=destination.id,
+            reason=str(request.reason),
+            callback_number=callback,
+            counselor_ref=request.counselor_ref,
+            eido_id=incident_id(handback_id, self.domain),
+            cad_mode="send" if psap.cad_url else "keep",
+        )
+        if request.location is not None:
+            fields.update(encode_fields(location=request.location))
+        fields.update(encode_fields(risk=request.risk))
+        timers = [
+            Timer(
+                confirm_timer_id(handback_id),
+                now + timedelta(seconds=self.settings.handback_confirm_timeout_s),
+                CONFIRM_TIMER,
+                {"handback_id": handback_id},
+            )
+        ]
+        if psap.cad_url:
+            timers.append(
+                Timer(cad_timer_id(handback_id), now, CAD_TIMER, {"handback_id": handback_id})
+            )
+        code: str | None = None
+        if live:
+            state = S.DIALING
+            fields.update(encode_fields(attempts=[HandbackAttempt(started_at=now)]))
+            timers.append(self._ring_timer(handback_id, 1, now))
+        else:
+            state = S.AWAITING_BRIDGE
+            code, digest = await self._issue_code(handback_id)
+            expires = now + timedelta(seconds=self.settings.bridge_code_ttl_s)
+            fields.update(encode_fields(bridge_expires_at=expires, bridge_code_digest=digest))
+            timers.append(
+                Timer(
+                    expiry_timer_id(handback_id),
+                    expires,
+                    EXPIRY_TIMER,
+                    {"handback_id": handback_id},
+                )
+            )
+        await self.store.create(
+            handback_id,
+            psap_id=psap_id,
+            state=state,
+            fields=fields,
+            eido=_eido_text(eido),
+            timers=timers,
+            outbox=bool(psap.cad_url),
+            actor=principal.actor,
+            now=now,
+        )
+        self.metrics.handbacks.labels("created_live" if live else "created_data").inc()
+        log.info(
+            "handback created",
+            extra={
+                "handback_id": handback_id,
+                "psap_id": psap_id,
+                "transfer_id": transfer.id if transfer else None,
+                "mode": "live" if live else "data",
+                "location_known": request.location is not None and request.location.known,
+            },
+        )
+        handback = await self.store.get(handback_id)
+        if live:
+            self.tasks.spawn(self._dial(handback_id, 1), name=f"handback-dial:{handback_id}:1")
+            return HandbackView.of(handback)
+        return HandbackView.of(
+            handback, bridge_code=code, bridge_number=self.settings.bridge_number
+        )
+
+    def _transfer_destination(
+        self, loaded: LoadedPolicy, transfer: Transfer, principal: Principal
+    ) -> Destination:
+        """The center's destination that took the transfer; 403 for any other org."""
+        connected = transfer.connected_destination_id
+        destination = loaded.document.destination(connected) if connected else None
+        if destination is not None and destination.org == principal.org:
+            return destination
+        chain = {loaded.document.destination(d.id) for d in transfer.decision.destinations}
+        if connected is None and principal.org in {d.org for d in chain if d is not None}:
+            raise Conflict(
+                f"transfer {transfer.id} never connected to your organization; hand back with "
+                "psap_id instead",
+                [{"state": str(transfer.state)}],
+            )
+        raise Forbidden("this transfer was not connected to your organization")
+
+    @staticmethod
+    def _serving_destination(
+        loaded: LoadedPolicy, psap_id: str, principal: Principal
+    ) -> Destination:
+        """A center serves a PSAP when the PSAP's routing sends calls to at least one of the
+        center's destinations (any rule's chain, or its fallback). The first such destination
+        with a notify_url (else the first) is where the center's notices go."""
+        doc = loaded.document
+        psap = loaded.psap(psap_id)
+        ids = [d for rule in doc.policy.rules for d in rule.chain] + [psap.fallback_destination]
+        ours = [
+            dest
+            for dest in (doc.destination(i) for i in dict.fromkeys(ids))
+            if dest is not None and dest.org == principal.org
+        ]
+        if not ours:
+            raise Forbidden(f"your organization does not serve PSAP {psap_id}")
+        return next((d for d in ours if d.notify_url is not None), ours[0])
+
+    async def _issue_code(self, handback_id: str) -> tuple[str, str]:
+        for _ in range(20):
+            code = f"{secrets.randbelow(1_000_000):06d}"
+            digest = code_digest(code)
+            if await self.transfers.issue_code(
+                digest, handback_id, self.settings.bridge_code_ttl_s
+            ):
+                return code, digest
+        raise Conflict("no free bridge code; try again")  # pragma: no cover
+
+    async def _authorize_read(self, handback: Handback, principal: Principal) -> None:
+        if principal.role is Role.CRISIS_CENTER:
+            if principal.org != handback.center_org:
+                raise Forbidden("this handback belongs to another organization")
+            return
+        require_org(principal, handback.psap_id)  # admin: any; psap: its own
+
+    async def read(self, handback_id: str, principal: Principal) -> HandbackView:
+        handback = await self.store.get(handback_id)
+        await self._authorize_read(handback, principal)
+        return HandbackView.of(handback)
+
+    async def eido(self, handback_id: str, principal: Principal) -> str:
+        require_role(principal, Role.PSAP, Role.ADMIN)
+        handback = await self.store.get(handback_id)
+        require_org(principal, handback.psap_id)
+        return await self.store.eido(handback_id)
+
+    async def contact(
+        self, handback_id: str, request: ContactRequest, principal: Principal
+    ) -> HandbackView:
+        require_role(principal, Role.PSAP)
+        handback = await self.store.get(handback_id)
+        require_org(principal, handback.psap_id)
+        now = datetime.now(UTC)
+        contact = Contact(
+            contact_made=request.contact_made,
+            at=request.at or now,
+            recorded_at=now,
+            note=request.note,
+        )
+        written = await self.store.annotate(
+            handback_id,
+            event="contact",
+            fields={"contact": contact.model_dump_json()},
+            guards=["contact"],
+            disarm=[confirm_timer_id(handback_id)],
+            actor=principal.actor,
+            audit={"contact_made": json.dumps(request.contact_made)},
+            now=now,
+        )
+        if written.status == "exists":
+            raise Conflict(f"contact is already recorded for handback {handback_id}")
+        if not written.ok:
+            raise Conflict(f"handback {handback_id} cannot take a contact confirmation now")
+        self.metrics.handbacks.labels(
+            "contact_made" if request.contact_made else "contact_not_made"
+        ).inc()
+        log.info(
+            "handback contact recorded",
+            extra={"handback_id": handback_id, "contact_made": request.contact_made},
+        )
+        await self._notify_center(
+            handback,
+            "contact",
+            {
+                "contact_made": request.contact_made,
+                "at": contact.at.isoformat(),
+                "note": request.note,
+            },
+        )
+        return HandbackView.of(await self.store.get(handback_id))
+
+    # ---- the bridge line (data-only) --------------------------------------------------------
+
+    async def redeem(self, call_sid: str, digits: str) -> Handback | None:
+        """A code keyed in on the bridge line: the handback it opens (now dialing), or None
+        when the code is not a live handback code (the transfer flow takes it from there)."""
+        if not (len(digits) == 6 and digits.isdigit()):
+            return None
+        digest = code_digest(digits)
+        owner = await self.store.code_owner(digest)
+        if owner is None or not is_handback_id(owner):
+            return None
+        if await self.transfers.redeem_code(digest) != owner:
+            return None  # another call took it a moment ago
+        return await self._bridge(owner, call_sid)
+
+    async def _bridge(self, handback_id: str, call_sid: str) -> Handback | None:
+        now = datetime.now(UTC)
+        for _ in range(CAS_TRIES):
+            handback = await self.store.get(handback_id)
+            if handback.state is not S.AWAITING_BRIDGE:
+                return None
+            try:
+                await self._apply(
+                    handback,
+                    E.BRIDGED,
+                    fields=encode_fields(
+                        attempts=[HandbackAttempt(started_at=now)], bridge_call_sid=call_sid
+                    ),
+                    arm=[self._ring_timer(handback_id, 1, now)],
+                    disarm=[expiry_timer_id(handback_id)],
+                    actor="twilio",
+                )
+            except HandbackConflict:
+                continue
+            return await self.store.get(handback_id)
+        return None
+
+    def start_dialing(self, handback: Handback) -> None:
+        """Dial the PSAP — called once the conference TwiML has been returned."""
+        self.tasks.spawn(self._dial(handback.id, 1), name=f"handback-dial:{handback.id}:1")
+
+    # ---- dialing the PSAP -------------------------------------------------------------------
+
+    def conference_of(self, handback: Handback) -> str:
+        """Live: the transfer's conference (named by the transfer id); data-only: its own."""
+        if handback.mode == "live" and handback.transfer_id:
+            return handback.transfer_id
+        return handback.id
+
+    def _ring_timer(self, handback_id: str, attempt: int, start: datetime) -> Timer:
+        due = start + timedelta(
+            seconds=self.settings.handback_ring_timeout_s + self.settings.ring_grace_s
+        )
+        return Timer(
+            ring_timer_id(handback_id, attempt),
+            due,
+            RING_TIMER,
+            {"handback_id": handback_id, "attempt": attempt},
+        )
+
+    @staticmethod
+    def _is_current(handback: Handback, attempt: int) -> bool:
+        current = handback.current_attempt
+        return (
+            handback.state is S.DIALING
+            and len(handback.attempts) == attempt
+            and current is not None
+            and current.outcome is None
+        )
+
+    async def _dial(self, handback_id: str, attempt: int) -> None:
+        handback = await self.store.get(handback_id)
+        if not self._is_current(handback, attempt):
+            return
+        # A dial is claimed before it is made: a timer that runs again after a crash never
+        # dials the PSAP twice (the gateway's ring timer moves the handback on instead).
+        if not await self.store.claim(handback_id, f"dial:{attempt}"):
+            return
+        try:
+            psap = (await self.policy.current()).psap(handback.psap_id)
+        except UnknownPsap:
+            log.error("handback PSAP no longer configured", extra={"handback_id": handback_id})
+            await self.attempt_over(handback_id, attempt, "failed")
+            return
+        callback = self.settings.public_url(
+            f"/twilio/participant/handback/{handback_id}?attempt={attempt}"
+        )
+        for delay in (*DIAL_RETRY_DELAYS_S, None):
+            try:
+                call_sid = await self.telephony.add_participant(
+                    self.conference_of(handback),
+                    to=psap.handback_number,
+                    from_=self.settings.bridge_number or psap.handback_number,
+                    timeout_s=self.settings.handback_ring_timeout_s,
+                    status_callback=callback,
+                    label=f"handback-{attempt}",
+                )
+            except TelephonyError as exc:
+                if exc.status == 404 and delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                log.warning(
+                    "handback dial failed",
+                    extra={"handback_id": handback_id, "attempt": attempt, "error": str(exc)},
+                )
+                await self.attempt_over(handback_id, attempt, "failed")
+                return
+            await self.store.set_leg(handback_id, f"attempt:{attempt}", call_sid)
+            # The handback may have moved on while the dial was in flight (the gateway's ring
+            # timer, the center hanging up): a leg nobody wants any more is cancelled at once.
+            after = await self.store.get(handback_id)
+            answered = after.state in (S.CONNECTED, S.COMPLETED) and len(after.attempts) == attempt
+            if not (answered or self._is_current(after, attempt)):
+                await self._cancel_leg(handback_id, attempt)
+            return
+
+    async def answered(self, handback_id: str, attempt: int) -> None:
+        now = datetime.now(UTC)
+        for _ in range(CAS_TRIES):
+            handback = await self.store.get(handback_id)
+            if not self._is_current(handback, attempt):
+                return
+            try:
+                await self._apply(
+                    handback,
+                    E.ANSWERED,
+                    fields=encode_fields(
+                        attempts=_closed(handback.attempts, "answered", now), connected_at=now
+                    ),
+                    disarm=[ring_timer_id(handback_id, attempt)],
+                    actor="twilio",
+                )
+            except HandbackConflict:
+                continue
+            self.metrics.handbacks.labels("connected").inc()
+            return
+
+    async def attempt_over(self, handback_id: str, attempt: int, outcome: AttemptOutcome) -> None:
+        """The handback line did not answer ``attempt``: redial later, or fail loudly."""
+        now = datetime.now(UTC)
+        for _ in range(CAS_TRIES):
+            handback = await self.store.get(handback_id)
+            if not self._is_current(handback, attempt):
+                return
+            attempts = _closed(handback.attempts, outcome, now)
+            try:
+                if attempt < self.settings.handback_attempts:
+                    start = now + timedelta(seconds=self.settings.handback_retry_delay_s)
+                    attempts.append(HandbackAttempt(started_at=start))
+                    await self._apply(
+                        handback,
+                        E.RETRY,
+                        fields=encode_fields(attempts=attempts),
+                        arm=[
+                            Timer(
+                                dial_timer_id(handback_id, attempt + 1),
+                                start,
+                                DIAL_TIMER,
+                                {"handback_id": handback_id, "attempt": attempt + 1},
+                            ),
+                            self._ring_timer(handback_id, attempt + 1, start),
+                        ],
+                        disarm=[ring_timer_id(handback_id, attempt)],
+                        actor="gateway",
+                        audit={"outcome": outcome},
+                    )
+                else:
+                    await self._apply(
+                        handback,
+                        E.EXHAUSTED,
+                        fields=encode_fields(attempts=attempts),
+                        disarm=[ring_timer_id(handback_id, attempt)],
+                        actor="gateway",
+                        audit={"outcome": outcome},
+                    )
+            except HandbackConflict:
+                continue
+            if outcome == "timeout":
+                await self._cancel_leg(handback_id, attempt)
+            if attempt >= self.settings.handback_attempts:
+                await self._failed_loudly(await self.store.get(handback_id))
+            return
+
+    async def _failed_loudly(self, handback: Handback) -> None:
+        self.metrics.handbacks.labels("failed").inc()
+        log.error(
+            "handback failed: the PSAP's handback line did not answer",
+            extra={
+                "handback_id": handback.id,
+                "psap_id": handback.psap_id,
+                "transfer_id": handback.transfer_id,
+                "attempts": len(handback.attempts),
+            },
+        )
+        await self._notify_center(
+            handback,
+            "failed",
+            {
+                "attempts": [a.outcome for a in handback.attempts],
+                "message": (
+                    "The PSAP's handback line did not answer. Nobody was disconnected: the "
+                    "counselor is still with the caller. Reach 911 by another line now; the "
+                    "incident data was sent to the PSAP."
+                ),
+            },
+        )
+
+    async def leg_ended(self, handback_id: str, attempt: int) -> None:
+        for _ in range(CAS_TRIES):
+            handback = await self.store.get(handback_id)
+            if handback.state is not S.CONNECTED or len(handback.attempts) != attempt:
+                return
+            try:
+                await self._apply(handback, E.LEG_ENDED, actor="twilio")
+            except HandbackConflict:
+                continue
+            return
+
+    async def center_left(self, handback_id: str) -> None:
+        """Data-only: the center's bridge-line leg left while the PSAP rang — cancel the
+        ringing handback leg (the gateway's own); nobody else's leg is touched."""
+        now = datetime.now(UTC)
+        for _ in range(CAS_TRIES):
+            handback = await self.store.get(handback_id)
+            if handback.state is not S.DIALING:
+                return
+            attempt = len(handback.attempts)
+            current = handback.current_attempt
+            attempts = (
+                _closed(handback.attempts, "failed", now)
+                if current is not None and current.outcome is None
+                else handback.attempts
+            )
+            try:
+                await self._apply(
+                    handback,
+                    E.CALLER_LEFT,
+                    fields=encode_fields(attempts=attempts),
+                    disarm=[
+                        ring_timer_id(handback_id, attempt),
+                        dial_timer_id(handback_id, attempt),
+                    ],
+                    actor="twilio",
+                )
+            except HandbackConflict:
+                continue
+            await self._cancel_leg(handback_id, attempt)
+            return
+
+    async def attempt_of_call(self, handback_id: str, call_sid: str) -> int | None:
+        for name, sid in (await self.store.legs(handback_id)).items():
+            if sid == call_sid and name.startswith("attempt:"):
+                return int(name.split(":", 1)[1])
+        return None
+
+    async def _cancel_leg(self, handback_id: str, attempt: int) -> None:
+        call_sid = (await self.store.legs(handback_id)).get(f"attempt:{attempt}")
+        if call_sid is None:
+            return
+        try:
+            await self.telephony.cancel_call(call_sid)
+        except TelephonyError as exc:
+            log.warning(
+                "handback leg cancel failed", extra={"handback_id": handback_id, "error": str(exc)}
+            )
+
+    # ---- timers -----------------------------------------------------------------------------
+
+    def timer_handlers(self) -> dict[str, TimerHandler]:
+        """The durable timers this service owns, by kind (for the app's timer worker)."""
+        handlers: dict[str, TimerHandler] = {
+            RING_TIMER: self.on_ring_timer,
+            DIAL_TIMER: self.on_dial_timer,
+            EXPIRY_TIMER: self.on_expiry_timer,
+            CONFIRM_TIMER: self.on_confirm_timer,
+            CAD_TIMER: self.on_cad_timer,
+        }
+        return {kind: _forgiving(handler) for kind, handler in handlers.items()}
+
+    async def on_ring_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        await self.attempt_over(str(payload["handback_id"]), int(payload["attempt"]), "timeout")
+
+    async def on_dial_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        await self._dial(str(payload["handback_id"]), int(payload["attempt"]))
+
+    async def on_expiry_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        handback = await self.store.get(str(payload["handback_id"]))
+        if handback.state is not S.AWAITING_BRIDGE:
+            return
+        try:
+            await self._apply(
+                handback, E.EXPIRE, void_code=handback.bridge_code_digest, actor="timer"
+            )
+        except (HandbackConflict, HandbackNotAllowed):
+            return
+
+    async def on_confirm_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        """No contact confirmation in time: flag it once (the write is guarded by the flag and
+        by the contact), count it, tell the center — only the writer that set the flag acts."""
+        handback_id = str(payload["handback_id"])
+        now = datetime.now(UTC)
+        written = await self.store.annotate(
+            handback_id,
+            event="unconfirmed",
+            fields=encode_fields(unconfirmed_at=now),
+            guards=["unconfirmed_at", "contact"],
+            actor="timer",
+            now=now,
+        )
+        if not written.ok:
+            return
+        handback = await self.store.get(handback_id)
+        self.metrics.handbacks.labels("unconfirmed").inc()
+        log.warning(
+            "handback unconfirmed: no contact confirmation from the PSAP",
+            extra={"handback_id": handback_id, "psap_id": handback.psap_id},
+        )
+        await self._notify_center(
+            handback,
+            "unconfirmed",
+            {
+                "confirm_within_s": self.settings.handback_confirm_timeout_s,
+                "message": (
+                    "No confirmation from the PSAP that emergency services reached the person. "
+                    "Follow up with the PSAP."
+                ),
+            },
+        )
+
+    async def on_cad_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        """Deliver one EIDO from the outbox; on failure re-arm this timer with backoff."""
+        handback_id = str(payload["handback_id"])
+        attempt = int(payload.get("attempt", 1))
+        try:
+            handback = await self.store.get(handback_id)
+        except HandbackNotFound:
+            await self.store.leave_outbox(handback_id)
+            raise
+        if handback.cad_delivered_at is not None or handback.cad_failed_at is not None:
+            return
+        error: CadError
+        try:
+            url, secret = await self._cad_endpoint(handback)
+            document = json.loads(await self.store.eido(handback_id))
+            await self.cad.deliver(url, document, secret=secret, idempotency_key=handback.eido_id)
+        except CadError as exc:
+            error = exc
+        else:
+            now = datetime.now(UTC)
+            await self.store.annotate(
+                handback_id,
+                event="cad_delivered",
+                fields=encode_fields(cad_delivered_at=now, cad_attempts=attempt),
+                guards=["cad_delivered_at"],
+                leave_outbox=True,
+                actor="gateway",
+                now=now,
+            )
+            self.metrics.cad_deliveries.labels("delivered").inc()
+            log.info(
+                "EIDO delivered to CAD", extra={"handback_id": handback_id, "attempt": attempt}
+            )
+            return
+        if error.retryable and attempt < self.settings.cad_max_attempts:
+            delay = min(
+                self.settings.cad_retry_base_s * 2 ** (attempt - 1), self.settings.cad_retry_max_s
+            )
+            await self.timers.arm(
+                [
+                    Timer(
+                        timer_id,
+                        datetime.now(UTC) + timedelta(seconds=delay),
+                        CAD_TIMER,
+                        {"handback_id": handback_id, "attempt": attempt + 1},
+                    )
+                ]
+            )
+            self.metrics.cad_deliveries.labels("retry").inc()
+            log.warning(
+                "EIDO not delivered to CAD; retrying",
+                extra={
+                    "handback_id": handback_id,
+                    "attempt": attempt,
+                    "retry_in_s": delay,
+                    "error": str(error),
+                },
+            )
+            return
+        now = datetime.now(UTC)
+        await self.store.annotate(
+            handback_id,
+            event="cad_failed",
+            fields=encode_fields(cad_failed_at=now, cad_attempts=attempt),
+            guards=["cad_delivered_at", "cad_failed_at"],
+            leave_outbox=True,
+            actor="gateway",
+            audit={"error": str(error)},
+            now=now,
+        )
+        self.metrics.cad_deliveries.labels("gave_up").inc()
+        log.error(
+            "EIDO never reached CAD; kept for GET /v1/handbacks/{id}/eido",
+            extra={"handback_id": handback_id, "attempts": attempt, "error": str(error)},
+        )
+
+    async def _cad_endpoint(self, handback: Handback) -> tuple[str, str]:
+        try:
+            psap = (await self.policy.current()).psap(handback.psap_id)
+        except UnknownPsap:
+            raise CadError("the PSAP is no longer configured", retryable=False) from None
+        if psap.cad_url is None:
+            raise CadError("the PSAP no longer has a cad_url", retryable=False)
+        secret = os.environ.get(psap.cad_secret_env or "", "")
+        if not secret:
+            log.error("CAD secret missing", extra={"psap_id": psap.id, "env": psap.cad_secret_env})
+            raise CadError(f"the CAD secret ({psap.cad_secret_env}) is not set")
+        return str(psap.cad_url), secret
+
+    # ---- notices to the 988 center ----------------------------------------------------------
+
+    async def _center_endpoint(self, handback: Handback) -> tuple[str, str] | str:
+        """The notify URL and secret of the center's destination involved (else another of
+        the org's destinations with one); a reason string when there is none."""
+        doc = (await self.policy.current()).document
+        involved = doc.destination(handback.destination_id or "")
+        candidates = [involved] if involved is not None else []
+        candidates += [d for d in doc.destinations if d.org == handback.center_org]
+        destination = next((d for d in candidates if d.notify_url is not None), None)
+        if destination is None:
+            return "the organization has no notify_url"
+        secret = os.environ.get(destination.notify_secret_env or "", "")
+        if not secret:
+            return f"the notify secret ({destination.notify_secret_env}) is not set"
+        return str(destination.notify_url), secret
+
+    async def _notify_center(
+        self, handback: Handback, kind: str, details: Mapping[str, Any]
+    ) -> None:
+        """Send the center a signed ``handback.<kind>`` notice and record whether it arrived
+        (once per kind); a center that could not be told is flagged and logged."""
+        payload = {
+            "type": f"handback.{kind}",
+            "handback_id": handback.id,
+            "transfer_id": handback.transfer_id,
+            "psap_id": handback.psap_id,
+            "eido_id": handback.eido_id,
+            "state": str(handback.state),
+            **details,
+        }
+        endpoint = await self._center_endpoint(handback)
+        error: str | None = None
+        if isinstance(endpoint, str):
+            error = endpoint
+        else:
+            url, secret = endpoint
+            try:
+                await self.notifier.send(
+                    url, payload, secret=secret, idempotency_key=f"{handback.id}:{kind}"
+                )
+            except NoticeError as exc:
+                error = str(exc)
+        now = datetime.now(UTC)
+        if error is not None:
+            self.metrics.notices_failed.labels(f"handback_{kind}").inc()
+            log.error(
+                "988 center not told",
+                extra={"handback_id": handback.id, "notice": kind, "error": error},
+            )
+        notice = Notice(delivered=error is None, at=now, error=error)
+        await self.store.annotate(
+            handback.id,
+            event=f"notice_{kind}",
+            fields={f"{NOTICE_PREFIX}{kind}": notice.model_dump_json()},
+            guards=[f"{NOTICE_PREFIX}{kind}"],
+            actor="gateway",
+            audit={"delivered": json.dumps(error is None)},
+            now=now,
+        )
+
+    # ---- one transition ---------------------------------------------------------------------
+
+    async def _apply(
+        self,
+        handback: Handback,
+        event: HandbackEvent,
+        *,
+        fields: Mapping[str, str] | None = None,
+        arm: list[Timer] | None = None,
+        disarm: list[str] | None = None,
+        void_code: str | None = None,
+        actor: str,
+        audit: Mapping[str, str] | None = None,
+    ) -> None:
+        state = await self.store.transition(
+            handback.id,
+            event,
+            expected_state=handback.state,
+            expected_version=handback.version,
+            fields=fields,
+            arm=arm or (),
+            disarm=disarm or (),
+            void_code=void_code,
+            actor=actor,
+            audit=audit,
+        )
+        log.info(
+            "handback transition",
+            extra={
+                "handback_id": handback.id,
+                "event": str(event),
+                "from_state": str(handback.state),
+                "to_state": str(state),
+            },
+        )

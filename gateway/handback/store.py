@@ -1,0 +1,250 @@
+"""Handback state in Redis: the same scripts as transfers, generated from the handback table.
+
+``create`` and ``transition`` are ``gateway/lua/create.lua`` and ``transition.lua`` with the
+handback machine's header (``gateway.scripts.source``); ``annotate`` is the write-once script
+(contact confirmation, the ``unconfirmed`` flag, notices, CAD delivery). Every key comes from
+``gateway.keys`` and shares the handback's hash tag; the record and its audit trail expire a
+retention period after creation whatever the state, so personal fields never outlive it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from gateway import keys
+from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.handback.models import Handback
+from gateway.handback.states import TERMINAL_STATES, TRANSITIONS, HandbackEvent, HandbackState
+from gateway.scripts import source
+from gateway.store import Timer, Written, _Ops, to_ms, write_once
+
+
+class HandbackNotFound(NotFound):
+    def __init__(self, handback_id: str) -> None:
+        super().__init__(f"handback {handback_id} not found")
+
+
+class HandbackConflict(Conflict):
+    """Another writer moved the handback first."""
+
+    def __init__(self, handback_id: str, state: HandbackState, version: int) -> None:
+        super().__init__(
+            f"handback {handback_id} is now {state} (version {version})",
+            [{"state": str(state), "version": version}],
+        )
+        self.state = state
+        self.version = version
+
+
+class HandbackNotAllowed(Conflict):
+    def __init__(self, handback_id: str, state: HandbackState, event: HandbackEvent) -> None:
+        super().__init__(
+            f"{event} is not allowed while handback {handback_id} is {state}",
+            [{"state": str(state), "event": str(event)}],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HandbackScripts:
+    create: AsyncScript
+    transition: AsyncScript
+    annotate: AsyncScript
+
+    @classmethod
+    def register(cls, redis: Redis) -> HandbackScripts:
+        def load(name: str) -> AsyncScript:
+            return redis.register_script(source(name, TRANSITIONS, TERMINAL_STATES))
+
+        return cls(create=load("create"), transition=load("transition"), annotate=load("annotate"))
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class HandbackStore:
+    def __init__(
+        self, redis: Redis, *, retention_s: int = 30 * 86_400, audit_maxlen: int = 1000
+    ) -> None:
+        self.redis = redis
+        self.scripts = HandbackScripts.register(redis)
+        self.retention_s = retention_s
+        self.audit_maxlen = audit_maxlen
+
+    def _ops(self, handback_id: str) -> _Ops:
+        return _Ops([keys.handback(handback_id), keys.handback_audit(handback_id)])
+
+    async def create(
+        self,
+        handback_id: str,
+        *,
+        psap_id: str,
+        state: HandbackState,
+        fields: Mapping[str, str],
+        eido: str,
+        timers: Iterable[Timer] = (),
+        outbox: bool = False,
+        actor: str = "",
+        now: datetime | None = None,
+    ) -> None:
+        """Record a new handback with its EIDO (as it will be sent), its timers and — when
+        its PSAP has a CAD endpoint — its place in the CAD outbox, in one call."""
+        now = now or datetime.now(UTC)
+        ops = self._ops(handback_id)
+        record, audit = ops.keys[0], ops.keys[1]
+        ops.add("zadd", keys.psap_handbacks(psap_id), to_ms(now), handback_id)
+        if outbox:
+            ops.add("zadd", keys.CAD_OUTBOX, to_ms(now), handback_id)
+        ops.arm(timers)
+        ops.add("expire", record, self.retention_s)
+        ops.add("expire", audit, self.retention_s)
+        result = await self.scripts.create(
+            keys=ops.keys,
+            args=[
+                str(state),
+                now.isoformat(),
+                self.retention_s,
+                self.audit_maxlen,
+                json.dumps({"psap_id": json.dumps(psap_id), "eido": eido, **fields}),
+                ops.encoded(),
+                json.dumps({"actor": actor}),
+            ],
+        )
+        status, got_state, version = (_text(v) for v in result)
+        if status == "exists":  # pragma: no cover - ids are random
+            raise HandbackConflict(handback_id, HandbackState(got_state), int(version))
+
+    async def get(self, handback_id: str) -> Handback:
+        raw = await self.redis.hgetall(keys.handback(handback_id))
+        if not raw:
+            raise HandbackNotFound(handback_id)
+        return Handback.from_redis(handback_id, {_text(k): _text(v) for k, v in raw.items()})
+
+    async def eido(self, handback_id: str) -> str:
+        """The EIDO exactly as it is sent to CAD (JSON text)."""
+        raw = await self.redis.hget(keys.handback(handback_id), "eido")
+        if raw is None:
+            raise HandbackNotFound(handback_id)
+        return _text(raw)
+
+    async def transition(
+        self,
+        handback_id: str,
+        event: HandbackEvent,
+        *,
+        expected_state: HandbackState,
+        expected_version: int,
+        fields: Mapping[str, str] | None = None,
+        arm: Iterable[Timer] = (),
+        disarm: Iterable[str] = (),
+        void_code: str | None = None,
+        actor: str = "",
+        audit: Mapping[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> HandbackState:
+        now = now or datetime.now(UTC)
+        ops = self._ops(handback_id)
+        on_terminal = _Ops(ops.keys)
+        on_terminal.add("expire", keys.handback_legs(handback_id), self.retention_s)
+        if void_code:
+            ops.add("del", keys.bridge_code(void_code))
+        ops.arm(arm)
+        ops.disarm(disarm)
+        result = await self.scripts.transition(
+            keys=ops.keys,
+            args=[
+                str(event),
+                str(expected_state),
+                str(expected_version),
+                now.isoformat(),
+                self.retention_s,
+                self.audit_maxlen,
+                json.dumps(dict(fields or {})),
+                ops.encoded(),
+                json.dumps({"actor": actor, **(audit or {})}),
+                on_terminal.encoded(),
+            ],
+        )
+        status, *rest = (_text(v) for v in result)
+        if status == "not_found":
+            raise HandbackNotFound(handback_id)
+        state, version = HandbackState(rest[0]), int(rest[1])
+        if status == "conflict":
+            raise HandbackConflict(handback_id, state, version)
+        if status == "illegal":
+            raise HandbackNotAllowed(handback_id, state, event)
+        if status != "ok":  # pragma: no cover - the scripts return nothing else
+            raise GatewayError(f"unexpected script answer {status!r}")
+        return state
+
+    async def annotate(
+        self,
+        handback_id: str,
+        *,
+        event: str,
+        fields: Mapping[str, str],
+        guards: Iterable[str],
+        disarm: Iterable[str] = (),
+        leave_outbox: bool = False,
+        actor: str = "",
+        audit: Mapping[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> Written:
+        """Write ``fields`` once (none of ``guards`` set yet), audited, in one call."""
+        ops = self._ops(handback_id)
+        ops.disarm(disarm)
+        if leave_outbox:
+            ops.add("zrem", keys.CAD_OUTBOX, handback_id)
+        return await write_once(
+            self.scripts.annotate,
+            ops,
+            event=event,
+            fields=fields,
+            guards=guards,
+            actor=actor,
+            audit=audit,
+            audit_maxlen=self.audit_maxlen,
+            now=now,
+        )
+
+    async def code_owner(self, code_digest: str) -> str | None:
+        """Whose a live bridge code is (a transfer or a handback id), without consuming it."""
+        owner = await self.redis.get(keys.bridge_code(code_digest))
+        return None if owner is None else _text(owner)
+
+    async def set_leg(self, handback_id: str, name: str, call_sid: str) -> None:
+        key = keys.handback_legs(handback_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, name, call_sid)
+            pipe.expire(key, self.retention_s)
+            await pipe.execute()
+
+    async def legs(self, handback_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(keys.handback_legs(handback_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def claim(self, handback_id: str, identity: str, ttl_s: int = 86_400) -> bool:
+        """True the first time ``identity`` (a callback, a dial) is seen for the handback."""
+        key = keys.handback_event(handback_id, identity)
+        return bool(await self.redis.set(key, 1, nx=True, ex=ttl_s))
+
+    async def unclaim(self, handback_id: str, identity: str) -> None:
+        await self.redis.delete(keys.handback_event(handback_id, identity))
+
+    async def audit(self, handback_id: str) -> list[dict[str, str]]:
+        entries = await self.redis.xrange(keys.handback_audit(handback_id)) or []
+        return [{_text(k): _text(v) for k, v in (body or {}).items()} for _, body in entries]
+
+    async def leave_outbox(self, handback_id: str) -> None:
+        await self.redis.zrem(keys.CAD_OUTBOX, handback_id)
+
+    async def outbox(self) -> list[str]:
+        """Handbacks whose EIDO still waits for CAD."""
+        members = await self.redis.zrange(keys.CAD_OUTBOX, 0, -1)
+        return [_text(m) for m in members if isinstance(m, bytes | str)]

@@ -1,0 +1,146 @@
+"""Program figures (DESIGN.md §6 ``GET /v1/reports/summary``), from counters that outlive records.
+
+Every transition that matters to a figure increments a counter in the same Lua call as the
+transition itself (``gateway.store``): one hash per PSAP and local day, each field named
+``<figure>|<caller type>|<destination id or empty>``. Answer times go to a per-day sorted set whose
+members are ``<caller type>|<destination>|<transfer id>`` — opaque ids, no personal data — so
+percentiles are exact. A transfer counts on the PSAP-local day it was considered, so a period's
+ratios (capture rate, shares) relate outcomes to the calls of that same period.
+
+This module is pure: it turns the raw counters of a period into the summary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CALLER_TYPES = ("first_person", "third_party", "unknown")
+
+# Figures counted per transfer (and per destination where one is involved).
+CONSIDERED = "considered"
+KEPT = "kept_with_911"
+KEPT_REASON = "kept_reason:"  # + reason code
+ELIGIBLE = "eligible"
+OFFERED = "offered"  # a destination was dialed
+CONNECTED = "connected"
+VIA_BACKUP = "connected_via_backup"
+ABANDONED = "abandoned"
+FAILED = "failed"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+COMPLETED = "completed"
+DISPOSITION = "disposition:"  # + outcome
+POLICE = "police:"  # + "yes" / "no"
+HANDBACK = "handbacks"
+HANDBACK_CONFIRMED = "handbacks_confirmed"
+HANDBACK_UNCONFIRMED = "handbacks_unconfirmed"
+
+PHONE_ONLY_OUTCOME = "resolved_by_phone"
+
+
+def counter_field(figure: str, caller_type: str, destination_id: str | None = None) -> str:
+    return f"{figure}|{caller_type}|{destination_id or ''}"
+
+
+def answer_member(caller_type: str, destination_id: str, transfer_id: str) -> str:
+    return f"{caller_type}|{destination_id}|{transfer_id}"
+
+
+@dataclass
+class _Tally:
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    answers: list[float] = field(default_factory=list)
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least ``share`` of values at or
+    below it. ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(share * len(ordered)))
+    return round(ordered[rank - 1], 3)
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return None if denominator == 0 else round(numerator / denominator, 4)
+
+
+def figures(tally: _Tally, *, with_kept: bool = True) -> dict[str, Any]:
+    counts = tally.counts
+    dispositions = {
+        name.removeprefix(DISPOSITION): n
+        for name, n in sorted(counts.items())
+        if name.startswith(DISPOSITION) and n
+    }
+    disposed = sum(dispositions.values())
+    out: dict[str, Any] = {
+        "considered": counts[CONSIDERED],
+        "kept_with_911": counts[KEPT],
+        "kept_by_reason": {
+            name.removeprefix(KEPT_REASON): n
+            for name, n in sorted(counts.items())
+            if name.startswith(KEPT_REASON) and n
+        },
+        "eligible": counts[ELIGIBLE],
+        "offered": counts[OFFERED],
+        "connected": counts[CONNECTED],
+        "capture_rate": _ratio(counts[CONNECTED], counts[ELIGIBLE]),
+        "connected_via_backup": counts[VIA_BACKUP],
+        "completed": counts[COMPLETED],
+        "abandoned": counts[ABANDONED],
+        "failed": counts[FAILED],
+        "cancelled": counts[CANCELLED],
+        "expired": counts[EXPIRED],
+        "answer_time_s": {
+            "p50": percentile(tally.answers, 0.5),
+            "p90": percentile(tally.answers, 0.9),
+            "count": len(tally.answers),
+        },
+        "dispositions": dispositions,
+        "resolved_without_police_share": _ratio(counts[POLICE + "no"], disposed),
+        "phone_only_share": _ratio(dispositions.get(PHONE_ONLY_OUTCOME, 0), disposed),
+        "handbacks": {
+            "total": counts[HANDBACK],
+            "confirmed": counts[HANDBACK_CONFIRMED],
+            "unconfirmed": counts[HANDBACK_UNCONFIRMED],
+        },
+    }
+    if not with_kept:
+        for name in ("considered", "kept_with_911", "kept_by_reason", "eligible", "capture_rate",
+                     "failed", "expired", "handbacks"):  # fmt: skip
+            out.pop(name)
+    return out
+
+
+def summarize(
+    counters: Iterable[Mapping[str, int]],
+    answer_members: Iterable[tuple[str, float]],
+    *,
+    destinations: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The summary of a period from each day's counter hash and answer-time members."""
+    total = _Tally()
+    by_type = {ct: _Tally() for ct in CALLER_TYPES}
+    by_dest: dict[str, _Tally] = {d: _Tally() for d in destinations}
+    for day in counters:
+        for name, value in day.items():
+            figure, caller_type, destination = name.split("|", 2)
+            total.counts[figure] += value
+            by_type.setdefault(caller_type, _Tally()).counts[figure] += value
+            if destination:
+                by_dest.setdefault(destination, _Tally()).counts[figure] += value
+    for member, seconds in answer_members:
+        caller_type, destination, _ = member.split("|", 2)
+        total.answers.append(seconds)
+        by_type.setdefault(caller_type, _Tally()).answers.append(seconds)
+        by_dest.setdefault(destination, _Tally()).answers.append(seconds)
+    return {
+        **figures(total),
+        "by_caller_type": {ct: figures(t) for ct, t in by_type.items()},
+        "by_destination": {d: figures(t, with_kept=False) for d, t in sorted(by_dest.items())},
+    }
