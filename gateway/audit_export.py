@@ -40,11 +40,9 @@ async def events(
     for psap in psaps:
         zone = ZoneInfo(psap.timezone)
         first_ms, last_ms = _ms(start, zone), _ms(end + timedelta(days=1), zone)
-        ids: list[bytes] = await redis.zrangebyscore(
-            keys.psap_transfers(psap.id), first_ms, f"({last_ms}"
-        )
+        ids = await redis.zrangebyscore(keys.psap_transfers(psap.id), first_ms, f"({last_ms}")
         for raw_id in ids:
-            transfer_id = _text(raw_id)
+            transfer_id = _text(raw_id if isinstance(raw_id, bytes | str) else raw_id[0])
             for entry_id, body in await redis.xrange(keys.transfer_audit(transfer_id)) or []:
                 fields = {_text(k): _text(v) for k, v in (body or {}).items()}
                 yield {
