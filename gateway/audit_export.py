@@ -19,7 +19,22 @@ from gateway import keys
 from gateway.policy.models import Psap
 
 EXPORTED = frozenset(
-    {"event", "from", "to", "version", "at", "actor", "outcome", "action", "summary", "reason"}
+    {
+        "event",
+        "from",
+        "to",
+        "version",
+        "at",
+        "actor",
+        "outcome",
+        "action",
+        "summary",
+        "reason",
+        "contact_made",
+        "police_involved",
+        "mode",
+        "attempt",
+    }
 )
 
 
@@ -34,24 +49,28 @@ def _ms(day: date, zone: ZoneInfo) -> int:
 async def events(
     redis: Redis, psaps: Iterable[Psap], start: date, end: date
 ) -> AsyncIterator[dict[str, Any]]:
-    """Audit events of transfers created in ``[start, end]`` (each PSAP's local dates), then
-    policy changes made in that period, oldest first."""
+    """Audit events of transfers and handbacks created in ``[start, end]`` (each PSAP's local
+    dates), then policy changes made in that period."""
     first_ms = last_ms = 0
     for psap in psaps:
         zone = ZoneInfo(psap.timezone)
         first_ms, last_ms = _ms(start, zone), _ms(end + timedelta(days=1), zone)
-        ids = await redis.zrangebyscore(keys.psap_transfers(psap.id), first_ms, f"({last_ms}")
-        for raw_id in ids:
-            transfer_id = _text(raw_id if isinstance(raw_id, bytes | str) else raw_id[0])
-            for entry_id, body in await redis.xrange(keys.transfer_audit(transfer_id)) or []:
-                fields = {_text(k): _text(v) for k, v in (body or {}).items()}
-                yield {
-                    "kind": "transfer",
-                    "id": _text(entry_id or ""),
-                    "transfer_id": transfer_id,
-                    "psap_id": psap.id,
-                    **{k: v for k, v in fields.items() if k in EXPORTED},
-                }
+        for kind, index, stream in (
+            ("transfer", keys.psap_transfers, keys.transfer_audit),
+            ("handback", keys.psap_handbacks, keys.handback_audit),
+        ):
+            ids = await redis.zrangebyscore(index(psap.id), first_ms, f"({last_ms}")
+            for raw_id in ids:
+                record_id = _text(raw_id if isinstance(raw_id, bytes | str) else raw_id[0])
+                for entry_id, body in await redis.xrange(stream(record_id)) or []:
+                    fields = {_text(k): _text(v) for k, v in (body or {}).items()}
+                    yield {
+                        "kind": kind,
+                        "id": _text(entry_id or ""),
+                        f"{kind}_id": record_id,
+                        "psap_id": psap.id,
+                        **{k: v for k, v in fields.items() if k in EXPORTED},
+                    }
     if first_ms:
         for entry_id, body in (
             await redis.xrange(keys.POLICY_AUDIT, min=f"{first_ms}-0", max=f"{last_ms}-0") or []

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway import keys
+from gateway import keys, reports
 from gateway.auth import Principal, Role, require_role
 from gateway.errors import Conflict, Forbidden
 from gateway.metrics import Metrics
@@ -23,7 +23,7 @@ from gateway.models import Disposition, DispositionOutcome, Transfer
 from gateway.policy.service import PolicyService
 from gateway.scripts import source
 from gateway.states import TransferState
-from gateway.store import TransferNotFound, TransferStore, _Ops, write_once
+from gateway.store import Tally, TransferNotFound, TransferStore, _Ops, write_once
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,17 @@ class DispositionService:
             recorded_at=datetime.now(UTC),
         )
         ops = _Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
+        if transfer.report_day is not None:
+            ct, dest = str(transfer.caller_type), disposition.destination_id
+            police = "yes" if request.police_involved else "no"
+            figures = (reports.DISPOSITION + str(request.outcome), reports.POLICE + police)
+            ops.tally(
+                Tally(
+                    transfer.psap_id,
+                    transfer.report_day,
+                    tuple(reports.counter_field(f, ct, dest) for f in figures),
+                )
+            )
         written = await write_once(
             self._annotate,
             ops,

@@ -1,123 +1,126 @@
 """Every Redis key the gateway uses, and nothing else builds one.
 
-All keys of one transfer share the hash tag ``{<transfer id>}`` so its scripts stay atomic on one
-slot. Ids are opaque (random); no key ever holds a phone number or any other personal data.
+All keys share one hash tag (``PREFIX``), so every script stays atomic even on Redis Cluster.
+Ids are opaque (random); no key ever holds a phone number or any other personal data.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-PREFIX = "gw:"
+PREFIX = "gw:{gw}:"
+"""Every key starts with the one hash tag ``{gw}``: each Lua script touches a record with its
+indexes, timers and counters, so on Redis Cluster every key must live in one slot for the
+script to stay one atomic call. (A county's call volume fits one shard many times over.)"""
 
 
 def transfer(transfer_id: str) -> str:
     """Hash: the transfer record (state, version, timestamps, JSON-encoded fields)."""
-    return f"{PREFIX}xfer:{{{transfer_id}}}"
+    return f"{PREFIX}xfer:{transfer_id}"
 
 
 def transfer_audit(transfer_id: str) -> str:
     """Stream: the transfer's audit trail, one entry per transition."""
-    return f"{PREFIX}xfer:{{{transfer_id}}}:audit"
+    return f"{PREFIX}xfer:{transfer_id}:audit"
 
 
 def transfer_legs(transfer_id: str) -> str:
     """Hash: attempt number → call id of the leg dialed for it; ``conference`` → conference id.
     Written once per leg, so no version check is needed."""
-    return f"{PREFIX}xfer:{{{transfer_id}}}:legs"
+    return f"{PREFIX}xfer:{transfer_id}:legs"
 
 
 def event_claim(transfer_id: str, identity: str) -> str:
     """String (SET NX EX): a webhook event already applied to the transfer. ``identity`` is the
     event's own identity (CallSid + status, ConferenceSid + SequenceNumber), digested."""
     digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
-    return f"{PREFIX}xfer:{{{transfer_id}}}:evt:{digest}"
+    return f"{PREFIX}xfer:{transfer_id}:evt:{digest}"
 
 
 def bridge_code(code_digest: str) -> str:
     """String (SET NX EX): a live bridge code's digest → its transfer id. Single use (GETDEL)."""
-    return f"{PREFIX}bridge:{{{code_digest}}}"
+    return f"{PREFIX}bridge:{code_digest}"
 
 
 def call_code_tries(call_sid: str) -> str:
     """Counter: wrong bridge codes entered on one inbound call."""
-    return f"{PREFIX}call:{{{call_sid}}}:tries"
+    return f"{PREFIX}call:{call_sid}:tries"
 
 
 def psap_active(psap_id: str) -> str:
     """Set: ids of the PSAP's transfers that are not terminal."""
-    return f"{PREFIX}psap:{{{psap_id}}}:active"
+    return f"{PREFIX}psap:{psap_id}:active"
 
 
 def psap_transfers(psap_id: str) -> str:
     """Sorted set: every transfer of the PSAP, scored by creation time (ms)."""
-    return f"{PREFIX}psap:{{{psap_id}}}:transfers"
+    return f"{PREFIX}psap:{psap_id}:transfers"
 
 
 def destination_active(destination_id: str) -> str:
     """Set: ids of transfers ringing or connected at the destination (its live load)."""
-    return f"{PREFIX}dest:{{{destination_id}}}:active"
+    return f"{PREFIX}dest:{destination_id}:active"
 
 
 def handback(handback_id: str) -> str:
     """Hash: the handback record (state, version, timestamps, JSON-encoded fields, the EIDO as
     sent). Expires a retention period after creation, whatever its state."""
-    return f"{PREFIX}hb:{{{handback_id}}}"
+    return f"{PREFIX}hb:{handback_id}"
 
 
 def handback_audit(handback_id: str) -> str:
     """Stream: the handback's audit trail (transitions, contact, flags, CAD delivery)."""
-    return f"{PREFIX}hb:{{{handback_id}}}:audit"
+    return f"{PREFIX}hb:{handback_id}:audit"
 
 
 def handback_legs(handback_id: str) -> str:
     """Hash: ``attempt:<n>`` → call id of the handback line's leg; ``bridge`` → the center's
     bridge-line leg (data-only handbacks). Written once per leg."""
-    return f"{PREFIX}hb:{{{handback_id}}}:legs"
+    return f"{PREFIX}hb:{handback_id}:legs"
 
 
 def handback_event(handback_id: str, identity: str) -> str:
     """String (SET NX EX): a webhook event (or a dial) already acted on for the handback."""
     digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
-    return f"{PREFIX}hb:{{{handback_id}}}:evt:{digest}"
+    return f"{PREFIX}hb:{handback_id}:evt:{digest}"
 
 
 def psap_handbacks(psap_id: str) -> str:
     """Sorted set: every handback to the PSAP, scored by creation time (ms)."""
-    return f"{PREFIX}psap:{{{psap_id}}}:handbacks"
+    return f"{PREFIX}psap:{psap_id}:handbacks"
 
 
-CAD_OUTBOX = f"{PREFIX}cad:{{o}}:outbox"
+CAD_OUTBOX = f"{PREFIX}cad:outbox"
 """Sorted set: ids of handbacks whose EIDO is still to be delivered to CAD, scored by the time
 it was queued (ms). Each has a durable ``cad_delivery`` timer that retries with backoff."""
 
 
-TIMERS_DUE = f"{PREFIX}timers:{{t}}:due"
+TIMERS_DUE = f"{PREFIX}timers:due"
 """Sorted set: timer id → due time (ms). A claimed timer's score is pushed to its lease end."""
-TIMERS_PAYLOAD = f"{PREFIX}timers:{{t}}:payload"
+TIMERS_PAYLOAD = f"{PREFIX}timers:payload"
 """Hash: timer id → JSON payload (kind and arguments)."""
-TIMERS_LEASE = f"{PREFIX}timers:{{t}}:lease"
+TIMERS_LEASE = f"{PREFIX}timers:lease"
 """Hash: timer id → token of the worker holding its lease."""
 
 
 # The routing policy (gateway.policy.service). One hash tag, so its commit script is atomic on
 # one slot. Documents are immutable once written: a version's content never changes.
-POLICY_CURRENT = f"{PREFIX}policy:{{p}}:current"
+POLICY_CURRENT = f"{PREFIX}policy:current"
 """String: the live policy version number (0 or absent: none yet; the config files seed 1)."""
-POLICY_DOCS = f"{PREFIX}policy:{{p}}:docs"
+POLICY_DOCS = f"{PREFIX}policy:docs"
 """Hash: version → the policy document (JSON)."""
-POLICY_VERSIONS = f"{PREFIX}policy:{{p}}:versions"
+POLICY_VERSIONS = f"{PREFIX}policy:versions"
 """Hash: version → JSON ``{who, when, summary, action}`` (who made it, when, what changed)."""
-POLICY_AUDIT = f"{PREFIX}policy:{{p}}:audit"
+POLICY_AUDIT = f"{PREFIX}policy:audit"
 """Stream: one entry per policy change (seed, put, rollback) with who and when."""
 
 
 def stats_day(psap_id: str, day: str) -> str:
     """Hash: the PSAP's program counters for one local day (``YYYY-MM-DD``); fields are
     ``<figure>|<caller type>|<destination id>`` (gateway.reports). Outlives transfer records."""
-    return f"{PREFIX}stats:{{{psap_id}}}:{day}"
+    return f"{PREFIX}stats:{psap_id}:{day}"
 
 
 def answer_times(psap_id: str, day: str) -> str:
     """Sorted set: ``<caller type>|<destination id>|<transfer id>`` → seconds to answer."""
-    return f"{PREFIX}stats:{{{psap_id}}}:{day}:answer"
+    return f"{PREFIX}stats:{psap_id}:{day}:answer"

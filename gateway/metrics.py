@@ -60,6 +60,11 @@ class Metrics:
             buckets=(2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
             registry=self.registry,
         )
+        self.outbox_depth = Gauge(
+            "gateway_cad_outbox_depth",
+            "EIDOs waiting in the durable outbox for delivery to CAD",
+            registry=self.registry,
+        )
         self.timer_lag = Gauge(
             "gateway_timer_lag_seconds",
             "How late the most overdue durable timer is",

@@ -38,6 +38,7 @@ POLICE = "police:"  # + "yes" / "no"
 HANDBACK = "handbacks"
 HANDBACK_CONFIRMED = "handbacks_confirmed"
 HANDBACK_UNCONFIRMED = "handbacks_unconfirmed"
+HANDBACK_NO_CONTACT = "handbacks_no_contact"
 
 PHONE_ONLY_OUTCOME = "resolved_by_phone"
 
@@ -108,6 +109,8 @@ def figures(tally: _Tally, *, with_kept: bool = True) -> dict[str, Any]:
             "total": counts[HANDBACK],
             "confirmed": counts[HANDBACK_CONFIRMED],
             "unconfirmed": counts[HANDBACK_UNCONFIRMED],
+            "no_contact": counts[HANDBACK_NO_CONTACT],
+            "confirmation_rate": _ratio(counts[HANDBACK_CONFIRMED], counts[HANDBACK]),
         },
     }
     if not with_kept:

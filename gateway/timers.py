@@ -124,24 +124,28 @@ class TimerWorker:
         self._stopping.set()
 
     async def tick(self) -> int:
-        """Claim and run what is due now; the number of timers handled."""
+        """Claim what is due now and run it; the number of timers handled.
+
+        The claimed timers run concurrently: a slow partner (a CAD endpoint, a center's notice
+        URL) must not hold up a ring timer claimed in the same batch."""
         claimed = await self.queue.claim(self.token, lease_s=self.lease_s, limit=self.batch)
-        handled = 0
-        for timer in claimed:
-            handler = self.handlers.get(timer.kind)
-            if handler is None:
-                log.error("no handler for timer kind", extra={"timer_kind": timer.kind})
-                await self.queue.ack(timer.id, self.token)
-                continue
-            try:
-                await handler(timer.id, timer.payload)
-            except Exception:
-                # Left leased: it falls due again when the lease ends and is retried.
-                log.exception("timer handler failed", extra={"timer_kind": timer.kind})
-                continue
+        handled = await asyncio.gather(*(self._run(timer) for timer in claimed))
+        return sum(handled)
+
+    async def _run(self, timer: ClaimedTimer) -> int:
+        handler = self.handlers.get(timer.kind)
+        if handler is None:
+            log.error("no handler for timer kind", extra={"timer_kind": timer.kind})
             await self.queue.ack(timer.id, self.token)
-            handled += 1
-        return handled
+            return 0
+        try:
+            await handler(timer.id, timer.payload)
+        except Exception:
+            # Left leased: it falls due again when the lease ends and is retried.
+            log.exception("timer handler failed", extra={"timer_kind": timer.kind})
+            return 0
+        await self.queue.ack(timer.id, self.token)
+        return 1
 
     async def run(self) -> None:
         """Tick until stopped. A Redis outage is logged and waited out, never fatal."""

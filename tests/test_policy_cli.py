@@ -69,7 +69,8 @@ def test_check_broken_policy_lists_every_error(config_dir: Path) -> None:
     lines = result.stdout.splitlines()
     assert any(line.startswith("destinations.yaml:destinations.0.number: ") for line in lines)
     assert any(
-        line.startswith("policy.yaml:policy: ") and "officer_requested" in line for line in lines
+        line.startswith("policy.yaml:policy.exclusions: ") and "officer_requested" in line
+        for line in lines
     )
     assert any(
         line.startswith("psaps.yaml:psaps.0.timezone: ") and "IANA" in line for line in lines
@@ -83,7 +84,10 @@ def test_check_rejects_routing_an_excluded_call(config_dir: Path) -> None:
     (config_dir / "policy.yaml").write_text(yaml.safe_dump(policy))
     result = run("check", "--config-dir", str(config_dir))
     assert result.returncode == 1
-    assert "policy.yaml:policy.rules.0.match: a rule may not match" in result.stdout
+    assert (
+        "policy.yaml:policy.rules.0.match.screening.attempt_in_progress: a rule may not match"
+        in result.stdout
+    )
 
 
 def test_explain_third_party_at_night() -> None:

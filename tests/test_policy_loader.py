@@ -78,7 +78,7 @@ def test_rule_routing_an_excluded_call_to_988_is_rejected() -> None:
         },
     )
     errors = errors_of(data)
-    assert paths(errors) == ["policy.rules.0.match"]
+    assert paths(errors) == ["policy.rules.0.match.screening.weapons"]
     assert "exclusion flag being true (weapons)" in errors[0]["message"]
 
 
@@ -87,7 +87,7 @@ def test_exclusion_list_missing_a_mandatory_flag_is_rejected(flag: str) -> None:
     data = default_data()
     data["policy"]["exclusions"].remove(flag)
     errors = errors_of(data)
-    assert paths(errors) == ["policy"]
+    assert paths(errors) == ["policy.exclusions"]
     assert f"missing: {flag}" in errors[0]["message"]
 
 
@@ -123,12 +123,12 @@ def test_harmless_screening_condition_is_accepted() -> None:
         ),
         (
             lambda d: d["destinations"][3]["hours"][0].update(start="23:00", end="07:00"),
-            "destinations.3.hours.0",
+            "destinations.3.hours.0.end",
             "must be after start",
         ),
         (
             lambda d: d["destinations"][3]["hours"][0].update(start="7:00"),
-            "destinations.3.hours.0",
+            "destinations.3.hours.0.start",
             "must be HH:MM",
         ),
         (
@@ -148,7 +148,7 @@ def test_harmless_screening_condition_is_accepted() -> None:
         ),
         (
             lambda d: d["destinations"][0].update(notify_url="https://cc.example/notify"),
-            "destinations.0",
+            "destinations.0.notify_secret_env",
             "notify_url needs notify_secret_env",
         ),
         (
@@ -190,7 +190,7 @@ def test_harmless_screening_condition_is_accepted() -> None:
         ),
         (
             lambda d: d["policy"]["rules"][0].update(chain=["wa-988-backup", "wa-988-backup"]),
-            "policy.rules.0",
+            "policy.rules.0.chain.1",
             "must not name a destination twice",
         ),
         (
@@ -238,11 +238,215 @@ def test_every_error_at_once() -> None:
         "psaps.0.timezone",
         "destinations.2.number",
         "policy.hop_limit",
+        # Checked on the raw document: a failing policy section does not hide it.
+        "policy.rules.2.chain.0",
     }
-    # The policy section itself failed, so its references could not be checked yet; fix it and
-    # the dangling reference is reported.
-    data["policy"]["hop_limit"] = 2
-    assert "policy.rules.2.chain.0" in paths(errors_of(data))
+
+
+# -- every error at once, each at its own path ---------------------------------------------------
+
+
+def test_bad_field_in_one_rule_does_not_hide_a_dangling_chain_in_another() -> None:
+    data = default_data()
+    data["policy"]["rules"][0]["ring_timeout_s"] = 2
+    data["policy"]["rules"][1]["chain"] = ["nope"]
+    errors = errors_of(data)
+    assert paths(errors) == ["policy.rules.0.ring_timeout_s", "policy.rules.1.chain.0"]
+    assert errors[1]["message"] == "unknown destination 'nope'"
+
+
+def test_references_are_checked_inside_items_that_fail() -> None:
+    data = default_data()
+    data["psaps"][0].update(timezone="Mars/Olympus", fallback_destination="ghost")
+    data["policy"]["rules"][1].update(
+        ring_timeout_s=9999, chain=["kc-dispatch-clinicians", "nope"], surprise=1
+    )
+    data["policy"]["rules"][1]["match"]["while_open"] = ["closed-ghost"]
+    errors = errors_of(data)
+    assert set(paths(errors)) == {
+        "psaps.0.timezone",
+        "psaps.0.fallback_destination",
+        "policy.rules.1.ring_timeout_s",
+        "policy.rules.1.surprise",
+        "policy.rules.1.chain.1",
+        "policy.rules.1.match.while_open.0",
+    }
+    assert len(errors) == 6
+
+
+def test_duplicate_ids_are_reported_whatever_else_fails() -> None:
+    data = default_data()
+    data["policy"]["hop_limit"] = 0
+    data["policy"]["rules"][2]["id"] = "first-person"
+    data["destinations"].append({**data["destinations"][0], "number": "bad"})
+    errors = errors_of(data)
+    assert set(paths(errors)) == {
+        "policy.hop_limit",
+        "policy.rules.2.id",
+        "destinations.4.number",
+        "destinations.4.id",
+    }
+
+
+def test_duplicate_paths_count_every_item() -> None:
+    data = default_data()
+    data["destinations"].insert(0, "not an object")
+    data["destinations"].append(dict(data["destinations"][1]))
+    errors = errors_of(data)
+    assert "destinations.0" in paths(errors)
+    assert {"path": "destinations.5.id", "message": "duplicate id 'crisis-connections-988'"} in (
+        errors
+    )
+
+
+def test_a_malformed_reference_is_reported_once() -> None:
+    data = default_data()
+    data["policy"]["rules"][0]["chain"] = ["Not An Id!", 7]
+    errors = errors_of(data)
+    assert paths(errors) == ["policy.rules.0.chain.0", "policy.rules.0.chain.1"]
+    assert "should match pattern" in errors[0]["message"]
+
+
+def test_no_spurious_too_short_beside_bad_items() -> None:
+    data = default_data()
+    data["destinations"][3]["hours"][0]["start"] = "7am"
+    data["policy"]["rules"][0]["chain"] = ["Bad!"]
+    assert paths(errors_of(data)) == ["destinations.3.hours.0.start", "policy.rules.0.chain.0"]
+    data = default_data()
+    data["destinations"][3]["hours"] = []
+    data["policy"]["rules"][0]["chain"] = []
+    assert paths(errors_of(data)) == ["destinations.3.hours", "policy.rules.0.chain"]
+
+
+def test_unreadable_destinations_do_not_make_every_reference_unknown() -> None:
+    data = default_data()
+    data["destinations"] = {"not": "a list"}
+    assert paths(errors_of(data)) == ["destinations"]
+
+
+def test_the_safety_invariant_is_checked_whatever_else_fails() -> None:
+    data = default_data()
+    data["policy"]["hop_limit"] = 7
+    data["policy"]["exclusions"] = ["weapons", "violence", "weapon"]
+    data["policy"]["rules"][0].update(ring_timeout_s=1, chain=["nope"])
+    data["policy"]["rules"][0]["match"]["screening"] = {
+        "attempt_in_progress": True,
+        "imminent_risk": "true",  # read as true, like every other bool
+        "weapons": False,
+        "not_a_flag": True,
+    }
+    errors = errors_of(data)
+    by_path = {e["path"]: e["message"] for e in errors}
+    assert set(by_path) == {
+        "policy.hop_limit",
+        "policy.exclusions.2",
+        "policy.exclusions",
+        "policy.rules.0.ring_timeout_s",
+        "policy.rules.0.chain.0",
+        "policy.rules.0.match.screening.not_a_flag.[key]",
+        "policy.rules.0.match.screening.attempt_in_progress",
+        "policy.rules.0.match.screening.imminent_risk",
+    }
+    assert by_path["policy.exclusions"] == (
+        "exclusions must list every mandatory exclusion flag; missing: medical_emergency, "
+        "attempt_in_progress, severe_intoxication, officer_requested, imminent_risk"
+    )
+    for flag in ("attempt_in_progress", "imminent_risk"):
+        message = by_path[f"policy.rules.0.match.screening.{flag}"]
+        assert f"exclusion flag being true ({flag})" in message
+        assert "stays with 911" in message
+
+
+def test_the_models_enforce_the_safety_invariant_on_their_own() -> None:
+    from pydantic import ValidationError
+
+    from gateway.policy.models import Match, Policy
+
+    with pytest.raises(ValidationError) as info:
+        Match(screening={"violence": True})
+    assert [e["loc"] for e in info.value.errors()] == [("screening", "violence")]
+    policy = load_config_dir(CONFIG).policy.model_dump()
+    policy["exclusions"] = ("weapons",)
+    with pytest.raises(ValidationError) as info:
+        Policy.model_validate(policy)
+    assert [e["loc"] for e in info.value.errors()] == [("exclusions",)]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path", "message"),
+    [
+        (
+            lambda d: d["policy"]["exclusions"].append("violence"),
+            "policy.exclusions.7",
+            "exclusions must not repeat a flag ('violence' again)",
+        ),
+        (
+            lambda d: d["policy"].update(required_screening=["weapons", "violence", "weapons"]),
+            "policy.required_screening.2",
+            "required_screening must not repeat a flag ('weapons' again)",
+        ),
+        (
+            lambda d: d["policy"]["rules"][1].update(
+                chain=["kc-dispatch-clinicians", "wa-988-backup", "kc-dispatch-clinicians"]
+            ),
+            "policy.rules.1.chain.2",
+            "chain must not name a destination twice ('kc-dispatch-clinicians' again)",
+        ),
+        (
+            lambda d: d["destinations"][3]["hours"][0].update(days=["mon", "tue", "mon"]),
+            "destinations.3.hours.0.days.2",
+            "days must not repeat ('mon' again)",
+        ),
+        (
+            lambda d: d["destinations"][3]["hours"][0].update(end="25:00"),
+            "destinations.3.hours.0.end",
+            "'25:00' must be HH:MM (00:00 to 24:00)",
+        ),
+        (
+            lambda d: d["psaps"][0].update(cad_url="https://cad.example/eido"),
+            "psaps.0.cad_secret_env",
+            "cad_url needs cad_secret_env (EIDOs to CAD are always signed)",
+        ),
+        (
+            lambda d: d["destinations"][1].update(notify_url="https://cc.example/n"),
+            "destinations.1.notify_secret_env",
+            "notify_url needs notify_secret_env (notices are always signed)",
+        ),
+    ],
+)
+def test_semantic_errors_carry_the_precise_path(mutate: Any, path: str, message: str) -> None:
+    data = default_data()
+    mutate(data)
+    assert errors_of(data) == [{"path": path, "message": message}]
+
+
+def test_semantic_errors_beside_field_errors_of_the_same_object() -> None:
+    data = default_data()
+    data["psaps"][0].update(cad_url="http://cad.example/eido", handback_number="911")
+    data["destinations"][3]["hours"][0].update(start="23:00", end="07:00", days=["mon", "mon"])
+    data["destinations"][3]["max_concurrent"] = 0
+    errors = errors_of(data)
+    assert set(paths(errors)) == {
+        "psaps.0.handback_number",
+        "psaps.0.cad_url",
+        "psaps.0.cad_secret_env",
+        "destinations.3.max_concurrent",
+        "destinations.3.hours.0.days.1",
+        "destinations.3.hours.0.end",
+    }
+
+
+def test_file_paths_of_every_error_at_once(config_dir: Path) -> None:
+    policy = yaml.safe_load((config_dir / "policy.yaml").read_text())
+    policy["policy"]["rules"][0]["ring_timeout_s"] = 2
+    policy["policy"]["rules"][2]["chain"] = ["nope"]
+    policy["policy"]["exclusions"].remove("imminent_risk")
+    (config_dir / "policy.yaml").write_text(yaml.safe_dump(policy))
+    assert set(paths(load_errors(config_dir))) == {
+        "policy.yaml:policy.exclusions",
+        "policy.yaml:policy.rules.0.ring_timeout_s",
+        "policy.yaml:policy.rules.2.chain.0",
+    }
 
 
 def test_not_an_object() -> None:
@@ -303,4 +507,4 @@ def test_excluded_call_routed_in_files_is_rejected(config_dir: Path) -> None:
     policy["policy"]["rules"][0]["match"]["screening"] = {"imminent_risk": True}
     (config_dir / "policy.yaml").write_text(yaml.safe_dump(policy))
     errors = load_errors(config_dir)
-    assert paths(errors) == ["policy.yaml:policy.rules.0.match"]
+    assert paths(errors) == ["policy.yaml:policy.rules.0.match.screening.imminent_risk"]

@@ -116,7 +116,7 @@ async def test_invalid_put_changes_nothing(make_service: Any, redis: Redis) -> N
     data["destinations"][0]["number"] = "555"
     with pytest.raises(PolicyInvalid) as info:
         await a.put(data, "admin:ops:abc")
-    assert {e["path"] for e in info.value.errors} == {"policy", "destinations.0.number"}
+    assert {e["path"] for e in info.value.errors} == {"policy.exclusions", "destinations.0.number"}
     assert await redis.get(keys.POLICY_CURRENT) == b"1"
     assert await redis.hgetall(keys.POLICY_DOCS) == before
     assert len(await b.versions()) == 1

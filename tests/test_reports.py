@@ -48,7 +48,7 @@ def answered_after(transfer: dict[str, Any]) -> float:
     return round((connected - started).total_seconds(), 3)
 
 
-async def run_mix(line: Line) -> dict[str, Any]:
+async def run_mix(line: Line, centers: dict[str, str]) -> dict[str, Any]:
     """Seven calls, one of each fate; returns the transfers that connected."""
     sb = line.sandbox
     # 1. first-person, the primary answers, the caller hangs up later: completed.
@@ -83,6 +83,39 @@ async def run_mix(line: Line) -> dict[str, Any]:
     # 7. first-person, the code is never used: expired.
     t7 = await line.open()
     await line.wait_state(t7["id"], "expired", within_s=20)
+    # Dispositions: the primary resolved t1 by phone; the backup sent a mobile team with police.
+    for transfer_id, key, outcome, police in (
+        (t1["id"], centers["crisis-connections"], "resolved_by_phone", False),
+        (t2["id"], centers["wa-988"], "mobile_crisis_dispatched", True),
+    ):
+        resp = await line.client.post(
+            f"/v1/transfers/{transfer_id}/disposition",
+            json={"outcome": outcome, "police_involved": police},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert resp.status == 200, await resp.text()
+    # Handbacks (data-only): one confirmed by the PSAP, one left to the confirmation timer.
+    handbacks = []
+    for _ in range(2):
+        resp = await line.client.post(
+            "/v1/handbacks",
+            json={"psap_id": PSAP, "reason": "imminent_risk", "location": None,
+                  "callback_number": "+12065550123"},
+            headers={"Authorization": f"Bearer {centers['crisis-connections']}"},
+        )  # fmt: skip
+        assert resp.status == 201, await resp.text()
+        handbacks.append((await resp.json())["id"])
+    resp = await line.client.post(
+        f"/v1/handbacks/{handbacks[0]}/contact", json={"contact_made": True}, headers=line.headers
+    )
+    assert resp.status == 200, await resp.text()
+    for _ in range(100):
+        flagged = await line.client.get(f"/v1/handbacks/{handbacks[1]}", headers=line.headers)
+        if "unconfirmed" in (await flagged.json())["flags"]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the unconfirmed handback was never flagged")
     return {"t1": t1, "t2": t2}
 
 
@@ -137,9 +170,21 @@ def check(summary: dict[str, Any], want: dict[str, Any]) -> None:
             assert summary["by_destination"][dest][name] == value, (dest, name)
     for dest, seconds in want["answers"].items():
         assert summary["by_destination"][dest]["answer_time_s"]["p50"] == seconds
-    assert summary["dispositions"] == {}
-    assert summary["resolved_without_police_share"] is None
-    assert summary["handbacks"] == {"total": 0, "confirmed": 0, "unconfirmed": 0}
+    assert summary["dispositions"] == {"mobile_crisis_dispatched": 1, "resolved_by_phone": 1}
+    assert summary["resolved_without_police_share"] == 0.5
+    assert summary["phone_only_share"] == 0.5
+    fp = summary["by_caller_type"]["first_person"]
+    assert fp["dispositions"] == summary["dispositions"]
+    assert summary["by_caller_type"]["third_party"]["dispositions"] == {}
+    primary = summary["by_destination"]["crisis-connections-988"]
+    assert primary["dispositions"] == {"resolved_by_phone": 1}
+    assert primary["resolved_without_police_share"] == 1.0
+    backup = summary["by_destination"]["wa-988-backup"]
+    assert backup["resolved_without_police_share"] == 0.0
+    assert backup["phone_only_share"] == 0.0
+    assert summary["handbacks"] == {
+        "total": 2, "confirmed": 1, "unconfirmed": 1, "no_contact": 0, "confirmation_rate": 0.5
+    }  # fmt: skip
 
 
 async def test_every_figure_of_a_known_mix(
@@ -152,8 +197,11 @@ async def test_every_figure_of_a_known_mix(
     short_ring_timeouts(config_dir)
     psap = make_key(PSAP, "psap")
     admin = make_key("ops", "admin")
-    async with wired(make_client, settings, psap, bridge_code_ttl_s=5) as line:
-        want = expected(await run_mix(line))
+    centers = {org: make_key(org, "crisis_center") for org in ("crisis-connections", "wa-988")}
+    async with wired(
+        make_client, settings, psap, bridge_code_ttl_s=5, handback_confirm_timeout_s=1
+    ) as line:
+        want = expected(await run_mix(line, centers))
         resp = await line.client.get(
             "/v1/reports/summary", params=period(), headers={"Authorization": f"Bearer {admin}"}
         )

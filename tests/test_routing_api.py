@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -268,8 +269,12 @@ async def test_bad_put_changes_nothing_anywhere(
     error = (await resp.json())["error"]
     assert error["code"] == "invalid"
     details = {d["path"]: d["message"] for d in error["details"]}
-    assert set(details) == {"psaps.0.timezone", "policy.rules.0.match"}
-    assert "exclusion flag" in details["policy.rules.0.match"]
+    assert set(details) == {
+        "psaps.0.timezone",
+        "policy.rules.0.match.screening.weapons",
+        "policy.rules.1.chain.0",
+    }
+    assert "exclusion flag" in details["policy.rules.0.match.screening.weapons"]
 
     for client in (one, two):
         after = await (await client.get("/v1/admin/routing", headers=admin)).json()
@@ -277,6 +282,31 @@ async def test_bad_put_changes_nothing_anywhere(
         versions = await (await client.get("/v1/admin/routing/versions", headers=admin)).json()
         assert len(versions) == 1
         assert (await decide(client, admin, body()))["policy_version"] == 1
+
+
+async def test_bad_put_lists_independent_errors_in_different_places(
+    client: Client, auth: dict[str, dict[str, str]]
+) -> None:
+    admin = auth["admin"]
+    before = await (await client.get("/v1/admin/routing", headers=admin)).json()
+    bad = copy.deepcopy({k: v for k, v in before.items() if k != "version"})
+    bad["policy"]["rules"][0]["ring_timeout_s"] = 2  # a field error in one rule
+    bad["policy"]["rules"][2]["chain"] = ["nope"]  # a dangling reference in another
+    resp = await client.put("/v1/admin/routing", json=bad, headers=admin)
+    assert resp.status == 422
+    error = (await resp.json())["error"]
+    assert error["code"] == "invalid"
+    assert error["details"] == [
+        {
+            "path": "policy.rules.0.ring_timeout_s",
+            "message": "Input should be greater than or equal to 5",
+        },
+        {"path": "policy.rules.2.chain.0", "message": "unknown destination 'nope'"},
+    ]
+    after = await (await client.get("/v1/admin/routing", headers=admin)).json()
+    assert after == before
+    assert after["version"] == 1
+    assert (await decide(client, admin, body()))["policy_version"] == 1
 
 
 async def test_put_malformed_json_is_400(client: Client, auth: dict[str, dict[str, str]]) -> None:

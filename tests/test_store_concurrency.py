@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from redis.asyncio import Redis
+from redis.cluster import key_slot
 
 from gateway import keys
 from gateway.errors import Conflict
 from gateway.scripts import Scripts
 from gateway.states import TransferEvent, TransferState
 from gateway.store import (
+    Tally,
+    Timer,
     TransferNotFound,
     TransferStore,
     Transition,
@@ -165,3 +169,28 @@ def test_claim_keys_hold_no_raw_identity_and_share_the_transfer_slot() -> None:
     assert "+12065550123" not in key
     assert "CA0123456789" not in key
     assert key.startswith(keys.transfer("t1"))
+
+
+async def test_every_key_a_transition_touches_is_in_one_slot(
+    redis: Redis, store: TransferStore
+) -> None:
+    """Redis Cluster runs a script only when all its keys hash to one slot."""
+    due = datetime.now(UTC)
+    await store.create(
+        "tr_slot",
+        psap_id="kc-valleycom",
+        state=TransferState.AWAITING_BRIDGE,
+        fields={},
+        timers=[Timer("expire:tr_slot", due, "bridge_expiry")],
+        tally=Tally("kc-valleycom", "2026-11-24", ("considered|first_person|",), ("a|b|c", 1.0)),
+    )
+    await store.transition(
+        "tr_slot",
+        TransferEvent.BRIDGED,
+        psap_id="kc-valleycom",
+        occupy="crisis-connections-988",
+        void_code="0" * 64,
+    )
+    names = [k async for k in redis.scan_iter(match=keys.PREFIX + "*")]
+    assert len(names) >= 8
+    assert {key_slot(name) for name in names} == {key_slot(keys.PREFIX.encode())}

@@ -263,3 +263,31 @@ async def test_rearming_in_a_transition_takes_the_lease_from_its_holder(
     )
     assert await timer_queue.ack("t3:ring", "A") is False
     assert await timer_queue.due_at("t3:ring") is not None
+
+
+async def test_a_slow_handler_does_not_hold_up_the_rest_of_its_batch(
+    redis: Redis, scripts: Scripts
+) -> None:
+    queue = TimerQueue(redis, scripts)
+    done: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(timer_id: str, payload: Mapping[str, Any]) -> None:
+        await release.wait()
+        done.append(timer_id)
+
+    async def fast(timer_id: str, payload: Mapping[str, Any]) -> None:
+        done.append(timer_id)
+
+    now = datetime.now(UTC) - timedelta(seconds=1)
+    await queue.arm([Timer("slow:1", now, "slow"), Timer("fast:1", now, "fast")])
+    worker = TimerWorker(queue, {"slow": slow, "fast": fast}, lease_s=30)
+    tick = asyncio.create_task(worker.tick())
+    for _ in range(100):
+        if done:
+            break
+        await asyncio.sleep(0.01)
+    assert done == ["fast:1"], "the fast timer waited for the slow one"
+    release.set()
+    assert await tick == 2
+    assert done == ["fast:1", "slow:1"]

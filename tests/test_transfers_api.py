@@ -8,6 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 
+from gateway import keys
 from gateway.settings import Settings
 from tests.conftest import KeyMaker
 from tests.telephony import PSAP, SAFE
@@ -62,7 +63,7 @@ async def test_bad_fields_are_named_and_nothing_is_recorded(
     assert resp.status == 422
     assert error["code"] == "invalid"
     assert path in [d["path"] for d in error["details"]]
-    assert not [k async for k in redis.scan_iter(match="gw:xfer:*")]
+    assert not [k async for k in redis.scan_iter(match=keys.PREFIX + "xfer:*")]
 
 
 async def test_only_a_psap_opens_transfers_and_only_its_own(

@@ -162,6 +162,10 @@ class Handback(BaseModel):
     psap_id: str
     transfer_id: str | None = None
     center_org: str
+    caller_type: str = "unknown"
+    """The caller type of the transfer handed back (``unknown`` without one): for reports."""
+    report_day: str | None = None
+    """The PSAP-local date the handback was made: its report counters count on that day."""
     destination_id: str | None = None
     """The center's destination involved (the transfer's connected one): where notices go."""
     reason: HandbackReason

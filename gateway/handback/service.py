@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway import reports
 from gateway.auth import Principal, Role, require_org, require_role
 from gateway.eido import Agency, EidoFacts, build, incident_id
 from gateway.errors import Conflict, Forbidden, Invalid
@@ -61,9 +62,10 @@ from gateway.policy.engine import UnknownPsap
 from gateway.policy.models import Destination
 from gateway.policy.service import LoadedPolicy, PolicyService
 from gateway.ports import CadError, CadSink, NoticeError, Notifier, Telephony, TelephonyError
+from gateway.reporting import local_day
 from gateway.settings import Settings
 from gateway.states import TransferState
-from gateway.store import Timer, TransferStore
+from gateway.store import Tally, Timer, TransferStore
 from gateway.tasks import TaskSet
 from gateway.timers import TimerHandler, TimerQueue
 from gateway.transfers import DIAL_RETRY_DELAYS_S, code_digest
@@ -210,7 +212,11 @@ class HandbackService:
                 call_started_at=transfer.created_at if transfer else None,
             )
         )
+        caller_type = str(transfer.caller_type) if transfer else "unknown"
+        day = local_day(now, psap.timezone)
         fields = encode_fields(
+            caller_type=caller_type,
+            report_day=day,
             mode="live" if live else "data",
             transfer_id=transfer.id if transfer else None,
             center_org=destination.org,
@@ -262,6 +268,7 @@ class HandbackService:
             eido=_eido_text(eido),
             timers=timers,
             outbox=bool(psap.cad_url),
+            tally=Tally(psap_id, day, (reports.counter_field(reports.HANDBACK, caller_type),)),
             actor=principal.actor,
             now=now,
         )
@@ -367,6 +374,10 @@ class HandbackService:
             fields={"contact": contact.model_dump_json()},
             guards=["contact"],
             disarm=[confirm_timer_id(handback_id)],
+            tally=_handback_tally(
+                handback,
+                reports.HANDBACK_CONFIRMED if request.contact_made else reports.HANDBACK_NO_CONTACT,
+            ),
             actor=principal.actor,
             audit={"contact_made": json.dumps(request.contact_made)},
             now=now,
@@ -694,11 +705,16 @@ class HandbackService:
         by the contact), count it, tell the center — only the writer that set the flag acts."""
         handback_id = str(payload["handback_id"])
         now = datetime.now(UTC)
+        try:
+            before = await self.store.get(handback_id)
+        except HandbackNotFound:
+            return  # expired with its retention: nothing left to flag
         written = await self.store.annotate(
             handback_id,
             event="unconfirmed",
             fields=encode_fields(unconfirmed_at=now),
             guards=["unconfirmed_at", "contact"],
+            tally=_handback_tally(before, reports.HANDBACK_UNCONFIRMED),
             actor="timer",
             now=now,
         )
@@ -907,3 +923,12 @@ class HandbackService:
                 "to_state": str(state),
             },
         )
+
+
+def _handback_tally(handback: Handback, figure: str) -> Tally | None:
+    """``figure`` counted on the handback's report day (``None`` for records made before
+    handbacks were counted)."""
+    if handback.report_day is None:
+        return None
+    field = reports.counter_field(figure, handback.caller_type)
+    return Tally(handback.psap_id, handback.report_day, (field,))

@@ -22,7 +22,7 @@ from gateway.errors import Conflict, GatewayError, NotFound
 from gateway.handback.models import Handback
 from gateway.handback.states import TERMINAL_STATES, TRANSITIONS, HandbackEvent, HandbackState
 from gateway.scripts import source
-from gateway.store import Timer, Written, _Ops, to_ms, write_once
+from gateway.store import Tally, Timer, Written, _Ops, to_ms, write_once
 
 
 class HandbackNotFound(NotFound):
@@ -90,6 +90,7 @@ class HandbackStore:
         eido: str,
         timers: Iterable[Timer] = (),
         outbox: bool = False,
+        tally: Tally | None = None,
         actor: str = "",
         now: datetime | None = None,
     ) -> None:
@@ -102,6 +103,7 @@ class HandbackStore:
         if outbox:
             ops.add("zadd", keys.CAD_OUTBOX, to_ms(now), handback_id)
         ops.arm(timers)
+        ops.tally(tally)
         ops.add("expire", record, self.retention_s)
         ops.add("expire", audit, self.retention_s)
         result = await self.scripts.create(
@@ -192,13 +194,16 @@ class HandbackStore:
         guards: Iterable[str],
         disarm: Iterable[str] = (),
         leave_outbox: bool = False,
+        tally: Tally | None = None,
         actor: str = "",
         audit: Mapping[str, str] | None = None,
         now: datetime | None = None,
     ) -> Written:
-        """Write ``fields`` once (none of ``guards`` set yet), audited, in one call."""
+        """Write ``fields`` once (none of ``guards`` set yet), audited, in one call; ``tally``
+        counts only if it is written."""
         ops = self._ops(handback_id)
         ops.disarm(disarm)
+        ops.tally(tally)
         if leave_outbox:
             ops.add("zrem", keys.CAD_OUTBOX, handback_id)
         return await write_once(
@@ -212,6 +217,10 @@ class HandbackStore:
             audit_maxlen=self.audit_maxlen,
             now=now,
         )
+
+    async def outbox_depth(self) -> int:
+        """EIDOs not yet delivered to CAD (nor given up on)."""
+        return int(await self.redis.zcard(keys.CAD_OUTBOX))
 
     async def code_owner(self, code_digest: str) -> str | None:
         """Whose a live bridge code is (a transfer or a handback id), without consuming it."""

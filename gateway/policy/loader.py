@@ -1,8 +1,11 @@
 """Reading and validating a policy: from ``config/`` files or from a JSON document.
 
 Every error comes back at once, each as ``{"path", "message"}``. The three sections (``psaps``,
-``destinations``, ``policy``) are validated separately, so a bad PSAP does not hide a bad rule;
-references between sections are then checked against whatever ids could be read.
+``destinations``, ``policy``) are validated separately, so a bad PSAP does not hide a bad rule,
+and the checks within a section (``gateway.policy.models``) run even when other fields fail.
+Duplicate ids and references between sections (rule chains, ``while_open``, PSAP fallbacks →
+destinations) are then checked on the raw document, so they too are reported whatever else is
+wrong.
 
 Files: ``psaps.yaml`` (``psaps: [...]``), ``destinations.yaml`` (``destinations: [...]``) and
 ``policy.yaml`` (``policy: {...}``). Paths of file errors start with the file name, e.g.
@@ -17,6 +20,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from gateway.errors import Invalid
 from gateway.policy.models import Destination, Policy, PolicyDocument, Psap
@@ -45,11 +49,18 @@ def _path(parts: tuple[int | str, ...] | list[int | str]) -> str:
 
 
 def _pydantic_errors(prefix: tuple[int | str, ...], exc: ValidationError) -> list[PolicyError]:
+    details = exc.errors(include_url=False, include_input=False)
     out: list[PolicyError] = []
-    for err in exc.errors(include_url=False, include_input=False):
+    for err in details:
+        if err["type"] == "too_short" and _has_bad_items(err["loc"], details):
+            continue  # "too short" only because its bad items (each reported) were not counted
         message = err["msg"].removeprefix("Value error, ")
         out.append({"path": _path((*prefix, *err["loc"])), "message": message})
     return out
+
+
+def _has_bad_items(loc: tuple[int | str, ...], details: list[ErrorDetails]) -> bool:
+    return any(len(d["loc"]) > len(loc) and d["loc"][: len(loc)] == loc for d in details)
 
 
 def _section(
@@ -77,20 +88,55 @@ def _section(
     return items
 
 
-def _raw_ids(raw: Any) -> list[str]:
-    if not isinstance(raw, list):
+def _raw_items(raw: Any) -> list[tuple[int, Mapping[str, Any]]]:
+    """The objects of a raw list, with their indexes (anything else is left to validation)."""
+    if not isinstance(raw, list | tuple):
         return []
+    return [(index, item) for index, item in enumerate(raw) if isinstance(item, Mapping)]
+
+
+def _raw_ids(raw: Any) -> list[tuple[int, str]]:
     return [
-        item["id"] for item in raw if isinstance(item, dict) and isinstance(item.get("id"), str)
+        (index, item["id"]) for index, item in _raw_items(raw) if isinstance(item.get("id"), str)
     ]
 
 
-def _duplicates(section: str, ids: list[str], errors: list[PolicyError]) -> None:
+def _duplicates(section: str, ids: list[tuple[int, str]], errors: list[PolicyError]) -> None:
     seen: set[str] = set()
-    for index, item_id in enumerate(ids):
+    for index, item_id in ids:
         if item_id in seen:
             errors.append({"path": f"{section}.{index}.id", "message": f"duplicate id {item_id!r}"})
         seen.add(item_id)
+
+
+def _cross_checks(data: Mapping[str, Any], errors: list[PolicyError]) -> None:
+    """Duplicate ids, and references to destinations, read from the raw document: they are
+    reported whatever else fails, even in an item or a section that did not validate."""
+    raw_dests = data.get("destinations")
+    raw_policy = data.get("policy")
+    raw_rules = raw_policy.get("rules") if isinstance(raw_policy, Mapping) else None
+    dest_ids = _raw_ids(raw_dests)
+    _duplicates("psaps", _raw_ids(data.get("psaps")), errors)
+    _duplicates("destinations", dest_ids, errors)
+    _duplicates("policy.rules", _raw_ids(raw_rules), errors)
+    if not isinstance(raw_dests, list | tuple):
+        return  # which destinations exist is unknown; that section's own error is reported
+    known = {dest_id for _, dest_id in dest_ids}
+    reported = {error["path"] for error in errors}  # e.g. an id that is not an id at all
+
+    def reference(path: str, dest_id: Any) -> None:
+        if isinstance(dest_id, str) and dest_id not in known and path not in reported:
+            errors.append({"path": path, "message": f"unknown destination {dest_id!r}"})
+
+    for index, psap in _raw_items(data.get("psaps")):
+        reference(f"psaps.{index}.fallback_destination", psap.get("fallback_destination"))
+    for r_index, rule in _raw_items(raw_rules):
+        match = rule.get("match")
+        while_open = match.get("while_open") if isinstance(match, Mapping) else None
+        for field, ids in (("chain", rule.get("chain")), ("match.while_open", while_open)):
+            if isinstance(ids, list | tuple):
+                for d_index, dest_id in enumerate(ids):
+                    reference(f"policy.rules.{r_index}.{field}.{d_index}", dest_id)
 
 
 def validate_document(data: Any) -> PolicyDocument:
@@ -114,33 +160,7 @@ def validate_document(data: Any) -> PolicyDocument:
         else None
     )
     policy = _section("policy", data.get("policy"), Policy, errors) if "policy" in data else None
-
-    # Cross-section checks, against every id that could be read.
-    dest_ids = _raw_ids(data.get("destinations"))
-    known = set(dest_ids)
-    check_refs = "destinations" in data
-    _duplicates("psaps", _raw_ids(data.get("psaps")), errors)
-    _duplicates("destinations", dest_ids, errors)
-    for index, psap in enumerate(psaps or []):
-        if check_refs and psap.fallback_destination not in known:
-            errors.append(
-                {
-                    "path": f"psaps.{index}.fallback_destination",
-                    "message": f"unknown destination {psap.fallback_destination!r}",
-                }
-            )
-    if isinstance(policy, Policy):
-        _duplicates("policy.rules", [r.id for r in policy.rules], errors)
-        for r_index, rule in enumerate(policy.rules):
-            for field, ids in (("chain", rule.chain), ("match.while_open", rule.match.while_open)):
-                for d_index, dest_id in enumerate(ids):
-                    if check_refs and dest_id not in known:
-                        errors.append(
-                            {
-                                "path": f"policy.rules.{r_index}.{field}.{d_index}",
-                                "message": f"unknown destination {dest_id!r}",
-                            }
-                        )
+    _cross_checks(data, errors)
     if errors:
         raise PolicyInvalid(errors)
     assert psaps is not None

@@ -12,13 +12,19 @@ engine's gate runs before any rule, and a policy cannot weaken the gate:
   with 911, DOMAIN.md "the safety gate");
 - no rule may match on an exclusion flag being ``true`` (such a rule exists only to route an
   excluded call, so the whole policy is rejected).
+
+Every semantic check (the two above, repeats, schedules, signing secrets) runs on the raw input
+even when other fields of the same object fail, and reports at the most precise location, e.g.
+``policy.exclusions`` or ``policy.rules.2.match.screening.weapons``: a bad ``ring_timeout_s``
+never hides a rule that routes an excluded call.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,8 +34,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.models import BCP47, SCREENING_FLAGS, CallerType, DestinationKind, DestinationRef
 from gateway.phone import E164
@@ -115,6 +126,171 @@ def _minutes(clock: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
+# -- semantic checks ----------------------------------------------------------------------------
+#
+# A check reads the raw input (a dict, a list: whatever was given) and returns its problems, each
+# at a location relative to the value checked. ``_validate_then_check`` runs pydantic's own
+# validation and the check, and raises every error of both at once: an after-validator would be
+# skipped whenever another field failed, and could only point at the whole object.
+
+Loc = tuple[int | str, ...]
+Problem = tuple[Loc, str, Any]
+"""Where (relative to the checked value), what is wrong, and the offending input."""
+Check = Callable[[Any], list[Problem]]
+
+_T = TypeVar("_T")
+_UNREADABLE = object()
+_ANSWER: TypeAdapter[bool | None] = TypeAdapter(bool | None)
+_EXCLUSION: TypeAdapter[ExclusionFlag] = TypeAdapter(ExclusionFlag)
+_DAY: TypeAdapter[Day] = TypeAdapter(Day)
+_ID: TypeAdapter[str] = TypeAdapter(Id)
+
+
+def _readable(adapter: TypeAdapter[Any], value: Any) -> Any:
+    """``value`` as ``adapter`` reads it (as validation would), or ``_UNREADABLE``."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return _UNREADABLE
+
+
+def _detail(error_type: str, loc: Loc, message: str, value: Any) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError(error_type, "{message}", {"message": message}),
+        loc=loc,
+        input=value,
+    )
+
+
+def _validate_then_check(
+    title: str, raw: Any, handler: Callable[[Any], _T], checks: tuple[Check, ...]
+) -> _T:
+    """``handler(raw)`` when it succeeds and no check finds a problem; otherwise a
+    ``ValidationError`` with every error of both, each at its own location."""
+    failure: ValidationError | None = None
+    try:
+        result = handler(raw)
+    except ValidationError as exc:
+        failure = exc
+    problems = [problem for check in checks for problem in check(raw)]
+    if failure is None and not problems:
+        return result
+    details = [
+        _detail(err["type"], tuple(err["loc"]), err["msg"], err["input"])
+        for err in (failure.errors(include_url=False) if failure is not None else [])
+    ]
+    details.extend(_detail("policy_rule", loc, message, value) for loc, message, value in problems)
+    raise ValidationError.from_exception_data(title, details)
+
+
+def _checked(*checks: Check) -> WrapValidator:
+    """A field validator running ``checks`` on the field's raw value, whatever else fails."""
+
+    def validate(raw: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _validate_then_check("field", raw, handler, checks)
+
+    return WrapValidator(validate)
+
+
+def _sequence(raw: Any) -> list[Any]:
+    return list(raw) if isinstance(raw, list | tuple) else []
+
+
+def _fields(raw: Any) -> Mapping[str, Any]:
+    """The raw fields of an object being validated (an instance was validated already)."""
+    return raw if isinstance(raw, Mapping) else {}
+
+
+def _no_repeats(adapter: TypeAdapter[Any], message: str) -> Check:
+    """Each readable item at most once; a repeat is reported at its own index."""
+
+    def check(raw: Any) -> list[Problem]:
+        seen: set[Any] = set()
+        problems: list[Problem] = []
+        for index, item in enumerate(_sequence(raw)):
+            value = _readable(adapter, item)
+            if value is _UNREADABLE:
+                continue  # its own error is reported
+            if value in seen:
+                problems.append(((index,), f"{message} ({value!r} again)", item))
+            seen.add(value)
+        return problems
+
+    return check
+
+
+def _mandatory_exclusions(raw: Any) -> list[Problem]:
+    if not isinstance(raw, list | tuple):
+        return []  # not a list: its type error is reported
+    listed = {_readable(_EXCLUSION, item) for item in raw}
+    missing = [flag for flag in MANDATORY_EXCLUSIONS if flag not in listed]
+    if not missing:
+        return []
+    return [
+        (
+            (),
+            "exclusions must list every mandatory exclusion flag; missing: " + ", ".join(missing),
+            raw,
+        )
+    ]
+
+
+def _no_routed_exclusions(raw: Any) -> list[Problem]:
+    """A rule matching on an exclusion flag being ``true`` exists only to route an excluded
+    call: reported at that flag, however the rest of the rule reads."""
+    if not isinstance(raw, Mapping):
+        return []
+    return [
+        (
+            (flag,),
+            f"a rule may not match on an exclusion flag being true ({flag}): "
+            "a call with an exclusion flag set always stays with 911",
+            answer,
+        )
+        for flag, answer in raw.items()
+        if flag in MANDATORY_EXCLUSIONS and _readable(_ANSWER, answer) is True
+    ]
+
+
+def _secret_with_url(url_field: str, secret_field: str, why: str) -> Check:
+    def check(raw: Any) -> list[Problem]:
+        fields = _fields(raw)
+        if fields.get(url_field) is not None and fields.get(secret_field) is None:
+            return [((secret_field,), f"{url_field} needs {secret_field} ({why})", None)]
+        return []
+
+    return check
+
+
+def _clock(value: str) -> str:
+    if not _CLOCK.match(value):
+        raise ValueError(f"{value!r} must be HH:MM (00:00 to 24:00)")
+    return value
+
+
+def _end_after_start(raw: Any) -> list[Problem]:
+    fields = _fields(raw)
+    start, end = fields.get("start"), fields.get("end")
+    if not (isinstance(start, str) and isinstance(end, str)):
+        return []
+    if not (_CLOCK.match(start) and _CLOCK.match(end)):
+        return []  # their own errors are reported
+    if _minutes(end) <= _minutes(start):
+        return [
+            (
+                ("end",),
+                f"end {end} must be after start {start} "
+                "(split a span across midnight into two windows)",
+                end,
+            )
+        ]
+    return []
+
+
+Clock = Annotated[str, AfterValidator(_clock)]
+"""Local wall-clock ``HH:MM``, ``00:00`` to ``24:00``."""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -126,23 +302,16 @@ class Window(_Frozen):
     windows).
     """
 
-    days: tuple[Day, ...] = Field(min_length=1)
-    start: str
-    end: str
+    days: Annotated[tuple[Day, ...], _checked(_no_repeats(_DAY, "days must not repeat"))] = Field(
+        min_length=1
+    )
+    start: Clock
+    end: Clock
 
-    @model_validator(mode="after")
-    def _well_formed(self) -> Window:
-        for label, clock in (("start", self.start), ("end", self.end)):
-            if not _CLOCK.match(clock):
-                raise ValueError(f"{label} {clock!r} must be HH:MM (00:00 to 24:00)")
-        if _minutes(self.end) <= _minutes(self.start):
-            raise ValueError(
-                f"end {self.end} must be after start {self.start} "
-                "(split a span across midnight into two windows)"
-            )
-        if len(set(self.days)) != len(self.days):
-            raise ValueError("days must not repeat")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _well_formed(cls, raw: Any, handler: Callable[[Any], Window]) -> Window:
+        return _validate_then_check(cls.__name__, raw, handler, (_end_after_start,))
 
     def contains(self, local: datetime) -> bool:
         minute = local.hour * 60 + local.minute
@@ -165,11 +334,11 @@ class Psap(_Frozen):
     fallback_destination: Id
     """Dialed by ``/twilio/fallback`` when the gateway cannot reach Redis."""
 
-    @model_validator(mode="after")
-    def _cad_secret_with_url(self) -> Psap:
-        if self.cad_url is not None and self.cad_secret_env is None:
-            raise ValueError("cad_url needs cad_secret_env (EIDOs to CAD are always signed)")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cad_secret_with_url(cls, raw: Any, handler: Callable[[Any], Psap]) -> Psap:
+        check = _secret_with_url("cad_url", "cad_secret_env", "EIDOs to CAD are always signed")
+        return _validate_then_check(cls.__name__, raw, handler, (check,))
 
     @property
     def zone(self) -> ZoneInfo:
@@ -193,11 +362,11 @@ class Destination(_Frozen):
     notify_secret_env: EnvName | None = None
     """Name of the environment variable holding the signing secret (never the secret)."""
 
-    @model_validator(mode="after")
-    def _secret_with_url(self) -> Destination:
-        if self.notify_url is not None and self.notify_secret_env is None:
-            raise ValueError("notify_url needs notify_secret_env (notices are always signed)")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _secret_with_url(cls, raw: Any, handler: Callable[[Any], Destination]) -> Destination:
+        check = _secret_with_url("notify_url", "notify_secret_env", "notices are always signed")
+        return _validate_then_check(cls.__name__, raw, handler, (check,))
 
     def is_open(self, at: datetime, zone: ZoneInfo) -> bool:
         if self.hours is None:
@@ -221,43 +390,38 @@ class Match(_Frozen):
     """Every one of these tags is on the request."""
     languages: tuple[Language, ...] = ()
     """The caller's language is one of these (primary subtag)."""
-    screening: dict[ScreeningFlag, bool | None] = Field(default_factory=dict)
+    screening: Annotated[dict[ScreeningFlag, bool | None], _checked(_no_routed_exclusions)] = Field(
+        default_factory=dict
+    )
     """Each flag has exactly this answer. Never ``true`` for an exclusion flag."""
     while_open: tuple[Id, ...] = ()
     """Every one of these destinations is within its hours at the decision's instant."""
-
-    @model_validator(mode="after")
-    def _never_route_exclusions(self) -> Match:
-        routed = [f for f, v in self.screening.items() if v is True and f in MANDATORY_EXCLUSIONS]
-        if routed:
-            raise ValueError(
-                "a rule may not match on an exclusion flag being true ("
-                + ", ".join(routed)
-                + "): a call with an exclusion flag set always stays with 911"
-            )
-        return self
 
 
 class Rule(_Frozen):
     id: Id
     description: str | None = Field(default=None, max_length=500)
     match: Match = Field(default_factory=Match)
-    chain: tuple[Id, ...] = Field(min_length=1, max_length=10)
+    chain: Annotated[
+        tuple[Id, ...], _checked(_no_repeats(_ID, "chain must not name a destination twice"))
+    ] = Field(min_length=1, max_length=10)
     """Destinations to try, in order (before hours, capacity and language preference)."""
     ring_timeout_s: int = Field(default=DEFAULT_RING_TIMEOUT_S, ge=5, le=600)
     """How long each destination rings (Twilio accepts 5 to 600 s)."""
 
-    @model_validator(mode="after")
-    def _distinct_chain(self) -> Rule:
-        if len(set(self.chain)) != len(self.chain):
-            raise ValueError("chain must not name a destination twice")
-        return self
-
 
 class Policy(_Frozen):
-    exclusions: tuple[ExclusionFlag, ...]
+    exclusions: Annotated[
+        tuple[ExclusionFlag, ...],
+        _checked(
+            _mandatory_exclusions, _no_repeats(_EXCLUSION, "exclusions must not repeat a flag")
+        ),
+    ]
     """Flags that, when ``true``, keep the call with 911. Must list every mandatory one."""
-    required_screening: tuple[ExclusionFlag, ...] = ()
+    required_screening: Annotated[
+        tuple[ExclusionFlag, ...],
+        _checked(_no_repeats(_EXCLUSION, "required_screening must not repeat a flag")),
+    ] = ()
     """Flags that must have been asked: ``null`` keeps the call with 911."""
     require_consent: bool = True
     """``consent_to_transfer`` must be ``true``."""
@@ -265,22 +429,6 @@ class Policy(_Frozen):
     """``transfers_so_far`` at or above this keeps the call with 911."""
     rules: tuple[Rule, ...] = Field(min_length=1, max_length=200)
     """Tried in order; the first that matches chooses the chain."""
-
-    @model_validator(mode="after")
-    def _gate_is_complete(self) -> Policy:
-        missing = [flag for flag in MANDATORY_EXCLUSIONS if flag not in self.exclusions]
-        if missing:
-            raise ValueError(
-                "exclusions must list every mandatory exclusion flag; missing: "
-                + ", ".join(missing)
-            )
-        for label, flags in (
-            ("exclusions", self.exclusions),
-            ("required_screening", self.required_screening),
-        ):
-            if len(set(flags)) != len(flags):
-                raise ValueError(f"{label} must not repeat a flag")
-        return self
 
 
 class PolicyDocument(_Frozen):

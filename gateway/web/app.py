@@ -198,6 +198,7 @@ async def metrics_view(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     try:
         metrics.timer_lag.set(await request.app[TIMERS].lag_s())
+        metrics.outbox_depth.set(await request.app[HANDBACKS].store.outbox_depth())
     except RedisError:
         metrics.redis_errors.inc()
     body = generate_latest(metrics.registry)
