@@ -136,6 +136,14 @@ class TwilioTelephony:
         if str(getattr(updated, "status", "")) in {"in-progress", "in_progress"}:
             await self._call("end call", call.update_async(status="completed"))
 
+    async def cancel_ringing(self, call_sid: str) -> bool:
+        # Status=canceled only: Twilio cancels a queued or ringing call and leaves an answered
+        # one as it is (it comes back in progress) — never a hang-up.
+        updated = await self._call(
+            "cancel ringing call", self.account.calls(call_sid).update_async(status="canceled")
+        )
+        return str(getattr(updated, "status", "")) not in {"in-progress", "in_progress"}
+
     async def announce(self, conference: str, url: str) -> None:
         sid = conference
         if not conference.startswith("CF"):

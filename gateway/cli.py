@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.auth import Role, add_key
-from gateway.logs import configure_logging
+from gateway.logs import RequestIdAccessLogger, configure_logging
 from gateway.settings import Settings
 from gateway.web.bodies import validation_details
 
@@ -69,7 +69,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 extra={"api": str(ready.twilio_api_base_url), "bridge_line": "sandbox"},
             )
         log.info("gateway listening", extra={"host": ready.host, "port": ready.port})
-        web.run_app(app, host=ready.host, port=ready.port, print=None)
+        web.run_app(
+            app,
+            host=ready.host,
+            port=ready.port,
+            print=None,
+            access_log_class=RequestIdAccessLogger,
+        )
     return 0
 
 
@@ -232,6 +238,10 @@ def parser() -> argparse.ArgumentParser:
     from gateway.policy.cli import add_parser as add_rules_parser
 
     add_rules_parser(sub)
+
+    from gateway.handback.cli import add_parser as add_handbacks_parser
+
+    add_handbacks_parser(sub)
 
     demo = sub.add_parser(
         "demo", help="watch a warm transfer with a fallback, against `make run` (sandbox)"

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from gateway import keys, reports
 from gateway.auth import Principal, Role, require_role
 from gateway.errors import Conflict, Forbidden
+from gateway.handback.service import recorded_org
 from gateway.metrics import Metrics
 from gateway.models import Disposition, DispositionOutcome, Transfer
 from gateway.policy.service import PolicyService
@@ -101,16 +102,17 @@ class DispositionService:
         return await self.store.get(transfer_id)
 
     async def _authorize(self, transfer: Transfer, principal: Principal) -> None:
-        """The connected destination's org only; another org gets 403 whatever the state."""
+        """The connected destination's org only — the org recorded for it when the call was
+        decided, so a later policy change neither locks that center out nor lets another in;
+        another org gets 403 whatever the state."""
         loaded = await self.policy.current()
         connected = transfer.connected_destination_id
         if connected is not None:
-            destination = loaded.document.destination(connected)
-            if destination is None or destination.org != principal.org:
+            if recorded_org(loaded, transfer, connected) != principal.org:
                 raise Forbidden("only the organization that took this transfer records its outcome")
             return
-        chain = {loaded.document.destination(d.id) for d in transfer.decision.destinations}
-        if principal.org not in {d.org for d in chain if d is not None}:
+        chain = {recorded_org(loaded, transfer, d.id) for d in transfer.decision.destinations}
+        if principal.org not in chain:
             raise Forbidden("this transfer was not routed to your organization")
         raise Conflict(
             f"transfer {transfer.id} is {transfer.state}: it was never connected",

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from gateway.handback.models import HandbackReason, Location, Risk
@@ -45,6 +46,10 @@ _SUICIDE = frozenset({HandbackReason.IMMINENT_RISK, HandbackReason.ATTEMPT_IN_PR
 LOCATE_THE_CALLER = (
     "LOCATION UNKNOWN: the 988 center could not establish where the person is. "
     "Please locate the caller (callback number in the callback component)."
+)
+LOCATE_WITHOUT_CALLBACK = (
+    "LOCATION UNKNOWN: the 988 center could not establish where the person is. "
+    "Please locate the caller (the 988 center gave no callback number)."
 )
 
 
@@ -138,7 +143,10 @@ def build(facts: EidoFacts) -> dict[str, Any]:
     stamp = facts.now.isoformat(timespec="milliseconds")
     psap_ref = psap_agency_id(facts.psap.id, domain)
     center_ref = center_agency_id(facts.center.id, domain)
-    agent_ref = f"{facts.counselor_ref}@{center_ref}" if facts.counselor_ref else None
+    # The counselor reference is the center's free text: percent-encoded into the URI.
+    agent_ref = (
+        f"{quote(facts.counselor_ref, safe='')}@{center_ref}" if facts.counselor_ref else None
+    )
 
     def prologue(component_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -187,7 +195,8 @@ def build(facts: EidoFacts) -> dict[str, Any]:
     person_notes = [risk_note]
     incident_notes = [reason_note, risk_note]
     if not known:
-        incident_notes.append(note("locate", LOCATE_THE_CALLER))
+        locate = LOCATE_THE_CALLER if facts.callback_number else LOCATE_WITHOUT_CALLBACK
+        incident_notes.append(note("locate", locate))
 
     eido: dict[str, Any] = {
         **prologue(the_incident),
@@ -233,7 +242,8 @@ def build(facts: EidoFacts) -> dict[str, Any]:
     call: dict[str, Any] = {
         **prologue(call_ref),
         "standardPrimaryCallType": "emergency",
-        "direction": "outgoing",
+        # As NENA's sample call transfer: the call comes in to the PSAP receiving the EIDO.
+        "direction": "incoming",
         "callStartTimestamp": (facts.call_started_at or facts.now).isoformat(
             timespec="milliseconds"
         ),

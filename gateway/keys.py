@@ -124,3 +124,10 @@ def stats_day(psap_id: str, day: str) -> str:
 def answer_times(psap_id: str, day: str) -> str:
     """Sorted set: ``<caller type>|<destination id>|<transfer id>`` → seconds to answer."""
     return f"{PREFIX}stats:{psap_id}:{day}:answer"
+
+
+def xfer_handback(transfer_id: str) -> str:
+    """String (SET NX, set by the handback create script): the id of the transfer's live
+    handback. Deleted when that handback ends (its terminal transition), so a transfer has at
+    most one handback dialing the PSAP at a time."""
+    return f"{PREFIX}xfer:{transfer_id}:handback"

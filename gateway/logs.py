@@ -17,6 +17,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
 from gateway.phone import redact_phones
 
 # Fields whose values are personal or free text, whatever their content looks like.
@@ -128,3 +132,15 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+class RequestIdAccessLogger(AccessLogger):
+    """aiohttp's access log, stamped with the request id the response carries (the access log
+    is written after the request's own context has ended)."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        token = request_id_var.set(response.headers.get("X-Request-Id", "-"))
+        try:
+            super().log(request, response, time)
+        finally:
+            request_id_var.reset(token)

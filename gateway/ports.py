@@ -43,6 +43,12 @@ class Telephony(Protocol):
         """End a leg the gateway dialed: cancel it while it rings, hang it up once answered."""
         ...
 
+    async def cancel_ringing(self, call_sid: str) -> bool:
+        """Cancel a leg the gateway dialed only while it is still queued or ringing; a leg
+        that was answered is left alone. False when the provider reports it in progress
+        (answered), True otherwise (cancelled now, or already over)."""
+        ...
+
     async def announce(self, conference: str, url: str) -> None:
         """Play the TwiML at ``url`` to everyone in ``conference`` (a name or an id)."""
         ...

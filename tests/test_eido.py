@@ -236,3 +236,33 @@ def test_the_vendored_files_are_exactly_what_openapi_yaml_references() -> None:
 def test_the_vendored_copy_equals_the_shared_schema() -> None:
     for rel in [*referenced_files(EIDO_DIR), "sample-call-transfer.json"]:
         assert (EIDO_DIR / rel).read_bytes() == (SHARED_EIDO / rel).read_bytes(), rel
+
+
+def test_the_call_is_incoming_as_in_nenas_sample() -> None:
+    sample = json.loads((EIDO_DIR / "sample-call-transfer.json").read_text())
+    assert sample["callComponent"][0]["direction"] == "incoming"
+    assert build(facts())["callComponent"][0]["direction"] == "incoming"
+
+
+def test_the_locate_note_names_a_callback_component_only_when_there_is_one() -> None:
+    with_callback = build(facts(location=None))
+    notes = " ".join(n["notesActionComments"] for n in with_callback["notesComponent"])
+    assert "callback component" in notes
+    without = build(facts(location=None, callback_number=None))
+    assert eido_errors(without) == []
+    assert "callbackComponent" not in without
+    notes = " ".join(n["notesActionComments"] for n in without["notesComponent"])
+    assert "Please locate the caller" in notes
+    assert "callback component" not in notes
+    assert "no callback number" in notes
+
+
+def test_a_free_text_counselor_ref_is_percent_encoded_in_its_uri() -> None:
+    document = build(facts(counselor_ref="Ana O'Neil #4 / night"))
+    assert eido_errors(document) == []
+    (agent,) = document["agentComponent"]
+    assert agent["$id"] == (
+        f"Ana%20O%27Neil%20%234%20%2F%20night@crisis-center.crisis-connections.{DOMAIN}"
+    )
+    assert document["updatedByAgentReference"] == {"$ref": agent["$id"]}
+    assert {n["agentReference"]["$ref"] for n in document["notesComponent"]} == {agent["$id"]}

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.handback.service import confirm_timer_id
 from gateway.handback.store import HandbackStore
 from gateway.models import Attempt, encode_fields
 from gateway.signing import verify
 from gateway.states import TransferEvent, TransferState
 from gateway.store import TransferStore
 from gateway.transfers import expiry_timer_id
-from tests.conftest import AppFactory, KeyMaker
+from gateway.web.appkeys import HANDBACKS
+from tests.conftest import ROOT, AppFactory, KeyMaker
 from tests.test_eido import eido_errors
 
 PSAP = "kc-valleycom"
@@ -93,6 +97,8 @@ class Receiver:
     url: str
     notices: list[dict[str, Any]] = field(default_factory=list)
     bad_signatures: int = 0
+    refuse: int = 0
+    """Answer this many notices 503 (the center's endpoint down) before taking any."""
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [n for n in self.notices if n["type"] == kind]
@@ -108,6 +114,9 @@ async def receiver(config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         if not verify(SECRET, body, request.headers.get("X-Gateway-Signature", "")):
             found.bad_signatures += 1
             return web.Response(status=401)
+        if found.refuse > 0:
+            found.refuse -= 1
+            return web.Response(status=503)
         found.notices.append(json.loads(body))
         return web.Response(status=204)
 
@@ -166,6 +175,20 @@ async def hand_back(
     resp = await client.post("/v1/handbacks", json=body, headers=keys.headers[who])
     data: dict[str, Any] = await resp.json()
     return resp.status, data
+
+
+async def told(
+    client: TestClient[Any, Any], keys: Keys, handback_id: str, kind: str, within_s: float = 5
+) -> dict[str, Any]:
+    """The handback once its ``kind`` notice is recorded (the notice timer sends it)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        resp = await client.get(f"/v1/handbacks/{handback_id}", headers=keys.headers["psap"])
+        shown: dict[str, Any] = await resp.json()
+        if kind in shown["notices"]:
+            return shown
+        assert asyncio.get_running_loop().time() < deadline, f"no {kind} notice: {shown}"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_data_only_handback_returns_a_bridge_code_and_keeps_its_eido(
@@ -228,7 +251,11 @@ async def test_without_a_location_the_handback_is_flagged(
         ({"location": {"lat": 47.1}}, "location"),
         ({"reason": "bored"}, "reason"),
         ({"risk": {"summary": "x" * 501}}, "risk.summary"),
-        ({"counselor_ref": "has spaces in it"}, "counselor_ref"),
+        ({"counselor_ref": "c" * 101}, "counselor_ref"),
+        ({"counselor_ref": "c-1\u0000"}, "counselor_ref"),
+        ({"location": {"address": "12 Elm\u0000St"}}, "location.address"),
+        ({"location": {"description": "by the \u0007 river"}}, "location.description"),
+        ({"risk": {"summary": "pills\u001b[2J"}}, "risk.summary"),
         ({"transfer_id": "not-a-transfer"}, "transfer_id"),
         ({"surprise": True}, "surprise"),
     ],
@@ -241,6 +268,34 @@ async def test_bad_input_is_422_naming_the_field(
     assert body["error"]["code"] == "invalid"
     assert path in [d["path"] for d in body["error"]["details"]]
     assert "206-555-0123" not in json.dumps(body)
+
+
+async def test_lenient_where_an_integrator_may_differ(
+    client: TestClient[Any, Any], keys: Keys
+) -> None:
+    status, created = await hand_back(
+        client,
+        keys,
+        psap_id=PSAP,
+        reason="other",
+        risk=None,
+        counselor_ref="Ana O'Neil (nights)",
+        location={"description": "second floor\nback stairs"},
+    )
+    assert status == 201, created
+    eido = await (
+        await client.get(f"/v1/handbacks/{created['id']}/eido", headers=keys.headers["psap"])
+    ).json()
+    assert eido_errors(eido) == []
+    assert eido["agentComponent"][0]["$id"].startswith("Ana%20O%27Neil%20%28nights%29@")
+    assert "cautionComponent" not in eido
+    resp = await client.post(
+        f"/v1/handbacks/{created['id']}/contact",
+        json={"contact_made": True, "note": "on scene\u0000"},
+        headers=keys.headers["psap"],
+    )
+    assert resp.status == 422
+    assert [d["path"] for d in (await resp.json())["error"]["details"]] == ["note"]
 
 
 async def test_neither_transfer_nor_psap_and_malformed_bodies(
@@ -394,6 +449,7 @@ async def test_contact_confirmation_is_recorded_once_and_the_center_told(
     assert shown["contact"]["contact_made"] is True
     assert shown["contact"]["note"] == "units on scene"
     assert shown["contact"]["at"] == "2026-03-08T03:40:00-08:00"
+    shown = await told(client, keys, created["id"], "contact")
     assert shown["notices"]["contact"]["delivered"] is True
     again = await client.post(url, json=body, headers=keys.headers["psap"])
     assert again.status == 409
@@ -413,8 +469,9 @@ async def test_a_center_without_notify_url_is_recorded_as_not_told(
         json={"contact_made": False},
         headers=keys.headers["psap"],
     )
-    shown = await resp.json()
     assert resp.status == 200
+    assert (await resp.json())["flags"] == ["no_contact"]
+    shown = await told(client, keys, created["id"], "contact")
     assert set(shown["flags"]) == {"no_contact", "center_not_notified"}
     assert shown["notices"]["contact"]["delivered"] is False
     assert "notify_url" in shown["notices"]["contact"]["error"]
@@ -422,11 +479,13 @@ async def test_a_center_without_notify_url_is_recorded_as_not_told(
     assert 'gateway_notices_failed_total{kind="handback_contact"} 1.0' in metrics
 
 
-async def test_the_unconfirmed_timer_fires_once_across_two_instances(
+async def test_the_unconfirmed_flag_is_set_once_across_two_instances(
     make_client: AppFactory, keys: Keys, receiver: Receiver, redis: Any
 ) -> None:
-    first = await make_client(handback_confirm_timeout_s=1)
-    second = await make_client(handback_confirm_timeout_s=1)
+    # The confirmation window is long, so nothing fires on its own: both instances' handlers
+    # are run at once, twice each, as two timer workers that both claimed it would.
+    first = await make_client(handback_confirm_timeout_s=3600)
+    second = await make_client(handback_confirm_timeout_s=3600)
     _, flagged = await hand_back(first, keys, psap_id=PSAP, **FULL)
     _, confirmed = await hand_back(second, keys, psap_id=PSAP, **FULL)
     resp = await second.post(
@@ -435,29 +494,31 @@ async def test_the_unconfirmed_timer_fires_once_across_two_instances(
         headers=keys.headers["psap"],
     )
     assert resp.status == 200
-    deadline = asyncio.get_running_loop().time() + 10
-    while not receiver.of_type("handback.unconfirmed"):
-        assert asyncio.get_running_loop().time() < deadline, "the unconfirmed notice never came"
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(1.0)  # time for a second firing, if there were one
-    (notice,) = receiver.of_type("handback.unconfirmed")
-    assert notice["handback_id"] == flagged["id"]
-    shown = await (
-        await first.get(f"/v1/handbacks/{flagged['id']}", headers=keys.headers["center"])
-    ).json()
+    services = [first.app[HANDBACKS], second.app[HANDBACKS]]
+    await asyncio.gather(
+        *(
+            service.on_confirm_timer(confirm_timer_id(h["id"]), {"handback_id": h["id"]})
+            for service in services * 2
+            for h in (flagged, confirmed)
+        )
+    )
+    shown = await told(first, keys, flagged["id"], "unconfirmed")
     assert shown["flags"] == ["unconfirmed"]
     assert shown["notices"]["unconfirmed"]["delivered"] is True
+    await asyncio.sleep(0.5)  # time for a second notice, if there were one
+    (notice,) = receiver.of_type("handback.unconfirmed")
+    assert notice["handback_id"] == flagged["id"]
     still = await (
         await first.get(f"/v1/handbacks/{confirmed['id']}", headers=keys.headers["center"])
     ).json()
     assert "unconfirmed" not in still["flags"]
     audit = await HandbackStore(redis).audit(flagged["id"])
     assert [e["event"] for e in audit].count("unconfirmed") == 1
-    counts = []
+    counted = []
     for instance in (first, second):
         text = await (await instance.get("/metrics")).text()
-        counts.append('gateway_handbacks_total{outcome="unconfirmed"} 1.0' in text)
-    assert counts.count(True) == 1, "exactly one instance counted it"
+        counted.append('gateway_handbacks_total{outcome="unconfirmed"} 1.0' in text)
+    assert counted.count(True) == 1, "exactly one instance counted it"
     # A late confirmation is still recorded (and the flag stays: it was late).
     late = await first.post(
         f"/v1/handbacks/{flagged['id']}/contact",
@@ -466,6 +527,16 @@ async def test_the_unconfirmed_timer_fires_once_across_two_instances(
     )
     assert late.status == 200
     assert (await late.json())["flags"] == ["unconfirmed"]
+
+
+async def test_the_unconfirmed_timer_fires_on_its_own(
+    make_client: AppFactory, keys: Keys, receiver: Receiver
+) -> None:
+    client = await make_client(handback_confirm_timeout_s=1)
+    _, created = await hand_back(client, keys, psap_id=PSAP, **FULL)
+    shown = await told(client, keys, created["id"], "unconfirmed", within_s=10)
+    assert shown["flags"] == ["unconfirmed"]
+    assert [n["handback_id"] for n in receiver.of_type("handback.unconfirmed")] == [created["id"]]
 
 
 async def test_handback_routes_are_in_openapi(client: TestClient[Any, Any]) -> None:
@@ -478,3 +549,205 @@ async def test_handback_routes_are_in_openapi(client: TestClient[Any, Any]) -> N
         "/v1/transfers/{id}/disposition",
     ):
         assert path in document["paths"], path
+
+
+async def move_destination(
+    client: TestClient[Any, Any], keys: Keys, destination_id: str, org: str
+) -> None:
+    """An administrator gives ``destination_id`` to another org (a new policy version)."""
+    doc = await (await client.get("/v1/admin/routing", headers=keys.headers["admin"])).json()
+    for destination in doc["destinations"]:
+        if destination["id"] == destination_id:
+            destination["org"] = org
+    resp = await client.put("/v1/admin/routing", json=doc, headers=keys.headers["admin"])
+    assert resp.status == 200, await resp.text()
+
+
+async def test_the_org_recorded_at_decision_time_authorizes_after_a_policy_change(
+    client: TestClient[Any, Any], keys: Keys, store: TransferStore, make_key: KeyMaker
+) -> None:
+    transfer_id = await open_transfer(client, keys)
+    await connect(store, transfer_id, complete=True)
+    await move_destination(client, keys, CENTER_DEST, "moved-org")
+    newcomer = {"Authorization": f"Bearer {make_key('moved-org', 'crisis_center')}"}
+
+    # The org that now owns the destination in the policy did not take this call.
+    resp = await client.post(
+        "/v1/handbacks", json={"transfer_id": transfer_id, "reason": "other"}, headers=newcomer
+    )
+    assert resp.status == 403, await resp.text()
+    url = f"/v1/transfers/{transfer_id}/disposition"
+    body = {"outcome": "handed_back_to_911", "police_involved": True}
+    assert (await client.post(url, json=body, headers=newcomer)).status == 403
+
+    # The center that took it still hands back and disposes.
+    status, created = await hand_back(client, keys, transfer_id=transfer_id, reason="medical")
+    assert status == 201, created
+    eido = await (
+        await client.get(f"/v1/handbacks/{created['id']}/eido", headers=keys.headers["psap"])
+    ).json()
+    assert eido_errors(eido) == []
+    assert eido["agencyComponent"][1]["$id"].startswith("crisis-center.crisis-connections.")
+    resp = await client.post(url, json=body, headers=keys.headers["center"])
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["disposition"]["destination_id"] == CENTER_DEST
+    shown = await client.get(f"/v1/handbacks/{created['id']}", headers=keys.headers["center"])
+    assert shown.status == 200
+    assert (await client.get(f"/v1/handbacks/{created['id']}", headers=newcomer)).status == 403
+
+
+async def test_a_destination_gone_from_the_policy_still_lets_its_center_hand_back(
+    client: TestClient[Any, Any], keys: Keys, store: TransferStore
+) -> None:
+    transfer_id = await open_transfer(client, keys)
+    await connect(store, transfer_id, complete=True)
+    doc = await (await client.get("/v1/admin/routing", headers=keys.headers["admin"])).json()
+    doc["destinations"] = [d for d in doc["destinations"] if d["id"] != CENTER_DEST]
+    for rule in doc["policy"]["rules"]:
+        rule["chain"] = [d for d in rule["chain"] if d != CENTER_DEST]
+    for psap in doc["psaps"]:
+        psap["fallback_destination"] = "wa-988-backup"
+    resp = await client.put("/v1/admin/routing", json=doc, headers=keys.headers["admin"])
+    assert resp.status == 200, await resp.text()
+    status, created = await hand_back(client, keys, transfer_id=transfer_id, reason="other")
+    assert status == 201, created
+    eido = await (
+        await client.get(f"/v1/handbacks/{created['id']}/eido", headers=keys.headers["psap"])
+    ).json()
+    assert eido_errors(eido) == []
+
+
+async def test_listing_handbacks_by_role_newest_first(
+    client: TestClient[Any, Any], keys: Keys
+) -> None:
+    ours = []
+    for reason in ("other", "medical", "caller_request"):
+        status, created = await hand_back(client, keys, psap_id=PSAP, reason=reason)
+        assert status == 201
+        ours.append(created["id"])
+    status, theirs = await hand_back(client, keys, "other_center", psap_id=PSAP, reason="other")
+    assert status == 201
+
+    async def listed(who: str, **query: str) -> tuple[int, Any]:
+        resp = await client.get("/v1/handbacks", params=query, headers=keys.headers[who])
+        return resp.status, await resp.json()
+
+    status, page = await listed("psap")
+    assert status == 200, page
+    assert [h["id"] for h in page["handbacks"]] == [theirs["id"], *reversed(ours)]
+    one = await (await client.get(f"/v1/handbacks/{ours[0]}", headers=keys.headers["psap"])).json()
+    assert page["handbacks"][-1] == one, "the same view as GET /v1/handbacks/{id}"
+    assert "bridge_code" not in json.dumps(page)
+
+    assert (await listed("center"))[1]["handbacks"] == [
+        h for h in page["handbacks"] if h["id"] in ours
+    ]
+    assert [h["id"] for h in (await listed("other_center"))[1]["handbacks"]] == [theirs["id"]]
+    assert len((await listed("admin"))[1]["handbacks"]) == 4
+    assert len((await listed("admin", psap_id=PSAP, state="awaiting_bridge"))[1]["handbacks"]) == 4
+    assert (await listed("admin", state="dialing"))[1]["handbacks"] == []
+    limited = (await listed("psap", limit="2"))[1]["handbacks"]
+    assert [h["id"] for h in limited] == [theirs["id"], ours[2]]
+    today = datetime.now(UTC).date()
+    assert (
+        len((await listed("psap", **{"from": str(today - timedelta(days=1))}))[1]["handbacks"]) == 4
+    )
+    assert (await listed("psap", **{"from": str(today + timedelta(days=2))}))[1]["handbacks"] == []
+    assert (await listed("psap", to=str(today - timedelta(days=2))))[1]["handbacks"] == []
+
+    assert (await listed("psap", psap_id="other-psap"))[0] == 403
+    assert (await listed("other_psap"))[1]["handbacks"] == []
+    for bad in ({"limit": "0"}, {"limit": "201"}, {"limit": "x"}, {"state": "bogus"},
+                {"from": "yesterday"}, {"psap_id": "Not A PSAP"}):  # fmt: skip
+        status, body = await listed("admin", **bad)
+        assert status == 422, (bad, body)
+        assert [d["path"] for d in body["error"]["details"]] == list(bad)
+
+
+async def test_the_cli_lists_handbacks_and_prints_an_eido(
+    client: TestClient[Any, Any], keys: Keys, redis_url: str, config_dir: Path
+) -> None:
+    _, kept = await hand_back(client, keys, psap_id=PSAP, **FULL)
+    _, other = await hand_back(client, keys, psap_id=PSAP, reason="other")
+    env = {**os.environ, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_CONFIG_DIR": str(config_dir)}
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "handbacks", *args,
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    code, out, err = await cli("list", "--format", "json")
+    assert code == 0, err
+    api = await (await client.get("/v1/handbacks", headers=keys.headers["admin"])).json()
+    assert json.loads(out) == api
+    assert [h["id"] for h in api["handbacks"]] == [other["id"], kept["id"]]
+
+    code, out, err = await cli("list", "--psap", PSAP, "--state", "awaiting_bridge")
+    assert code == 0, err
+    assert kept["id"] in out
+    assert "awaiting_bridge" in out
+    code, out, _ = await cli("list", "--state", "connected")
+    assert (code, out.strip()) == (0, "no handbacks")
+
+    code, out, err = await cli("eido", kept["id"])
+    assert code == 0, err
+    sent = await client.get(f"/v1/handbacks/{kept['id']}/eido", headers=keys.headers["psap"])
+    assert out == await sent.text() + "\n"
+    assert "1200 Main St" not in err
+    code, _, err = await cli("eido", f"hb_{'0' * 24}")
+    assert code == 1
+    assert "not found" in err
+
+
+async def test_the_contact_notice_survives_the_instance_that_recorded_the_contact(
+    make_client: AppFactory, keys: Keys, receiver: Receiver
+) -> None:
+    # The first instance's timer worker is asleep (it polls every 10 s): it records the
+    # contact and stops before it could tell anyone; the center's endpoint is down meanwhile.
+    first = await make_client(timer_poll_s=10)
+    _, created = await hand_back(first, keys, psap_id=PSAP, **FULL)
+    receiver.refuse = 1_000
+    resp = await first.post(
+        f"/v1/handbacks/{created['id']}/contact",
+        json={"contact_made": True, "note": "units on scene"},
+        headers=keys.headers["psap"],
+    )
+    assert resp.status == 200
+    await first.close()
+    assert receiver.notices == []
+
+    receiver.refuse = 0
+    second = await make_client()
+    shown = await told(second, keys, created["id"], "contact")
+    assert shown["notices"]["contact"]["delivered"] is True
+    assert "center_not_notified" not in shown["flags"]
+    (notice,) = receiver.of_type("handback.contact")
+    assert notice["handback_id"] == created["id"]
+    assert notice["contact_made"] is True
+    assert notice["note"] == "units on scene"
+
+
+async def test_a_refused_notice_is_retried_then_delivered(
+    make_client: AppFactory, keys: Keys, receiver: Receiver, redis: Any
+) -> None:
+    client = await make_client()
+    _, created = await hand_back(client, keys, psap_id=PSAP, **FULL)
+    receiver.refuse = 1
+    resp = await client.post(
+        f"/v1/handbacks/{created['id']}/contact",
+        json={"contact_made": False},
+        headers=keys.headers["psap"],
+    )
+    assert resp.status == 200
+    shown = await told(client, keys, created["id"], "contact", within_s=10)
+    assert shown["notices"]["contact"]["delivered"] is True, shown
+    assert shown["flags"] == ["no_contact"]
+    assert len(receiver.of_type("handback.contact")) == 1
+    audit = [
+        e for e in await HandbackStore(redis).audit(created["id"]) if e["event"] == "notice_contact"
+    ]
+    assert [e["attempt"] for e in audit] == ["2"]

@@ -21,6 +21,7 @@ import pytest
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
 from gateway.logs import configure_logging
 from gateway.settings import Settings
+from gateway.web.twilio import WRONG_CODE
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import BRIDGE, PRIMARY, PSAP, Line, short_ring_timeouts, wired
 from tests.test_eido import eido_errors
@@ -239,11 +240,129 @@ async def test_a_data_only_handback_through_the_bridge_line(
         await handback_state(line, created["id"], "completed")
         leg_untouched(line, center_leg)
         assert line.sandbox.call(center_leg)["status"] == "in-progress"
-        # The code was single use: keyed in again, it opens nothing.
+        # The code was single use: keyed in again, it opens nothing — the caller is told the
+        # code was not recognized and asked again.
         again = line.sandbox.start_call(CENTER_LINE, BRIDGE, digits=[created["bridge_code"]])
         await line.sandbox.wait_for(
-            lambda e: e["kind"] == "twiml.gather" and e["details"]["call_sid"] == again,
+            lambda e: (
+                e["kind"] == "twiml.verb"
+                and e["details"]["call_sid"] == again
+                and e["details"]["verb"] == "Say"
+                and WRONG_CODE in (e["details"]["text"] or "")
+            ),
             timeout=5,
         )
-        await asyncio.sleep(0.3)
         assert line.dials(created["id"]) == [HANDBACK_LINE]
+        assert len(line.sandbox.conferences()) == 1
+        assert again not in {p["call_sid"] for p in line.sandbox.conferences()[0]["participants"]}
+
+
+async def test_two_handbacks_on_one_transfer_dial_the_psap_once(
+    make_client: AppFactory, settings: Settings, psap_key: str, center: dict[str, str]
+) -> None:
+    parties = {PRIMARY: answer(), HANDBACK_LINE: answer(hangup_after_s=5)}  # x0.2: 1 s
+    async with wired(make_client, settings, psap_key, parties=parties, **FAST) as line:
+        transfer, _, _ = await connected_transfer(line)
+        body = {"transfer_id": transfer["id"], **FULL}
+        responses = await asyncio.gather(
+            *(line.client.post("/v1/handbacks", json=body, headers=center) for _ in range(2))
+        )
+        assert sorted(r.status for r in responses) == [201, 409]
+        created = await next(r for r in responses if r.status == 201).json()
+        refused = await next(r for r in responses if r.status == 409).json()
+        assert refused["error"]["code"] == "conflict"
+        assert refused["error"]["details"] == [{"handback_id": created["id"]}]
+
+        await handback_state(line, created["id"], "connected")
+        assert dials_to(line, transfer["id"], HANDBACK_LINE) == 1
+        # While it is live, any further handback is refused, naming it.
+        resp = await line.client.post("/v1/handbacks", json=body, headers=center)
+        assert resp.status == 409
+        assert (await resp.json())["error"]["details"] == [{"handback_id": created["id"]}]
+
+        # Once it has ended, the transfer may be handed back again.
+        await handback_state(line, created["id"], "completed")
+        resp = await line.client.post("/v1/handbacks", json=body, headers=center)
+        assert resp.status == 201, await resp.text()
+
+
+async def test_a_call_taker_answering_as_the_ring_timer_runs_out_is_kept(
+    make_client: AppFactory, settings: Settings, psap_key: str, center: dict[str, str]
+) -> None:
+    """The handback line answers just before the gateway's ring timer fires, and Twilio's
+    answered callback arrives just after it (held back 1.2 s): the timer finds the leg in
+    progress, leaves it alone and takes the answer — it never hangs up the call-taker."""
+    parties = {PRIMARY: answer(), HANDBACK_LINE: answer(after_s=4.8)}  # rings 5 s (x1)
+    async with wired(
+        make_client, settings, psap_key, parties=parties, time_scale=1.0, **FAST
+    ) as line:
+        transfer, caller_leg, counselor_leg = await connected_transfer(line)
+        line.sandbox.configure(shuffle_callbacks=True, shuffle_window_s=1.2)
+        resp = await line.client.post(
+            "/v1/handbacks", json={"transfer_id": transfer["id"], **FULL}, headers=center
+        )
+        created = await resp.json()
+        assert resp.status == 201, created
+
+        connected = await handback_state(line, created["id"], "connected", within_s=15)
+        assert [a["outcome"] for a in connected["attempts"]] == ["answered"]
+        await asyncio.sleep(1.0)  # past the held-back callback and any redial delay
+        assert dials_to(line, transfer["id"], HANDBACK_LINE) == 1
+        (conference,) = line.sandbox.conferences()
+        (call_taker,) = {p["call_sid"] for p in conference["participants"]} - {
+            caller_leg,
+            counselor_leg,
+        }
+        leg_untouched(line, caller_leg)
+        leg_untouched(line, counselor_leg)
+        assert line.sandbox.call(call_taker)["status"] == "in-progress"
+        assert line.sandbox.call(call_taker).get("ended_by") is None
+        # The ring timer did run out while the leg was in progress: one cancel, nothing else.
+        on_leg = [
+            e["details"]["params"]
+            for e in line.sandbox.timeline("rest.request")
+            if call_taker in e["details"]["path"]
+        ]
+        assert on_leg == [{"Status": "canceled"}]
+
+
+async def test_no_redial_into_a_call_that_has_ended(
+    make_client: AppFactory,
+    settings: Settings,
+    psap_key: str,
+    center: dict[str, str],
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    parties = {PRIMARY: answer(), HANDBACK_LINE: PartyConfig(behaviour=Behaviour.BUSY)}
+    slow_redial = {**FAST, "handback_retry_delay_s": 2.0}
+    async with wired(make_client, settings, psap_key, parties=parties, **slow_redial) as line:
+        transfer, caller_leg, counselor_leg = await connected_transfer(line)
+        resp = await line.client.post(
+            "/v1/handbacks", json={"transfer_id": transfer["id"], **FULL}, headers=center
+        )
+        created = await resp.json()
+        assert resp.status == 201, created
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            shown = await handback_state(line, created["id"], "dialing")
+            if shown["attempts"][0]["outcome"] == "busy":
+                break
+            assert asyncio.get_running_loop().time() < deadline, shown
+            await asyncio.sleep(0.05)
+        # Busy; before the redial, the caller and the counselor hang up: the call is over.
+        line.sandbox.hang_up(caller_leg)
+        line.sandbox.hang_up(counselor_leg)
+        await line.wait_state(transfer["id"], "completed")
+
+        failed = await handback_state(line, created["id"], "failed")
+        assert [a["outcome"] for a in failed["attempts"]] == ["busy", "failed"]
+        await asyncio.sleep(0.5)
+        assert dials_to(line, transfer["id"], HANDBACK_LINE) == 1, "dialed into an empty call"
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            if receiver.of_type("handback.failed"):
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the center was not told"
+            await asyncio.sleep(0.05)
+        (notice,) = receiver.of_type("handback.failed")
+        assert notice["failure"] == "call_ended"

@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from pydantic import BaseModel
 
-from gateway.logs import REDACTED, configure_logging, request_id_var
+from gateway.logs import REDACTED, RequestIdAccessLogger, configure_logging, request_id_var
 
 PHONES = [
     "+12065550123",
@@ -198,3 +200,12 @@ def test_a_broken_format_string_still_logs_and_redacts(logs: Logs) -> None:
     log.info("dial %s to %s", "+12065550123")  # one argument short
     assert len(lines()) == 1
     assert_no_phone(out.getvalue())
+
+
+def test_access_log_lines_carry_the_request_id(logs: Logs) -> None:
+    _, lines, _ = logs
+    request = make_mocked_request("GET", "/healthz")
+    response = web.Response(headers={"X-Request-Id": "req-123"})
+    RequestIdAccessLogger(logging.getLogger("aiohttp.access"), "%r %s").log(request, response, 0.01)
+    assert lines()[-1]["request_id"] == "req-123"
+    assert request_id_var.get() == "-", "the request id does not leak into later records"

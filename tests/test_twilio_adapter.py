@@ -131,6 +131,26 @@ async def test_cancel_answered_call_falls_back_to_completed(telephony: TwilioTel
 
 
 @respx.mock
+async def test_cancel_ringing_cancels_a_ringing_call(telephony: TwilioTelephony) -> None:
+    route = respx.post(f"{ACCOUNT}/Calls/CA9.json").mock(
+        return_value=httpx.Response(200, json={"sid": "CA9", "status": "canceled"})
+    )
+    assert await telephony.cancel_ringing("CA9") is True
+    assert route.call_count == 1
+    assert _form(route.calls.last.request) == {"Status": ["canceled"]}
+
+
+@respx.mock
+async def test_cancel_ringing_leaves_an_answered_call_alone(telephony: TwilioTelephony) -> None:
+    route = respx.post(f"{ACCOUNT}/Calls/CA9.json").mock(
+        return_value=httpx.Response(200, json={"sid": "CA9", "status": "in-progress"})
+    )
+    assert await telephony.cancel_ringing("CA9") is False
+    assert route.call_count == 1, "never a second request that would hang it up"
+    assert _form(route.calls.last.request) == {"Status": ["canceled"]}
+
+
+@respx.mock
 async def test_announce_by_name_looks_up_the_live_conference(telephony: TwilioTelephony) -> None:
     listing = respx.get(f"{ACCOUNT}/Conferences.json").mock(
         return_value=httpx.Response(

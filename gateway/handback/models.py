@@ -9,21 +9,57 @@ not those fields: the center already has them, and the PSAP reads them in the EI
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from gateway.handback.states import HandbackState
 from gateway.phone import E164
 
 HANDBACK_ID_PATTERN = r"^hb_[0-9a-f]{24}$"
 TRANSFER_ID_PATTERN = r"^tr_[0-9a-f]{24}$"
+PSAP_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _printable(value: str) -> str:
+    """No control characters but tab and line breaks: the text goes into XML (PIDF-LO) and
+    HTML notes in the EIDO, where a NUL is invalid, and onto call-takers' screens."""
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(_printable),
+]
 """Bounded free text (personal data: never logged)."""
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Ref = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,64}$")]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_printable),
+]
+Ref = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_printable),
+]
+"""The center's own reference for a counselor: free text, bounded (percent-encoded wherever
+it becomes part of a URI)."""
 
 
 class HandbackReason(StrEnum):
@@ -90,15 +126,21 @@ class HandbackRequest(BaseModel):
 
     transfer_id: str | None = Field(default=None, pattern=TRANSFER_ID_PATTERN)
     """The transfer the call came through, when it came through the gateway."""
-    psap_id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    psap_id: str | None = Field(default=None, pattern=PSAP_ID_PATTERN)
     """The PSAP to hand back to, when there is no transfer."""
     reason: HandbackReason
     location: Location | None = None
     callback_number: E164 | None = None
     """Defaults to the transfer's callback number."""
     risk: Risk = Field(default_factory=Risk)
+    """``null`` is taken as no risk information (all unknown)."""
     counselor_ref: Ref | None = None
-    """The center's own reference for the counselor (an id, not a name)."""
+    """The center's own reference for the counselor (an id, preferably not a name)."""
+
+    @field_validator("risk", mode="before")
+    @classmethod
+    def _no_risk_info(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     @model_validator(mode="after")
     def _transfer_or_psap(self) -> HandbackRequest:
@@ -175,6 +217,9 @@ class Handback(BaseModel):
     counselor_ref: str | None = None
     eido_id: str
     attempts: list[HandbackAttempt] = Field(default_factory=list)
+    failure: str | None = None
+    """Why a failed handback failed when it was not the line (``call_ended``: the caller's
+    call was over before a dial attempt)."""
     created_at: AwareDatetime
     updated_at: AwareDatetime
     connected_at: AwareDatetime | None = None
@@ -303,3 +348,9 @@ class HandbackView(BaseModel):
             bridge_expires_at=handback.bridge_expires_at,
             **extra,
         )
+
+
+class HandbackList(BaseModel):
+    """``GET /v1/handbacks``: newest first."""
+
+    handbacks: list[HandbackView]

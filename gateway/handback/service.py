@@ -16,10 +16,17 @@ back to the PSAP:
 
 Either way the incident goes to the PSAP as an EIDO (``gateway.eido``), through a durable CAD
 outbox (a ``cad_delivery`` timer per EIDO, retried with backoff, on whichever instance is up);
-without a ``cad_url`` the EIDO is kept for ``GET /v1/handbacks/{id}/eido``. The PSAP confirms
-contact (``POST …/contact``) and the center is told; without a confirmation in
-``handback_confirm_timeout_s`` the handback is flagged ``unconfirmed`` — once, whichever
-instance's timer fires, because the flag is a write-once guarded by the contact itself.
+without a ``cad_url`` the EIDO is kept for ``GET /v1/handbacks/{id}/eido`` (and
+``python -m gateway handbacks eido``). The PSAP confirms contact (``POST …/contact``) and the
+center is told; without a confirmation in ``handback_confirm_timeout_s`` the handback is flagged
+``unconfirmed`` — once, whichever instance's timer fires, because the flag is a write-once
+guarded by the contact itself.
+
+Every notice to the center (``failed``, ``contact``, ``unconfirmed``) is a durable
+``handback_notice`` timer armed in the same script call as the change it reports, so a crash
+right after the change loses nothing; its record on the handback is write-once. A transfer has
+at most one live handback (a guard key set by the create script, released by the terminal
+transition), so a second handback never dials the PSAP again.
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from gateway import reports
 from gateway.auth import Principal, Role, require_org, require_role
@@ -65,7 +74,7 @@ from gateway.ports import CadError, CadSink, NoticeError, Notifier, Telephony, T
 from gateway.reporting import local_day
 from gateway.settings import Settings
 from gateway.states import TransferState
-from gateway.store import Tally, Timer, TransferStore
+from gateway.store import Tally, Timer, TransferNotFound, TransferStore
 from gateway.tasks import TaskSet
 from gateway.timers import TimerHandler, TimerQueue
 from gateway.transfers import DIAL_RETRY_DELAYS_S, code_digest
@@ -81,6 +90,11 @@ DIAL_TIMER = "handback_dial"
 EXPIRY_TIMER = "handback_expiry"
 CONFIRM_TIMER = "handback_confirm"
 CAD_TIMER = "cad_delivery"
+NOTICE_TIMER = "handback_notice"
+CALL_ENDED = "call_ended"
+"""Why a live handback failed when the transfer's call was over before a dial attempt."""
+NOTICE_RETRY_DELAYS_S = (2.0, 10.0, 30.0, 120.0, 300.0)
+"""Pauses between deliveries of one notice to a center; after the last, it is flagged."""
 
 
 def new_handback_id() -> str:
@@ -111,6 +125,21 @@ def cad_timer_id(handback_id: str) -> str:
     return f"cad:{handback_id}"
 
 
+def notice_timer_id(handback_id: str, kind: str) -> str:
+    return f"hbnotice:{handback_id}:{kind}"
+
+
+def notice_timer(handback_id: str, kind: str, due: datetime, attempt: int = 1) -> Timer:
+    """The durable timer that tells the center (``kind``: ``failed``, ``contact``,
+    ``unconfirmed``); armed in the same script call as the change it reports."""
+    return Timer(
+        notice_timer_id(handback_id, kind),
+        due,
+        NOTICE_TIMER,
+        {"handback_id": handback_id, "notice": kind, "attempt": attempt},  # "kind": the timer's
+    )
+
+
 def _closed(
     attempts: list[HandbackAttempt], outcome: AttemptOutcome, now: datetime
 ) -> list[HandbackAttempt]:
@@ -130,9 +159,31 @@ def _forgiving(handler: TimerHandler) -> TimerHandler:
     return run
 
 
+def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(), tzinfo=zone)
+
+
 def _eido_text(document: Mapping[str, Any]) -> str:
     """The EIDO's bytes as sent: compact JSON (what the CAD adapter posts)."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Center:
+    """The 988 center a handback comes from: its org, the destination involved, a name."""
+
+    org: str
+    destination_id: str
+    name: str
+
+
+def recorded_org(loaded: LoadedPolicy, transfer: Transfer, destination_id: str) -> str | None:
+    """The org that acted for ``destination_id`` when ``transfer`` was decided. (A transfer
+    recorded before orgs were recorded falls back to the current policy.)"""
+    if transfer.destination_orgs:
+        return transfer.destination_orgs.get(destination_id)
+    destination = loaded.document.destination(destination_id)
+    return destination.org if destination is not None else None
 
 
 class HandbackService:
@@ -173,7 +224,7 @@ class HandbackService:
         transfer: Transfer | None = None
         if request.transfer_id is not None:
             transfer = await self.transfers.get(request.transfer_id)
-            destination = self._transfer_destination(loaded, transfer, principal)
+            center = self._transfer_center(loaded, transfer, principal)
             if request.psap_id is not None and request.psap_id != transfer.psap_id:
                 raise Invalid(
                     "psap_id is not the transfer's PSAP",
@@ -189,7 +240,8 @@ class HandbackService:
             assert request.psap_id is not None  # the model requires one of the two
             psap_id = request.psap_id
             loaded.psap(psap_id)  # UnknownPsap: 404
-            destination = self._serving_destination(loaded, psap_id, principal)
+            serving = self._serving_destination(loaded, psap_id, principal)
+            center = Center(serving.org, serving.id, serving.name)
         psap = loaded.psap(psap_id)
         live = transfer is not None and transfer.state is TransferState.CONNECTED
         now = datetime.now(UTC)
@@ -201,7 +253,7 @@ class HandbackService:
                 domain=self.domain,
                 now=now,
                 psap=Agency(psap.id, psap.name),
-                center=Agency(destination.org, destination.name),
+                center=Agency(center.org, center.name),
                 reason=request.reason,
                 live=live,
                 location=request.location,
@@ -219,8 +271,8 @@ class HandbackService:
             report_day=day,
             mode="live" if live else "data",
             transfer_id=transfer.id if transfer else None,
-            center_org=destination.org,
-            destination_id=destination.id,
+            center_org=center.org,
+            destination_id=center.destination_id,
             reason=str(request.reason),
             callback_number=callback,
             counselor_ref=request.counselor_ref,
@@ -266,6 +318,7 @@ class HandbackService:
             state=state,
             fields=fields,
             eido=_eido_text(eido),
+            transfer_id=transfer.id if transfer else None,
             timers=timers,
             outbox=bool(psap.cad_url),
             tally=Tally(psap_id, day, (reports.counter_field(reports.HANDBACK, caller_type),)),
@@ -291,16 +344,20 @@ class HandbackService:
             handback, bridge_code=code, bridge_number=self.settings.bridge_number
         )
 
-    def _transfer_destination(
-        self, loaded: LoadedPolicy, transfer: Transfer, principal: Principal
-    ) -> Destination:
-        """The center's destination that took the transfer; 403 for any other org."""
+    @staticmethod
+    def _transfer_center(loaded: LoadedPolicy, transfer: Transfer, principal: Principal) -> Center:
+        """The center that took the transfer — by the org recorded for its connected
+        destination when the call was decided, so a later policy change neither locks that
+        center out nor lets another in; 403 for any other org. The policy only names it."""
         connected = transfer.connected_destination_id
-        destination = loaded.document.destination(connected) if connected else None
-        if destination is not None and destination.org == principal.org:
-            return destination
-        chain = {loaded.document.destination(d.id) for d in transfer.decision.destinations}
-        if connected is None and principal.org in {d.org for d in chain if d is not None}:
+        if connected is not None:
+            if recorded_org(loaded, transfer, connected) == principal.org:
+                destination = loaded.document.destination(connected)
+                name = destination.name if destination is not None else principal.org
+                return Center(principal.org, connected, name)
+            raise Forbidden("this transfer was not connected to your organization")
+        chain = {recorded_org(loaded, transfer, d.id) for d in transfer.decision.destinations}
+        if principal.org in chain:
             raise Conflict(
                 f"transfer {transfer.id} never connected to your organization; hand back with "
                 "psap_id instead",
@@ -349,6 +406,46 @@ class HandbackService:
         await self._authorize_read(handback, principal)
         return HandbackView.of(handback)
 
+    async def find(
+        self,
+        principal: Principal,
+        *,
+        psap_id: str | None = None,
+        start: date | None = None,
+        end: date | None = None,
+        state: HandbackState | None = None,
+        limit: int = 50,
+    ) -> list[HandbackView]:
+        """Handbacks newest first: a PSAP its own (``psap_id`` defaults to it), a crisis
+        center its org's, an admin all; ``start`` / ``end`` are PSAP-local dates, inclusive."""
+        require_role(principal, Role.PSAP, Role.CRISIS_CENTER, Role.ADMIN)
+        if principal.role is Role.PSAP:
+            psap_id = psap_id or principal.org
+            require_org(principal, psap_id)
+        loaded = await self.policy.current()
+        psap_ids = [psap_id] if psap_id else [p.id for p in loaded.document.psaps]
+
+        def keep(handback: Handback) -> bool:
+            if state is not None and handback.state is not state:
+                return False
+            return principal.role is not Role.CRISIS_CENTER or handback.center_org == principal.org
+
+        found: list[Handback] = []
+        for one in psap_ids:
+            try:
+                zone = ZoneInfo(loaded.psap(one).timezone)
+            except UnknownPsap:
+                zone = ZoneInfo("UTC")  # a PSAP since removed: its handbacks are still listed
+            found += await self.store.newest(
+                one,
+                start=None if start is None else _local_midnight(start, zone),
+                end=None if end is None else _local_midnight(end + timedelta(days=1), zone),
+                keep=keep,
+                limit=limit,
+            )
+        found.sort(key=lambda h: h.created_at, reverse=True)
+        return [HandbackView.of(h) for h in found[:limit]]
+
     async def eido(self, handback_id: str, principal: Principal) -> str:
         require_role(principal, Role.PSAP, Role.ADMIN)
         handback = await self.store.get(handback_id)
@@ -373,6 +470,7 @@ class HandbackService:
             event="contact",
             fields={"contact": contact.model_dump_json()},
             guards=["contact"],
+            arm=[notice_timer(handback_id, "contact", now)],
             disarm=[confirm_timer_id(handback_id)],
             tally=_handback_tally(
                 handback,
@@ -392,15 +490,6 @@ class HandbackService:
         log.info(
             "handback contact recorded",
             extra={"handback_id": handback_id, "contact_made": request.contact_made},
-        )
-        await self._notify_center(
-            handback,
-            "contact",
-            {
-                "contact_made": request.contact_made,
-                "at": contact.at.isoformat(),
-                "note": request.note,
-            },
         )
         return HandbackView.of(await self.store.get(handback_id))
 
@@ -482,6 +571,9 @@ class HandbackService:
         # dials the PSAP twice (the gateway's ring timer moves the handback on instead).
         if not await self.store.claim(handback_id, f"dial:{attempt}"):
             return
+        if not await self._call_still_live(handback):
+            await self._call_ended(handback_id, attempt)
+            return
         try:
             psap = (await self.policy.current()).psap(handback.psap_id)
         except UnknownPsap:
@@ -517,10 +609,35 @@ class HandbackService:
             after = await self.store.get(handback_id)
             answered = after.state in (S.CONNECTED, S.COMPLETED) and len(after.attempts) == attempt
             if not (answered or self._is_current(after, attempt)):
-                await self._cancel_leg(handback_id, attempt)
+                await self._cancel_ringing(handback_id, attempt)
             return
 
-    async def answered(self, handback_id: str, attempt: int) -> None:
+    @staticmethod
+    def _answered_late(handback: Handback, attempt: int) -> bool:
+        """``attempt`` was timed out by the gateway's ring timer, and the redial after it is
+        scheduled but not yet made: a call-taker answering it now is taken, not dropped."""
+        return (
+            handback.state is S.DIALING
+            and len(handback.attempts) == attempt + 1
+            and handback.attempts[attempt - 1].outcome == "timeout"
+            and handback.attempts[attempt].outcome is None
+        )
+
+    async def _call_still_live(self, handback: Handback) -> bool:
+        """Live: the transfer's conference still holds the caller (the transfer is still
+        connected). A data-only handback's conference is its own."""
+        if handback.mode != "live" or handback.transfer_id is None:
+            return True
+        try:
+            transfer = await self.transfers.get(handback.transfer_id)
+        except TransferNotFound:
+            return False
+        return transfer.state is TransferState.CONNECTED
+
+    async def _call_ended(self, handback_id: str, attempt: int) -> None:
+        """The caller's call ended before the PSAP could be dialed in: never dial a call-taker
+        into an empty conference — the handback fails, loudly (the center's notice is armed
+        with the transition)."""
         now = datetime.now(UTC)
         for _ in range(CAS_TRIES):
             handback = await self.store.get(handback_id)
@@ -529,11 +646,50 @@ class HandbackService:
             try:
                 await self._apply(
                     handback,
-                    E.ANSWERED,
+                    E.EXHAUSTED,
                     fields=encode_fields(
-                        attempts=_closed(handback.attempts, "answered", now), connected_at=now
+                        attempts=_closed(handback.attempts, "failed", now), failure=CALL_ENDED
                     ),
+                    arm=[notice_timer(handback_id, "failed", now)],
                     disarm=[ring_timer_id(handback_id, attempt)],
+                    actor="gateway",
+                    audit={"outcome": "failed", "failure": CALL_ENDED},
+                )
+            except HandbackConflict:
+                continue
+            await self._failed_loudly(await self.store.get(handback_id))
+            return
+
+    async def answered(self, handback_id: str, attempt: int) -> None:
+        now = datetime.now(UTC)
+        redial_stopped = False
+        for _ in range(CAS_TRIES):
+            handback = await self.store.get(handback_id)
+            if self._is_current(handback, attempt):
+                attempts = _closed(handback.attempts, "answered", now)
+                disarm = [ring_timer_id(handback_id, attempt)]
+            elif self._answered_late(handback, attempt):
+                # Claiming the redial's dial first means it is never made; if it already was,
+                # that newer leg is the handback's now and this answer changes nothing.
+                if not redial_stopped:
+                    if not await self.store.claim(handback_id, f"dial:{attempt + 1}"):
+                        return
+                    redial_stopped = True
+                attempts = _closed(handback.attempts[:attempt], "answered", now)
+                disarm = [ring_timer_id(handback_id, attempt + 1)]
+                disarm.append(dial_timer_id(handback_id, attempt + 1))
+                log.warning(
+                    "handback line answered after the gateway's ring timer: taken",
+                    extra={"handback_id": handback_id, "attempt": attempt},
+                )
+            else:
+                return
+            try:
+                await self._apply(
+                    handback,
+                    E.ANSWERED,
+                    fields=encode_fields(attempts=attempts, connected_at=now),
+                    disarm=disarm,
                     actor="twilio",
                 )
             except HandbackConflict:
@@ -542,7 +698,15 @@ class HandbackService:
             return
 
     async def attempt_over(self, handback_id: str, attempt: int, outcome: AttemptOutcome) -> None:
-        """The handback line did not answer ``attempt``: redial later, or fail loudly."""
+        """The handback line did not answer ``attempt``: redial later, or fail loudly. On the
+        gateway's own ring timer (``timeout``) the leg is cancelled first — only while it still
+        rings: a leg found answered is the call-taker on the line, and is taken as answered."""
+        if outcome == "timeout":
+            if not self._is_current(await self.store.get(handback_id), attempt):
+                return
+            if not await self._cancel_ringing(handback_id, attempt):
+                await self.answered(handback_id, attempt)
+                return
         now = datetime.now(UTC)
         for _ in range(CAS_TRIES):
             handback = await self.store.get(handback_id)
@@ -575,39 +739,29 @@ class HandbackService:
                         handback,
                         E.EXHAUSTED,
                         fields=encode_fields(attempts=attempts),
+                        arm=[notice_timer(handback_id, "failed", now)],
                         disarm=[ring_timer_id(handback_id, attempt)],
                         actor="gateway",
                         audit={"outcome": outcome},
                     )
             except HandbackConflict:
                 continue
-            if outcome == "timeout":
-                await self._cancel_leg(handback_id, attempt)
             if attempt >= self.settings.handback_attempts:
                 await self._failed_loudly(await self.store.get(handback_id))
             return
 
     async def _failed_loudly(self, handback: Handback) -> None:
+        """The error log and the metric; the center's notice was armed with the transition."""
         self.metrics.handbacks.labels("failed").inc()
         log.error(
-            "handback failed: the PSAP's handback line did not answer",
+            "handback failed: the caller's call ended before the PSAP was dialed in"
+            if handback.failure == CALL_ENDED
+            else "handback failed: the PSAP's handback line did not answer",
             extra={
                 "handback_id": handback.id,
                 "psap_id": handback.psap_id,
                 "transfer_id": handback.transfer_id,
                 "attempts": len(handback.attempts),
-            },
-        )
-        await self._notify_center(
-            handback,
-            "failed",
-            {
-                "attempts": [a.outcome for a in handback.attempts],
-                "message": (
-                    "The PSAP's handback line did not answer. Nobody was disconnected: the "
-                    "counselor is still with the caller. Reach 911 by another line now; the "
-                    "incident data was sent to the PSAP."
-                ),
             },
         )
 
@@ -650,7 +804,7 @@ class HandbackService:
                 )
             except HandbackConflict:
                 continue
-            await self._cancel_leg(handback_id, attempt)
+            await self._cancel_ringing(handback_id, attempt)
             return
 
     async def attempt_of_call(self, handback_id: str, call_sid: str) -> int | None:
@@ -659,16 +813,19 @@ class HandbackService:
                 return int(name.split(":", 1)[1])
         return None
 
-    async def _cancel_leg(self, handback_id: str, attempt: int) -> None:
+    async def _cancel_ringing(self, handback_id: str, attempt: int) -> bool:
+        """Cancel the attempt's leg while it rings — never hang up a leg that answered: a
+        call-taker is on it. False when the leg was found answered (and left alone)."""
         call_sid = (await self.store.legs(handback_id)).get(f"attempt:{attempt}")
         if call_sid is None:
-            return
+            return True
         try:
-            await self.telephony.cancel_call(call_sid)
+            return await self.telephony.cancel_ringing(call_sid)
         except TelephonyError as exc:
             log.warning(
                 "handback leg cancel failed", extra={"handback_id": handback_id, "error": str(exc)}
             )
+            return True
 
     # ---- timers -----------------------------------------------------------------------------
 
@@ -680,6 +837,7 @@ class HandbackService:
             EXPIRY_TIMER: self.on_expiry_timer,
             CONFIRM_TIMER: self.on_confirm_timer,
             CAD_TIMER: self.on_cad_timer,
+            NOTICE_TIMER: self.on_notice_timer,
         }
         return {kind: _forgiving(handler) for kind, handler in handlers.items()}
 
@@ -690,15 +848,22 @@ class HandbackService:
         await self._dial(str(payload["handback_id"]), int(payload["attempt"]))
 
     async def on_expiry_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
-        handback = await self.store.get(str(payload["handback_id"]))
-        if handback.state is not S.AWAITING_BRIDGE:
+        """The bridge code ran out: expire the handback (retried past a concurrent write, such
+        as a contact confirmation, that moved its version on)."""
+        for _ in range(CAS_TRIES):
+            handback = await self.store.get(str(payload["handback_id"]))
+            if handback.state is not S.AWAITING_BRIDGE:
+                return
+            try:
+                await self._apply(
+                    handback, E.EXPIRE, void_code=handback.bridge_code_digest, actor="timer"
+                )
+            except HandbackConflict:
+                continue
+            except HandbackNotAllowed:
+                return
             return
-        try:
-            await self._apply(
-                handback, E.EXPIRE, void_code=handback.bridge_code_digest, actor="timer"
-            )
-        except (HandbackConflict, HandbackNotAllowed):
-            return
+        raise HandbackConflict(handback.id, handback.state, handback.version)  # retried later
 
     async def on_confirm_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
         """No contact confirmation in time: flag it once (the write is guarded by the flag and
@@ -714,28 +879,17 @@ class HandbackService:
             event="unconfirmed",
             fields=encode_fields(unconfirmed_at=now),
             guards=["unconfirmed_at", "contact"],
+            arm=[notice_timer(handback_id, "unconfirmed", now)],
             tally=_handback_tally(before, reports.HANDBACK_UNCONFIRMED),
             actor="timer",
             now=now,
         )
         if not written.ok:
             return
-        handback = await self.store.get(handback_id)
         self.metrics.handbacks.labels("unconfirmed").inc()
         log.warning(
             "handback unconfirmed: no contact confirmation from the PSAP",
-            extra={"handback_id": handback_id, "psap_id": handback.psap_id},
-        )
-        await self._notify_center(
-            handback,
-            "unconfirmed",
-            {
-                "confirm_within_s": self.settings.handback_confirm_timeout_s,
-                "message": (
-                    "No confirmation from the PSAP that emergency services reached the person. "
-                    "Follow up with the PSAP."
-                ),
-            },
+            extra={"handback_id": handback_id, "psap_id": before.psap_id},
         )
 
     async def on_cad_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
@@ -834,7 +988,10 @@ class HandbackService:
         the org's destinations with one); a reason string when there is none."""
         doc = (await self.policy.current()).document
         involved = doc.destination(handback.destination_id or "")
-        candidates = [involved] if involved is not None else []
+        # The destination may since have moved to another org: never tell that org.
+        candidates = (
+            [involved] if involved is not None and involved.org == handback.center_org else []
+        )
         candidates += [d for d in doc.destinations if d.org == handback.center_org]
         destination = next((d for d in candidates if d.notify_url is not None), None)
         if destination is None:
@@ -844,49 +1001,108 @@ class HandbackService:
             return f"the notify secret ({destination.notify_secret_env}) is not set"
         return str(destination.notify_url), secret
 
-    async def _notify_center(
-        self, handback: Handback, kind: str, details: Mapping[str, Any]
-    ) -> None:
-        """Send the center a signed ``handback.<kind>`` notice and record whether it arrived
-        (once per kind); a center that could not be told is flagged and logged."""
-        payload = {
+    def _notice_details(self, handback: Handback, kind: str) -> dict[str, Any]:
+        if kind == "failed" and handback.failure == CALL_ENDED:
+            return {
+                "attempts": [a.outcome for a in handback.attempts],
+                "failure": CALL_ENDED,
+                "message": (
+                    "The caller's call through the gateway ended before the PSAP's handback "
+                    "line could be dialed in, so nobody was dialed. Reach 911 by another line "
+                    "now; the incident data was sent to the PSAP."
+                ),
+            }
+        if kind == "failed":
+            return {
+                "attempts": [a.outcome for a in handback.attempts],
+                "message": (
+                    "The PSAP's handback line did not answer. Nobody was disconnected: the "
+                    "counselor is still with the caller. Reach 911 by another line now; the "
+                    "incident data was sent to the PSAP."
+                ),
+            }
+        if kind == "contact" and handback.contact is not None:
+            return {
+                "contact_made": handback.contact.contact_made,
+                "at": handback.contact.at.isoformat(),
+                "note": handback.contact.note,
+            }
+        return {
+            "confirm_within_s": self.settings.handback_confirm_timeout_s,
+            "message": (
+                "No confirmation from the PSAP that emergency services reached the person. "
+                "Follow up with the PSAP."
+            ),
+        }
+
+    async def on_notice_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        """Send the center its signed ``handback.<kind>`` notice, armed with the change it
+        reports so a crash in between loses nothing. Recorded once per kind (write-once); a
+        failed delivery is retried with backoff, and after the last try the handback is
+        flagged ``center_not_notified`` (as it is at once when the center has no endpoint)."""
+        handback_id, kind = str(payload["handback_id"]), str(payload["notice"])
+        attempt = int(payload.get("attempt", 1))
+        handback = await self.store.get(handback_id)
+        if kind in handback.notices:
+            return  # already told (or given up on): a timer that ran twice
+        payload_out = {
             "type": f"handback.{kind}",
             "handback_id": handback.id,
             "transfer_id": handback.transfer_id,
             "psap_id": handback.psap_id,
             "eido_id": handback.eido_id,
             "state": str(handback.state),
-            **details,
+            **self._notice_details(handback, kind),
         }
         endpoint = await self._center_endpoint(handback)
         error: str | None = None
         if isinstance(endpoint, str):
-            error = endpoint
+            error = endpoint  # nothing a retry changes
         else:
             url, secret = endpoint
             try:
                 await self.notifier.send(
-                    url, payload, secret=secret, idempotency_key=f"{handback.id}:{kind}"
+                    url, payload_out, secret=secret, idempotency_key=f"{handback.id}:{kind}"
                 )
             except NoticeError as exc:
                 error = str(exc)
+                if attempt <= len(NOTICE_RETRY_DELAYS_S):
+                    delay = NOTICE_RETRY_DELAYS_S[attempt - 1]
+                    due = datetime.now(UTC) + timedelta(seconds=delay)
+                    await self.timers.arm([notice_timer(handback_id, kind, due, attempt + 1)])
+                    log.warning(
+                        "988 center not told yet; retrying",
+                        extra={
+                            "handback_id": handback_id,
+                            "notice": kind,
+                            "attempt": attempt,
+                            "retry_in_s": delay,
+                            "error": error,
+                        },
+                    )
+                    return
         now = datetime.now(UTC)
-        if error is not None:
-            self.metrics.notices_failed.labels(f"handback_{kind}").inc()
-            log.error(
-                "988 center not told",
-                extra={"handback_id": handback.id, "notice": kind, "error": error},
-            )
         notice = Notice(delivered=error is None, at=now, error=error)
-        await self.store.annotate(
-            handback.id,
+        written = await self.store.annotate(
+            handback_id,
             event=f"notice_{kind}",
             fields={f"{NOTICE_PREFIX}{kind}": notice.model_dump_json()},
             guards=[f"{NOTICE_PREFIX}{kind}"],
             actor="gateway",
-            audit={"delivered": json.dumps(error is None)},
+            audit={"delivered": json.dumps(error is None), "attempt": str(attempt)},
             now=now,
         )
+        if error is not None and written.ok:
+            self.metrics.notices_failed.labels(f"handback_{kind}").inc()
+            log.error(
+                "988 center not told",
+                extra={
+                    "handback_id": handback_id,
+                    "notice": kind,
+                    "attempts": attempt,
+                    "error": error,
+                },
+            )
 
     # ---- one transition ---------------------------------------------------------------------
 
@@ -911,6 +1127,7 @@ class HandbackService:
             arm=arm or (),
             disarm=disarm or (),
             void_code=void_code,
+            transfer_id=handback.transfer_id,
             actor=actor,
             audit=audit,
         )

@@ -10,7 +10,7 @@ retention period after creation whatever the state, so personal fields never out
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -42,12 +42,36 @@ class HandbackConflict(Conflict):
         self.version = version
 
 
+class HandbackGuarded(Conflict):
+    """The transfer already has a live handback: a second one would dial the PSAP again."""
+
+    def __init__(self, transfer_id: str, live_handback_id: str) -> None:
+        super().__init__(
+            f"transfer {transfer_id} already has a live handback ({live_handback_id})",
+            [{"handback_id": live_handback_id}],
+        )
+        self.live_handback_id = live_handback_id
+
+
 class HandbackNotAllowed(Conflict):
     def __init__(self, handback_id: str, state: HandbackState, event: HandbackEvent) -> None:
         super().__init__(
             f"{event} is not allowed while handback {handback_id} is {state}",
             [{"state": str(state), "event": str(event)}],
         )
+
+
+TRANSFER_GUARD_LUA = """
+-- One live handback per transfer (prepended to create.lua, which then runs unchanged).
+-- ARGV[8] index in KEYS of the transfer's handback guard ('' = no transfer), ARGV[9] the new
+-- handback's id, ARGV[10] the guard's TTL s. Checked before anything is written.
+if ARGV[8] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
+  local guard = KEYS[tonumber(ARGV[8])]
+  local holder = redis.call('GET', guard)
+  if holder then return {'guarded', holder, '0'} end
+  redis.call('SET', guard, ARGV[9], 'EX', ARGV[10])
+end
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +82,17 @@ class HandbackScripts:
 
     @classmethod
     def register(cls, redis: Redis) -> HandbackScripts:
-        def load(name: str) -> AsyncScript:
-            return redis.register_script(source(name, TRANSITIONS, TERMINAL_STATES))
+        def load_source(name: str) -> str:
+            return source(name, TRANSITIONS, TERMINAL_STATES)
 
-        return cls(create=load("create"), transition=load("transition"), annotate=load("annotate"))
+        def load(name: str) -> AsyncScript:
+            return redis.register_script(load_source(name))
+
+        return cls(
+            create=redis.register_script(TRANSFER_GUARD_LUA + load_source("create")),
+            transition=load("transition"),
+            annotate=load("annotate"),
+        )
 
 
 def _text(value: bytes | str | int) -> str:
@@ -88,6 +119,7 @@ class HandbackStore:
         state: HandbackState,
         fields: Mapping[str, str],
         eido: str,
+        transfer_id: str | None = None,
         timers: Iterable[Timer] = (),
         outbox: bool = False,
         tally: Tally | None = None,
@@ -95,11 +127,20 @@ class HandbackStore:
         now: datetime | None = None,
     ) -> None:
         """Record a new handback with its EIDO (as it will be sent), its timers and — when
-        its PSAP has a CAD endpoint — its place in the CAD outbox, in one call."""
+        its PSAP has a CAD endpoint — its place in the CAD outbox, in one call. With a
+        ``transfer_id``, only while that transfer has no live handback (``HandbackGuarded``
+        naming the live one otherwise)."""
         now = now or datetime.now(UTC)
         ops = self._ops(handback_id)
         record, audit = ops.keys[0], ops.keys[1]
-        ops.add("zadd", keys.psap_handbacks(psap_id), to_ms(now), handback_id)
+        guard = ""
+        if transfer_id is not None:
+            ops.keys.append(keys.xfer_handback(transfer_id))  # declared to Redis, by index
+            guard = str(len(ops.keys))
+        index = keys.psap_handbacks(psap_id)
+        ops.add("zadd", index, to_ms(now), handback_id)
+        # The index names records that still exist: older entries expired with their records.
+        ops.add("zremrangebyscore", index, "-inf", f"({to_ms(now) - self.retention_s * 1000}")
         if outbox:
             ops.add("zadd", keys.CAD_OUTBOX, to_ms(now), handback_id)
         ops.arm(timers)
@@ -116,9 +157,15 @@ class HandbackStore:
                 json.dumps({"psap_id": json.dumps(psap_id), "eido": eido, **fields}),
                 ops.encoded(),
                 json.dumps({"actor": actor}),
+                guard,
+                handback_id,
+                self.retention_s,
             ],
         )
         status, got_state, version = (_text(v) for v in result)
+        if status == "guarded":
+            assert transfer_id is not None
+            raise HandbackGuarded(transfer_id, got_state)
         if status == "exists":  # pragma: no cover - ids are random
             raise HandbackConflict(handback_id, HandbackState(got_state), int(version))
 
@@ -127,6 +174,49 @@ class HandbackStore:
         if not raw:
             raise HandbackNotFound(handback_id)
         return Handback.from_redis(handback_id, {_text(k): _text(v) for k, v in raw.items()})
+
+    async def newest(
+        self,
+        psap_id: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        keep: Callable[[Handback], bool] = lambda _: True,
+        limit: int = 50,
+        scan: int = 2000,
+        batch: int = 100,
+    ) -> list[Handback]:
+        """The PSAP's handbacks created in [``start``, ``end``), newest first, that ``keep``
+        accepts: at most ``limit``, looking at no more than ``scan`` index entries (the index
+        is read a batch at a time; records that expired are skipped)."""
+        index = keys.psap_handbacks(psap_id)
+        high = "+inf" if end is None else f"({to_ms(end)}"
+        low = "-inf" if start is None else str(to_ms(start))
+        found: list[Handback] = []
+        offset = 0
+        while len(found) < limit and offset < scan:
+            members = await self.redis.zrevrangebyscore(
+                index, high, low, start=offset, num=min(batch, scan - offset)
+            )
+            ids = [_text(m) for m in members if isinstance(m, bytes | str)]
+            if not ids:
+                break
+            offset += len(ids)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for handback_id in ids:
+                    pipe.hgetall(keys.handback(handback_id))
+                records = await pipe.execute()
+            for handback_id, raw in zip(ids, records, strict=True):
+                if not raw:
+                    continue
+                handback = Handback.from_redis(
+                    handback_id, {_text(k): _text(v) for k, v in raw.items()}
+                )
+                if keep(handback):
+                    found.append(handback)
+                    if len(found) == limit:
+                        break
+        return found
 
     async def eido(self, handback_id: str) -> str:
         """The EIDO exactly as it is sent to CAD (JSON text)."""
@@ -146,14 +236,19 @@ class HandbackStore:
         arm: Iterable[Timer] = (),
         disarm: Iterable[str] = (),
         void_code: str | None = None,
+        transfer_id: str | None = None,
         actor: str = "",
         audit: Mapping[str, str] | None = None,
         now: datetime | None = None,
     ) -> HandbackState:
+        """Apply ``event`` in one Lua call; a terminal state releases ``transfer_id``'s
+        handback guard (this handback held it: a transfer has one live handback at most)."""
         now = now or datetime.now(UTC)
         ops = self._ops(handback_id)
         on_terminal = _Ops(ops.keys)
         on_terminal.add("expire", keys.handback_legs(handback_id), self.retention_s)
+        if transfer_id is not None:
+            on_terminal.add("del", keys.xfer_handback(transfer_id))
         if void_code:
             ops.add("del", keys.bridge_code(void_code))
         ops.arm(arm)
@@ -192,6 +287,7 @@ class HandbackStore:
         event: str,
         fields: Mapping[str, str],
         guards: Iterable[str],
+        arm: Iterable[Timer] = (),
         disarm: Iterable[str] = (),
         leave_outbox: bool = False,
         tally: Tally | None = None,
@@ -200,8 +296,9 @@ class HandbackStore:
         now: datetime | None = None,
     ) -> Written:
         """Write ``fields`` once (none of ``guards`` set yet), audited, in one call; ``tally``
-        counts only if it is written."""
+        counts and ``arm`` / ``disarm`` take effect only if it is written."""
         ops = self._ops(handback_id)
+        ops.arm(arm)
         ops.disarm(disarm)
         ops.tally(tally)
         if leave_outbox:

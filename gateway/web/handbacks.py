@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from aiohttp import web
 
 from gateway.auth import Role
 from gateway.dispositions import DispositionRequest
-from gateway.errors import NotFound
+from gateway.errors import Invalid, NotFound
 from gateway.handback.models import (
     HANDBACK_ID_PATTERN,
+    PSAP_ID_PATTERN,
     TRANSFER_ID_PATTERN,
     ContactRequest,
+    HandbackList,
     HandbackRequest,
     HandbackView,
 )
+from gateway.handback.states import HandbackState
 from gateway.handback.store import HandbackNotFound
 from gateway.models import Transfer
 from gateway.web.appkeys import DISPOSITIONS, HANDBACKS
@@ -26,6 +30,7 @@ from gateway.web.twilio import PARAMS
 
 _ID_RE = re.compile(HANDBACK_ID_PATTERN)
 _TRANSFER_ID_RE = re.compile(TRANSFER_ID_PATTERN)
+_PSAP_ID_RE = re.compile(PSAP_ID_PATTERN)
 
 
 def _handback_id(request: web.Request) -> str:
@@ -45,6 +50,52 @@ async def open_handback(request: web.Request) -> web.Response:
     body = await read_model(request, HandbackRequest)
     view = await request.app[HANDBACKS].open(body, principal_of(request))
     return _json(view, status=201)
+
+
+MAX_PAGE = 200
+
+
+def _day(value: str | None, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(
+            f"'{name}' must be a date (YYYY-MM-DD)", [{"path": name, "message": "not a date"}]
+        ) from None
+
+
+async def list_handbacks(request: web.Request) -> web.Response:
+    """``?psap_id=&from=&to=&state=&limit=`` — newest first, at most ``limit`` (1..200)."""
+    query = request.query
+    psap_id = query.get("psap_id") or None
+    if psap_id is not None and not _PSAP_ID_RE.match(psap_id):
+        raise Invalid("unknown psap_id", [{"path": "psap_id", "message": "not a PSAP id"}])
+    state: HandbackState | None = None
+    if query.get("state"):
+        try:
+            state = HandbackState(query["state"])
+        except ValueError:
+            allowed = ", ".join(s.value for s in HandbackState)
+            raise Invalid(
+                "unknown state", [{"path": "state", "message": f"one of {allowed}"}]
+            ) from None
+    try:
+        limit = int(query.get("limit", "50"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid(
+            "bad limit", [{"path": "limit", "message": f"an integer from 1 to {MAX_PAGE}"}]
+        )
+    start, end = _day(query.get("from"), "from"), _day(query.get("to"), "to")
+    views = await request.app[HANDBACKS].find(
+        principal_of(request), psap_id=psap_id, start=start, end=end, state=state, limit=limit
+    )
+    page = HandbackList(handbacks=views)
+    hidden = {"handbacks": {"__all__": {"bridge_code", "bridge_number"}}}
+    return web.json_response(text=page.model_dump_json(exclude=hidden))
 
 
 async def get_handback(request: web.Request) -> web.Response:
@@ -154,6 +205,16 @@ ROUTES = [
         request=HandbackRequest,
         response=HandbackView,
         status=201,
+    ),
+    Route(
+        "GET",
+        "/v1/handbacks",
+        list_handbacks,
+        "Handbacks, newest first (psap_id, from, to: PSAP-local dates, inclusive; state; "
+        "limit ≤ 200): a PSAP its own, a crisis center its org's, an admin all",
+        "handbacks",
+        roles=(Role.PSAP, Role.CRISIS_CENTER, Role.ADMIN),
+        response=HandbackList,
     ),
     Route(
         "GET",
