@@ -144,16 +144,22 @@ class TwilioTelephony:
         )
         return str(getattr(updated, "status", "")) not in {"in-progress", "in_progress"}
 
+    async def _live_conference(self, name: str) -> str | None:
+        found = await self._call(
+            "find conference",
+            self.account.conferences.list_async(friendly_name=name, status="in-progress"),
+        )
+        return str(found[0].sid) if found else None
+
+    async def conference_live(self, conference: str) -> bool:
+        return await self._live_conference(conference) is not None
+
     async def announce(self, conference: str, url: str) -> None:
-        sid = conference
+        sid: str | None = conference
         if not conference.startswith("CF"):
-            found = await self._call(
-                "find conference",
-                self.account.conferences.list_async(friendly_name=conference, status="in-progress"),
-            )
-            if not found:
+            sid = await self._live_conference(conference)
+            if sid is None:
                 raise TelephonyError("announce: conference not in progress", status=404)
-            sid = found[0].sid
         await self._call(
             "announce",
             self.account.conferences(sid).update_async(announce_url=url, announce_method="POST"),

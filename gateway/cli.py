@@ -139,11 +139,11 @@ def running_redis_url(settings: Settings) -> str:
 def cmd_report(args: argparse.Namespace) -> int:
     import asyncio
 
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     from gateway.errors import GatewayError
     from gateway.policy.service import PolicyService
+    from gateway.redis_client import connect
     from gateway.report_cli import render
     from gateway.scripts import Scripts
     from gateway.store import TransferStore
@@ -153,7 +153,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     url = running_redis_url(settings)
 
     async def summary() -> dict[str, object]:
-        redis = Redis.from_url(url, socket_timeout=settings.redis_socket_timeout_s)
+        redis = connect(url, socket_timeout_s=settings.redis_socket_timeout_s)
         try:
             store = TransferStore(redis, Scripts.register(redis))
             loaded = await PolicyService(redis, settings.config_dir, store).current()
@@ -176,12 +176,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_audit_export(args: argparse.Namespace) -> int:
     import asyncio
 
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     from gateway.audit_export import export
     from gateway.errors import GatewayError
     from gateway.policy.service import PolicyService
+    from gateway.redis_client import connect
     from gateway.reporting import period
     from gateway.scripts import Scripts
     from gateway.store import TransferStore
@@ -191,7 +191,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     url = running_redis_url(settings)
 
     async def run(out: Any) -> int:
-        redis = Redis.from_url(url, socket_timeout=settings.redis_socket_timeout_s)
+        redis = connect(url, socket_timeout_s=settings.redis_socket_timeout_s)
         try:
             store = TransferStore(redis, Scripts.register(redis))
             loaded = await PolicyService(redis, settings.config_dir, store).current()

@@ -49,6 +49,10 @@ class Telephony(Protocol):
         (answered), True otherwise (cancelled now, or already over)."""
         ...
 
+    async def conference_live(self, conference: str) -> bool:
+        """Whether a conference of that name is in progress."""
+        ...
+
     async def announce(self, conference: str, url: str) -> None:
         """Play the TwiML at ``url`` to everyone in ``conference`` (a name or an id)."""
         ...

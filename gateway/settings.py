@@ -13,6 +13,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.phone import E164
+from gateway.redis_client import SCHEMES, SENTINEL_SCHEME, parse_sentinel
 
 
 class Settings(BaseSettings):
@@ -21,8 +22,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     redis_url: str | None = None
-    """Redis (``redis://``, ``rediss://`` or ``unix://``). Unset: ``serve`` starts an embedded
-    redis-server under ``state_dir``."""
+    """Redis: ``redis://``, ``rediss://``, ``unix://``, or a Sentinel set as
+    ``redis+sentinel://host:port[,host:port]/<service>[/<db>]``. Unset: ``serve`` starts an
+    embedded redis-server under ``state_dir``."""
     config_dir: Path = Path("config")
     state_dir: Path = Path(".state")
     public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
@@ -45,6 +47,9 @@ class Settings(BaseSettings):
     ring_grace_s: Annotated[float, Field(ge=0, le=60)] = 5.0
     """The gateway's own ring timer fires this long after the destination's ring timeout, in
     case the telephony provider never reports the outcome."""
+    connected_check_s: Annotated[float, Field(gt=0, le=86_400)] = 1800.0
+    """How often a connected transfer's conference is checked with the telephony provider, so a
+    lost conference-end callback cannot keep a destination's capacity taken forever."""
     code_tries: Annotated[int, Field(ge=1, le=10)] = 3
     twilio_timeout_s: Annotated[float, Field(gt=0, le=30)] = 10.0
     notice_timeout_s: Annotated[float, Field(gt=0, le=30)] = 3.0
@@ -77,9 +82,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value or None
+        if value is None or not value:
+            return None
+        if not value.startswith(tuple(f"{scheme}://" for scheme in SCHEMES)):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        if value.startswith(SENTINEL_SCHEME + "://"):
+            parse_sentinel(value)  # a malformed sentinel URL fails here, at start
+        return value
 
     @model_validator(mode="after")
     def _bridge_number_with_twilio(self) -> Settings:

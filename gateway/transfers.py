@@ -44,11 +44,13 @@ from gateway.states import TransferEvent, TransferState
 from gateway.store import (
     Tally,
     Timer,
+    TransferNotFound,
     TransferStore,
     TransitionConflict,
     TransitionNotAllowed,
 )
 from gateway.tasks import TaskSet
+from gateway.timers import TimerQueue
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ E = TransferEvent
 
 CAS_TRIES = 8
 RING_TIMER = "ring_timeout"
+LIVENESS_TIMER = "conference_liveness"
 EXPIRY_TIMER = "bridge_expiry"
 # Twilio may not have created the conference yet when the first dial arrives; a 404 means
 # nothing was dialed, so it alone is safe to retry.
@@ -96,6 +99,10 @@ def expiry_timer_id(transfer_id: str) -> str:
     return f"expire:{transfer_id}"
 
 
+def liveness_timer_id(transfer_id: str) -> str:
+    return f"live:{transfer_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class CodeResult:
     """The outcome of a bridge code keyed in on an inbound call."""
@@ -119,8 +126,10 @@ class TransferService:
         tasks: TaskSet,
         settings: Settings,
         metrics: Metrics,
+        timers: TimerQueue,
     ) -> None:
         self.store = store
+        self.timers = timers
         self.policy = policy
         self.telephony = telephony
         self.notifier = notifier
@@ -445,6 +454,7 @@ class TransferService:
                         connected_destination_id=attempts[-1].destination_id,
                         connected_at=now,
                     ),
+                    arm=[self._liveness_timer(transfer_id, now)],
                     disarm=[ring_timer_id(transfer_id, attempt)],
                     actor="twilio",
                     now=now,
@@ -499,20 +509,21 @@ class TransferService:
                 await self._cancel_leg(transfer_id, attempt)
             return
 
-    async def caller_left(self, transfer_id: str) -> None:
+    async def caller_left(self, transfer_id: str, *, actor: str = "twilio") -> None:
         """The PSAP leg left or the conference ended: a ringing transfer is abandoned and its
         ringing leg cancelled; a connected one completes."""
         for _ in range(CAS_TRIES):
             transfer = await self.store.get(transfer_id)
             try:
                 if transfer.state is S.RINGING:
-                    await self._end_ringing(transfer, E.CALLER_LEFT, "caller_left", actor="twilio")
+                    await self._end_ringing(transfer, E.CALLER_LEFT, "caller_left", actor=actor)
                 elif transfer.state is S.CONNECTED:
                     await self._apply(
                         transfer,
                         E.CONFERENCE_ENDED,
                         vacate=transfer.connected_destination_id,
-                        actor="twilio",
+                        disarm=[liveness_timer_id(transfer_id)],
+                        actor=actor,
                     )
             except TransitionConflict:
                 continue
@@ -562,6 +573,38 @@ class TransferService:
 
     async def on_ring_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
         await self.attempt_over(str(payload["transfer_id"]), int(payload["attempt"]), "timeout")
+
+    def _liveness_timer(self, transfer_id: str, now: datetime) -> Timer:
+        return Timer(
+            liveness_timer_id(transfer_id),
+            now + timedelta(seconds=self.settings.connected_check_s),
+            LIVENESS_TIMER,
+            {"transfer_id": transfer_id},
+        )
+
+    async def on_liveness_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        """A connected transfer whose conference the provider no longer has in progress missed
+        its conference-end callback: complete it, so the destination's capacity is freed. While
+        the conference lives (or the provider cannot say), look again later."""
+        transfer_id = str(payload["transfer_id"])
+        try:
+            transfer = await self.store.get(transfer_id)
+        except TransferNotFound:
+            return
+        if transfer.state is not S.CONNECTED:
+            return
+        try:
+            live = await self.telephony.conference_live(transfer_id)
+        except TelephonyError as exc:
+            log.warning(
+                "conference check failed", extra={"transfer_id": transfer_id, "error": str(exc)}
+            )
+            live = True
+        if live:
+            await self.timers.arm([self._liveness_timer(transfer_id, datetime.now(UTC))])
+            return
+        log.warning("conference ended unreported; completing", extra={"transfer_id": transfer_id})
+        await self.caller_left(transfer_id, actor="liveness-check")
 
     async def on_expiry_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
         transfer_id = str(payload["transfer_id"])

@@ -420,3 +420,34 @@ async def test_conference_events_arrive_when_the_destination_leg_starts_the_conf
             if e["details"]["path"].endswith("/Participants.json")
         ]
         assert creates[0]["ConferenceStatusCallback"].endswith(f"/twilio/conference/{opened['id']}")
+
+
+async def test_a_lost_conference_end_is_caught_by_the_liveness_check(
+    make_client: AppFactory, settings: Settings, psap_key: str, store: Any
+) -> None:
+    """Twilio's conference-end never reaches the gateway: the periodic check asks Twilio, finds
+    no conference in progress, completes the transfer and frees the destination's capacity. A
+    conference still in progress is left alone, check after check."""
+    parties = {PRIMARY: answer()}
+    async with wired(
+        make_client, settings, psap_key, parties=parties, connected_check_s=0.5
+    ) as line:
+        opened = await line.open()
+        call_sid = line.dial_bridge(opened["bridge_code"])
+        await line.wait_state(opened["id"], "connected")
+        await asyncio.sleep(1.6)  # three checks while the conference lives
+        assert (await line.get(opened["id"]))["state"] == "connected"
+        checks = [
+            e for e in line.sandbox.timeline("rest.request")
+            if e["details"]["path"].endswith("/Conferences.json")
+        ]  # fmt: skip
+        assert len(checks) >= 2
+        counselor = (await line.get(opened["id"]))["attempts"][0]["call_sid"]
+        line.sandbox.configure(deliver_via={PUBLIC: f"http://127.0.0.1:{free_port()}"})
+        line.sandbox.hang_up(call_sid)
+        line.sandbox.hang_up(counselor)
+        done = await line.wait_state(opened["id"], "completed", within_s=10)
+        assert done["connected_destination_id"] == "crisis-connections-988"
+    audit = await store.audit(opened["id"])
+    assert audit[-1]["actor"] == "liveness-check"
+    assert await store.destination_load(["crisis-connections-988"]) == {"crisis-connections-988": 0}

@@ -201,3 +201,20 @@ async def test_add_participant_can_name_the_conference_callback(
     assert form["ConferenceStatusCallback"] == ["https://gw.example/twilio/conference/tr_0123"]
     assert form["ConferenceStatusCallbackMethod"] == ["POST"]
     assert form["ConferenceStatusCallbackEvent"] == ["start", "end", "join", "leave"]
+
+
+@respx.mock
+async def test_conference_live_asks_for_the_named_conference_in_progress(
+    telephony: TwilioTelephony,
+) -> None:
+    meta = {"page": 0, "page_size": 50, "next_page_url": None, "key": "conferences"}
+    route = respx.get(f"{ACCOUNT}/Conferences.json").mock(
+        side_effect=[
+            httpx.Response(200, json={"conferences": [{"sid": "CF1"}], "meta": meta}),
+            httpx.Response(200, json={"conferences": [], "meta": meta}),
+        ]
+    )
+    assert await telephony.conference_live("tr_0123") is True
+    assert await telephony.conference_live("tr_0123") is False
+    params = route.calls.last.request.url.params
+    assert (params["FriendlyName"], params["Status"]) == ("tr_0123", "in-progress")

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from gateway.handback.models import HandbackList, HandbackView
 from gateway.handback.states import HandbackState
 from gateway.handback.store import HandbackNotFound, HandbackStore
+from gateway.redis_client import connect
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ def _run(name: str, work: Callable[[Redis], Awaitable[T]]) -> T | int:
     url = running_redis_url(settings)
 
     async def run() -> T:
-        redis = Redis.from_url(url, socket_timeout=settings.redis_socket_timeout_s)
+        redis = connect(url, socket_timeout_s=settings.redis_socket_timeout_s)
         try:
             return await work(redis)
         finally:

@@ -19,12 +19,13 @@ from gateway.errors import Unavailable
 from gateway.handback import HandbackService, HandbackStore
 from gateway.metrics import Metrics
 from gateway.policy.service import PolicyService
+from gateway.redis_client import connect
 from gateway.scripts import Scripts
 from gateway.settings import Settings
 from gateway.store import TransferStore
 from gateway.tasks import TaskSet
 from gateway.timers import TimerQueue, TimerWorker
-from gateway.transfers import EXPIRY_TIMER, RING_TIMER, TransferService
+from gateway.transfers import EXPIRY_TIMER, LIVENESS_TIMER, RING_TIMER, TransferService
 from gateway.web import handbacks as handback_views
 from gateway.web import health, openapi
 from gateway.web import reports as report_views
@@ -55,12 +56,7 @@ log = logging.getLogger(__name__)
 def redis_client(settings: Settings) -> Redis:
     if settings.redis_url is None:
         raise ValueError("GATEWAY_REDIS_URL is not set (serve starts an embedded Redis)")
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_socket_timeout_s,
-        socket_connect_timeout=settings.redis_socket_timeout_s,
-        health_check_interval=30,
-    )
+    return connect(settings.redis_url, socket_timeout_s=settings.redis_socket_timeout_s)
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -119,9 +115,11 @@ async def _transfers_ctx(app: web.Application) -> AsyncIterator[None]:
         tasks=app[TASKS],
         settings=settings,
         metrics=app[METRICS],
+        timers=app[TIMERS],
     )
     app[TRANSFERS] = service
     app[TIMER_HANDLERS][RING_TIMER] = service.on_ring_timer
+    app[TIMER_HANDLERS][LIVENESS_TIMER] = service.on_liveness_timer
     app[TIMER_HANDLERS][EXPIRY_TIMER] = service.on_expiry_timer
     yield
     await telephony.aclose()

@@ -1,0 +1,51 @@
+"""One way to reach Redis, whatever the deployment: a single server or a Sentinel-managed set.
+
+``redis://``, ``rediss://`` and ``unix://`` URLs go to one server. A Sentinel set is named as
+``redis+sentinel://[:password@]host:port[,host:port…]/<service name>[/<db>]``: the client asks
+the sentinels for the current primary and follows a failover by itself. Every key carries one
+hash tag (``gateway.keys``), so the scripts also run unchanged on one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+
+SENTINEL_SCHEME = "redis+sentinel"
+SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+
+
+def parse_sentinel(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """(sentinel addresses, service name, db, password) of a ``redis+sentinel://`` URL."""
+    parts = urlsplit(url)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    password = unquote(auth.partition(":")[2]) or None if auth else None
+    addresses = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"sentinel address {host!r} is not host:port")
+        addresses.append((name, int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("a redis+sentinel URL names its service: …/<service name>[/<db>]")
+    db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
+    return addresses, path[0], db, password
+
+
+def connect(url: str, *, socket_timeout_s: float) -> Redis:
+    """A client for ``url``; timeouts on every socket, never ``wait_for`` around a command."""
+    if url.startswith(SENTINEL_SCHEME + "://"):
+        addresses, service, db, password = parse_sentinel(url)
+        timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s}
+        sentinel = Sentinel(addresses, sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
+        primary: Redis = sentinel.master_for(service, db=db, password=password)
+        return primary
+    return Redis.from_url(
+        url,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        health_check_interval=30,
+    )
