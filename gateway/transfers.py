@@ -59,6 +59,11 @@ E = TransferEvent
 
 CAS_TRIES = 8
 RING_TIMER = "ring_timeout"
+DIAL_TIMER = "transfer_dial"
+DIAL_BACKUP_S = 2.0
+"""Every dial is also armed as a durable timer this long after its transition, in case the
+process that won the transition dies before its own (immediate) dial: each dial is claimed once,
+so the backup never dials twice."""
 LIVENESS_TIMER = "conference_liveness"
 EXPIRY_TIMER = "bridge_expiry"
 # Twilio may not have created the conference yet when the first dial arrives; a 404 means
@@ -97,6 +102,19 @@ def ring_timer_id(transfer_id: str, attempt: int) -> str:
 
 def expiry_timer_id(transfer_id: str) -> str:
     return f"expire:{transfer_id}"
+
+
+def dial_timer_id(transfer_id: str, attempt: int) -> str:
+    return f"dial:{transfer_id}:{attempt}"
+
+
+def dial_timer(transfer_id: str, attempt: int, now: datetime) -> Timer:
+    return Timer(
+        dial_timer_id(transfer_id, attempt),
+        now + timedelta(seconds=DIAL_BACKUP_S),
+        DIAL_TIMER,
+        {"transfer_id": transfer_id, "attempt": attempt},
+    )
 
 
 def liveness_timer_id(transfer_id: str) -> str:
@@ -323,7 +341,7 @@ class TransferService:
                         psap_call_sid=call_sid,
                     ),
                     occupy=first.id,
-                    arm=[self._ring_timer(transfer, 1, now)],
+                    arm=[self._ring_timer(transfer, 1, now), dial_timer(transfer_id, 1, now)],
                     disarm=[expiry_timer_id(transfer_id)],
                     actor="twilio",
                 )
@@ -348,6 +366,9 @@ class TransferService:
     async def _dial(self, transfer_id: str, attempt: int) -> None:
         transfer = await self.store.get(transfer_id)
         if not self._is_current(transfer, attempt):
+            return
+        # Claimed before it is made: the immediate dial and its durable backup never both dial.
+        if not await self.store.claim_event(transfer_id, f"dial:{attempt}"):
             return
         ref = transfer.decision.destinations[attempt - 1]
         await self._screen_pop(transfer, ref.id)
@@ -483,7 +504,10 @@ class TransferService:
                         fields=encode_fields(attempts=attempts),
                         vacate=current,
                         occupy=following.id,
-                        arm=[self._ring_timer(transfer, attempt + 1, now)],
+                        arm=[
+                            self._ring_timer(transfer, attempt + 1, now),
+                            dial_timer(transfer_id, attempt + 1, now),
+                        ],
                         disarm=[ring_timer_id(transfer_id, attempt)],
                         actor="gateway",
                         audit={"outcome": outcome},
@@ -570,6 +594,9 @@ class TransferService:
             await self.telephony.announce(legs.get("conference", transfer_id), url)
         except TelephonyError as exc:
             log.warning("announce failed", extra={"transfer_id": transfer_id, "error": str(exc)})
+
+    async def on_dial_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        await self._dial(str(payload["transfer_id"]), int(payload["attempt"]))
 
     async def on_ring_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
         await self.attempt_over(str(payload["transfer_id"]), int(payload["attempt"]), "timeout")

@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestServer
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
 from gateway.settings import Settings
 from gateway.signing import verify
-from gateway.web.appkeys import SETTINGS
+from gateway.transfers import DIAL_BACKUP_S
+from gateway.web.appkeys import SETTINGS, TRANSFERS
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import (
     BACKUP,
@@ -451,3 +452,22 @@ async def test_a_lost_conference_end_is_caught_by_the_liveness_check(
     audit = await store.audit(opened["id"])
     assert audit[-1]["actor"] == "liveness-check"
     assert await store.destination_load(["crisis-connections-988"]) == {"crisis-connections-988": 0}
+
+
+async def test_a_dial_lost_with_its_process_is_made_by_the_durable_backup(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    """The code is accepted (the transfer is ringing) but the process never gets to its
+    immediate dial: the durable backup dials, once."""
+    async with wired(
+        make_client, settings, psap_key, parties={PRIMARY: answer()}, create_conference=True
+    ) as line:
+        opened = await line.open()
+        service = line.client.app[TRANSFERS]
+        result = await service.redeem("CA" + "7" * 32, opened["bridge_code"])
+        assert result.accepted  # ... and start_dialing is never called
+        assert line.dials(opened["id"]) == []
+        await line.sandbox.wait_for_kind("participant.added", timeout=DIAL_BACKUP_S + 3)
+        await line.wait_state(opened["id"], "connected")
+        await asyncio.sleep(1)
+        assert line.dials(opened["id"]) == [PRIMARY]

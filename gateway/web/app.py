@@ -25,7 +25,13 @@ from gateway.settings import Settings
 from gateway.store import TransferStore
 from gateway.tasks import TaskSet
 from gateway.timers import TimerQueue, TimerWorker
-from gateway.transfers import EXPIRY_TIMER, LIVENESS_TIMER, RING_TIMER, TransferService
+from gateway.transfers import (
+    DIAL_TIMER,
+    EXPIRY_TIMER,
+    LIVENESS_TIMER,
+    RING_TIMER,
+    TransferService,
+)
 from gateway.web import handbacks as handback_views
 from gateway.web import health, openapi
 from gateway.web import reports as report_views
@@ -120,6 +126,7 @@ async def _transfers_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TRANSFERS] = service
     app[TIMER_HANDLERS][RING_TIMER] = service.on_ring_timer
     app[TIMER_HANDLERS][LIVENESS_TIMER] = service.on_liveness_timer
+    app[TIMER_HANDLERS][DIAL_TIMER] = service.on_dial_timer
     app[TIMER_HANDLERS][EXPIRY_TIMER] = service.on_expiry_timer
     yield
     await telephony.aclose()
