@@ -51,10 +51,12 @@ async def events(
 ) -> AsyncIterator[dict[str, Any]]:
     """Audit events of transfers and handbacks created in ``[start, end]`` (each PSAP's local
     dates), then policy changes made in that period."""
-    first_ms = last_ms = 0
+    # Policy changes are the county's, not one PSAP's: their window spans every PSAP's.
+    window: list[tuple[int, int]] = []
     for psap in psaps:
         zone = ZoneInfo(psap.timezone)
         first_ms, last_ms = _ms(start, zone), _ms(end + timedelta(days=1), zone)
+        window.append((first_ms, last_ms))
         for kind, index, stream in (
             ("transfer", keys.psap_transfers, keys.transfer_audit),
             ("handback", keys.psap_handbacks, keys.handback_audit),
@@ -71,7 +73,9 @@ async def events(
                         "psap_id": psap.id,
                         **{k: v for k, v in fields.items() if k in EXPORTED},
                     }
-    if first_ms:
+    if window:
+        first_ms = min(w[0] for w in window)
+        last_ms = max(w[1] for w in window)
         for entry_id, body in (
             await redis.xrange(keys.POLICY_AUDIT, min=f"{first_ms}-0", max=f"{last_ms}-0") or []
         ):

@@ -67,10 +67,17 @@ BCP47 = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
 
 
 class DecisionRequest(BaseModel):
-    """What a decision is made from (DESIGN.md §5). Unknown fields are refused: a misspelled
-    ``transfers_so_far`` must not silently become 0 and slip past the hop limit."""
+    """What a decision is made from (DESIGN.md §5).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Other call facts an integration sends alongside are accepted and ignored — but never
+    silently: ``ignored_fields`` names them in the answer, so a misspelled
+    ``transfers_so_far`` shows up at once. The screening answers are strict."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    @property
+    def ignored_fields(self) -> list[str]:
+        return sorted(self.model_extra or {})
 
     psap_id: str = Field(min_length=1, max_length=64)
     caller_type: CallerType

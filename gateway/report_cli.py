@@ -43,6 +43,8 @@ def _cell(value: Any, label: str) -> str:
         return "-"
     if isinstance(value, float) and ("rate" in label or "resolved" in label):
         return f"{value:.1%}"
+    if isinstance(value, float):
+        return f"{value:.1f}"
     return str(value)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,8 +12,7 @@ from redis.asyncio import Redis
 from gateway import keys
 from gateway.errors import Invalid
 from gateway.reports import summarize
-
-MAX_DAYS = 366
+from gateway.store import STATS_RETENTION_S
 
 
 def local_day(at: datetime, timezone: str) -> str:
@@ -22,15 +21,15 @@ def local_day(at: datetime, timezone: str) -> str:
 
 
 def period(start: date, end: date) -> list[str]:
+    """Every day of ``[start, end]`` for which counters can exist (they are kept for
+    ``STATS_RETENTION_S``; none are written in the future), as counter keys name them. Any
+    range is accepted; only its reachable days are read."""
     if end < start:
         raise Invalid("'from' is after 'to'", [{"path": "from", "message": "after 'to'"}])
-    days = (end - start).days + 1
-    if days > MAX_DAYS:
-        raise Invalid(
-            f"a report covers at most {MAX_DAYS} days",
-            [{"path": "to", "message": f"more than {MAX_DAYS} days after 'from'"}],
-        )
-    return [(start + timedelta(days=i)).isoformat() for i in range(days)]
+    today = datetime.now(UTC).date()
+    first = max(start, today - timedelta(seconds=STATS_RETENTION_S) - timedelta(days=2))
+    last = min(end, today + timedelta(days=2))
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 async def summary(

@@ -47,8 +47,17 @@ def counter_field(figure: str, caller_type: str, destination_id: str | None = No
     return f"{figure}|{caller_type}|{destination_id or ''}"
 
 
+OWN_ATTEMPT = "attempt:"
+
+
 def answer_member(caller_type: str, destination_id: str, transfer_id: str) -> str:
+    """The member of the caller's wait (first ring → answer)."""
     return f"{caller_type}|{destination_id}|{transfer_id}"
+
+
+def attempt_member(caller_type: str, destination_id: str, transfer_id: str) -> str:
+    """The member of the answering destination's own ring → answer time."""
+    return f"{caller_type}|{destination_id}|{OWN_ATTEMPT}{transfer_id}"
 
 
 @dataclass
@@ -58,17 +67,19 @@ class _Tally:
 
 
 def percentile(values: list[float], share: float) -> float | None:
-    """Nearest-rank percentile: the smallest value with at least ``share`` of values at or
-    below it. ``None`` for no values."""
+    """The ``share`` quantile by linear interpolation between closest ranks (numpy's default,
+    so p50 is the median). ``None`` for no values."""
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(1, math.ceil(share * len(ordered)))
-    return round(ordered[rank - 1], 3)
+    position = (len(ordered) - 1) * share
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
-    return None if denominator == 0 else round(numerator / denominator, 4)
+    return None if denominator == 0 else numerator / denominator
 
 
 def figures(tally: _Tally, *, with_kept: bool = True) -> dict[str, Any]:
@@ -126,7 +137,10 @@ def summarize(
     *,
     destinations: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The summary of a period from each day's counter hash and answer-time members."""
+    """The summary of a period from each day's counter hash and answer-time members.
+
+    A transfer's answer time is measured from the first destination ringing (how long the
+    caller waited); a destination's, under ``by_destination``, from its own attempt ringing."""
     total = _Tally()
     by_type = {ct: _Tally() for ct in CALLER_TYPES}
     by_dest: dict[str, _Tally] = {d: _Tally() for d in destinations}
@@ -138,10 +152,12 @@ def summarize(
             if destination:
                 by_dest.setdefault(destination, _Tally()).counts[figure] += value
     for member, seconds in answer_members:
-        caller_type, destination, _ = member.split("|", 2)
-        total.answers.append(seconds)
-        by_type.setdefault(caller_type, _Tally()).answers.append(seconds)
-        by_dest.setdefault(destination, _Tally()).answers.append(seconds)
+        caller_type, destination, rest = member.split("|", 2)
+        if rest.startswith(OWN_ATTEMPT):  # the destination's own ring-to-answer time
+            by_dest.setdefault(destination, _Tally()).answers.append(seconds)
+        else:
+            total.answers.append(seconds)
+            by_type.setdefault(caller_type, _Tally()).answers.append(seconds)
     return {
         **figures(total),
         "by_caller_type": {ct: figures(t) for ct, t in by_type.items()},

@@ -75,12 +75,16 @@ class Timer:
 class Tally:
     """Report counters to bump in the same script call as a write (``gateway.reports``): each
     of ``fields`` by one in the PSAP's counters for ``day`` (PSAP-local ``YYYY-MM-DD``), and
-    ``answer`` — (member, seconds) — into that day's answer times."""
+    ``answers`` — (member, seconds) pairs — into that day's answer times."""
 
     psap_id: str
     day: str
     fields: tuple[str, ...] = ()
-    answer: tuple[str, float] | None = None
+    answers: tuple[tuple[str, float], ...] = ()
+    amount: int = 1
+    when_set: str | None = None
+    """Count only while the record written by the call already has this field set (checked
+    inside the script, so it cannot race the write that sets it)."""
 
 
 STATS_RETENTION_S = 2 * 366 * 86_400
@@ -124,17 +128,23 @@ class _Ops:
             self.add("hdel", keys.TIMERS_PAYLOAD, timer_id)
             self.add("hdel", keys.TIMERS_LEASE, timer_id)
 
-    def tally(self, tally: Tally | None, ttl_s: int = STATS_RETENTION_S) -> None:
-        if tally is None:
-            return
+    def tally(self, *tallies: Tally | None, ttl_s: int = STATS_RETENTION_S) -> None:
+        for tally in tallies:
+            if tally is not None:
+                self._tally(tally, ttl_s)
+
+    def _tally(self, tally: Tally, ttl_s: int) -> None:
         counters = keys.stats_day(tally.psap_id, tally.day)
         for name in tally.fields:
-            self.add("hincrby", counters, name, 1)
+            if tally.when_set is None:
+                self.add("hincrby", counters, name, tally.amount)
+            else:  # the record is always KEYS[1] of the call
+                self.add("hincrby_if", counters, name, tally.amount, 1, tally.when_set)
         self.add("expire", counters, ttl_s)
-        if tally.answer is not None:
-            member, seconds = tally.answer
+        if tally.answers:
             answers = keys.answer_times(tally.psap_id, tally.day)
-            self.add("zadd", answers, round(seconds, 3), member)
+            for member, seconds in tally.answers:
+                self.add("zadd", answers, repr(seconds), member)
             self.add("expire", answers, ttl_s)
 
     def encoded(self) -> str:

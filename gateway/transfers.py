@@ -74,8 +74,6 @@ DIAL_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
 class TransferRequest(DecisionRequest):
     """``POST /v1/transfers``: the decision's inputs plus the call facts the destination needs."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     callback_number: E164 | None = None
 
 
@@ -84,6 +82,8 @@ class TransferView(Transfer):
 
     bridge_number: str | None = None
     bridge_code: str | None = None
+    ignored_fields: list[str] | None = None
+    """Fields of the request the gateway does not know and did not use (only when any)."""
 
 
 class ReleaseRequest(BaseModel):
@@ -748,13 +748,22 @@ def _tally(
     }[whose]
     ct = str(transfer.caller_type)
     fields = [reports.counter_field(figure, ct, destination)]
-    answer = None
+    answers: tuple[tuple[str, float], ...] = ()
     if event is E.ANSWERED and current is not None:
         if len(transfer.attempts) > 1:
             fields.append(reports.counter_field(reports.VIA_BACKUP, ct, destination))
-        waited = (now - transfer.attempts[0].started_at).total_seconds()
-        answer = (reports.answer_member(ct, current.destination_id, transfer.id), waited)
-    return Tally(transfer.psap_id, transfer.report_day, tuple(fields), answer)
+        dest = current.destination_id
+        answers = (
+            (
+                reports.answer_member(ct, dest, transfer.id),
+                (now - transfer.attempts[0].started_at).total_seconds(),
+            ),
+            (
+                reports.attempt_member(ct, dest, transfer.id),
+                (now - current.started_at).total_seconds(),
+            ),
+        )
+    return Tally(transfer.psap_id, transfer.report_day, tuple(fields), answers)
 
 
 def _closed(attempts: list[Attempt], outcome: AttemptOutcome, now: datetime) -> list[Attempt]:

@@ -199,3 +199,12 @@ async def test_a_valid_body_passes_the_same_route(client: TestClient[Any, Any], 
     body = await resp.json()
     assert resp.status == 200, body
     assert body["action"] in {"transfer", "stay_with_911"}
+
+
+async def test_openapi_documents_query_parameters(client: Any) -> None:
+    doc = await (await client.get("/openapi.json")).json()
+    summary = doc["paths"]["/v1/reports/summary"]["get"]
+    assert {(p["name"], p["in"]) for p in summary["parameters"]} == {
+        ("from", "query"), ("to", "query"), ("psap_id", "query")
+    }  # fmt: skip
+    assert "/openapi.json" in doc["paths"]

@@ -519,14 +519,17 @@ async def test_the_unconfirmed_flag_is_set_once_across_two_instances(
         text = await (await instance.get("/metrics")).text()
         counted.append('gateway_handbacks_total{outcome="unconfirmed"} 1.0' in text)
     assert counted.count(True) == 1, "exactly one instance counted it"
-    # A late confirmation is still recorded (and the flag stays: it was late).
+    # A late confirmation is still recorded: the flag clears (the handback is confirmed now),
+    # and when the deadline passed stays on the record.
     late = await first.post(
         f"/v1/handbacks/{flagged['id']}/contact",
         json={"contact_made": True},
         headers=keys.headers["psap"],
     )
     assert late.status == 200
-    assert (await late.json())["flags"] == ["unconfirmed"]
+    confirmed = await late.json()
+    assert confirmed["flags"] == []
+    assert confirmed["unconfirmed_at"] is not None
 
 
 async def test_the_unconfirmed_timer_fires_on_its_own(

@@ -359,3 +359,19 @@ async def test_starts_without_a_valid_policy_but_decides_nothing(
     error = (await resp.json())["error"]
     assert error["code"] == "unavailable"
     assert "policy.yaml:policy.hop_limit" in {d["path"] for d in error["details"]}
+
+
+async def test_rollback_without_a_version_undoes_the_last_change(
+    client: Client, auth: dict[str, dict[str, str]]
+) -> None:
+    admin = auth["admin"]
+    first = await client.post("/v1/admin/routing/rollback", headers=admin)
+    assert first.status == 409, "nothing to roll back to at version 1"
+    doc = await (await client.get("/v1/admin/routing", headers=admin)).json()
+    doc["policy"]["require_consent"] = False
+    assert (await client.put("/v1/admin/routing", json=doc, headers=admin)).status == 200
+    for payload in ({"data": b""}, {"json": {}}):
+        resp = await client.post("/v1/admin/routing/rollback", headers=admin, **payload)
+        data = await resp.json()
+        assert resp.status == 200, data
+        assert data["policy"]["require_consent"] is (payload == {"data": b""})

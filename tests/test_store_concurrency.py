@@ -182,7 +182,7 @@ async def test_every_key_a_transition_touches_is_in_one_slot(
         state=TransferState.AWAITING_BRIDGE,
         fields={},
         timers=[Timer("expire:tr_slot", due, "bridge_expiry")],
-        tally=Tally("kc-valleycom", "2026-11-24", ("considered|first_person|",), ("a|b|c", 1.0)),
+        tally=Tally("kc-valleycom", "2026-11-24", ("considered|first_person|",), (("a|b|c", 1.0),)),
     )
     await store.transition(
         "tr_slot",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -47,7 +48,6 @@ async def test_an_excluded_call_is_recorded_as_not_transferred(
         ({"screening": {**SAFE, "weapons": "yes"}}, "screening.weapons"),
         ({"screening": {**SAFE, "violence": 0}}, "screening.violence"),
         ({"screening": {**SAFE, "suicidal": True}}, "screening.suicidal"),
-        ({"transfers_sofar": 2}, "transfers_sofar"),
         ({"caller_type": "neighbour"}, "caller_type"),
         ({"callback_number": "206-555-0123"}, "callback_number"),
         ({"language": "english please"}, "language"),
@@ -97,3 +97,29 @@ def test_twilio_credentials_need_a_bridge_number(settings: Settings) -> None:
         Settings.model_validate(
             {**settings.model_dump(), "twilio_account_sid": "AC1", "twilio_auth_token": "t"}
         )
+
+
+async def test_other_call_facts_are_ignored_and_named(
+    client: TestClient[Any, Any], make_key: KeyMaker
+) -> None:
+    key = make_key(PSAP, "psap")
+    body = {
+        "psap_id": PSAP,
+        "caller_type": "first_person",
+        "screening": SAFE,
+        "transfers_sofar": 2,
+        "cad_incident_id": "24-118812",
+    }
+    resp = await client.post("/v1/transfers", json=body, headers=bearer(key))
+    created = await resp.json()
+    assert resp.status == 201, created
+    assert created["ignored_fields"] == ["cad_incident_id", "transfers_sofar"]
+    assert created["transfers_so_far"] == 0
+    again = await (await client.get(f"/v1/transfers/{created['id']}", headers=bearer(key))).json()
+    assert "ignored_fields" not in again
+    assert "cad_incident_id" not in json.dumps(again)
+    dry = await client.post("/v1/routing/decisions", json=body, headers=bearer(key))
+    assert (await dry.json())["ignored_fields"] == ["cad_incident_id", "transfers_sofar"]
+    plain = {k: v for k, v in body.items() if k in ("psap_id", "caller_type", "screening")}
+    resp = await client.post("/v1/transfers", json=plain, headers=bearer(key))
+    assert "ignored_fields" not in await resp.json()

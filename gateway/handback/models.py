@@ -247,8 +247,8 @@ class Handback(BaseModel):
         flags = []
         if not self.location_known:
             flags.append(Flag.LOCATION_UNKNOWN)
-        if self.unconfirmed_at is not None:
-            flags.append(Flag.UNCONFIRMED)
+        if self.unconfirmed_at is not None and self.contact is None:
+            flags.append(Flag.UNCONFIRMED)  # until a (late) confirmation arrives
         if self.contact is not None and not self.contact.contact_made:
             flags.append(Flag.NO_CONTACT)
         if any(not n.delivered for n in self.notices.values()):

@@ -472,9 +472,17 @@ class HandbackService:
             guards=["contact"],
             arm=[notice_timer(handback_id, "contact", now)],
             disarm=[confirm_timer_id(handback_id)],
-            tally=_handback_tally(
-                handback,
-                reports.HANDBACK_CONFIRMED if request.contact_made else reports.HANDBACK_NO_CONTACT,
+            tallies=(
+                _handback_tally(
+                    handback,
+                    reports.HANDBACK_CONFIRMED
+                    if request.contact_made
+                    else reports.HANDBACK_NO_CONTACT,
+                ),
+                # A late confirmation is no longer unconfirmed: the three figures split total.
+                _handback_tally(
+                    handback, reports.HANDBACK_UNCONFIRMED, amount=-1, when_set="unconfirmed_at"
+                ),
             ),
             actor=principal.actor,
             audit={"contact_made": json.dumps(request.contact_made)},
@@ -880,7 +888,7 @@ class HandbackService:
             fields=encode_fields(unconfirmed_at=now),
             guards=["unconfirmed_at", "contact"],
             arm=[notice_timer(handback_id, "unconfirmed", now)],
-            tally=_handback_tally(before, reports.HANDBACK_UNCONFIRMED),
+            tallies=(_handback_tally(before, reports.HANDBACK_UNCONFIRMED),),
             actor="timer",
             now=now,
         )
@@ -1142,10 +1150,12 @@ class HandbackService:
         )
 
 
-def _handback_tally(handback: Handback, figure: str) -> Tally | None:
+def _handback_tally(
+    handback: Handback, figure: str, *, amount: int = 1, when_set: str | None = None
+) -> Tally | None:
     """``figure`` counted on the handback's report day (``None`` for records made before
     handbacks were counted)."""
     if handback.report_day is None:
         return None
     field = reports.counter_field(figure, handback.caller_type)
-    return Tally(handback.psap_id, handback.report_day, (field,))
+    return Tally(handback.psap_id, handback.report_day, (field,), amount=amount, when_set=when_set)

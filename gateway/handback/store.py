@@ -290,17 +290,17 @@ class HandbackStore:
         arm: Iterable[Timer] = (),
         disarm: Iterable[str] = (),
         leave_outbox: bool = False,
-        tally: Tally | None = None,
+        tallies: Iterable[Tally | None] = (),
         actor: str = "",
         audit: Mapping[str, str] | None = None,
         now: datetime | None = None,
     ) -> Written:
-        """Write ``fields`` once (none of ``guards`` set yet), audited, in one call; ``tally``
-        counts and ``arm`` / ``disarm`` take effect only if it is written."""
+        """Write ``fields`` once (none of ``guards`` set yet), audited, in one call; ``tallies``
+        count and ``arm`` / ``disarm`` take effect only if it is written."""
         ops = self._ops(handback_id)
         ops.arm(arm)
         ops.disarm(disarm)
-        ops.tally(tally)
+        ops.tally(*tallies)
         if leave_outbox:
             ops.add("zrem", keys.CAD_OUTBOX, handback_id)
         return await write_once(

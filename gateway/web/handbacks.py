@@ -215,6 +215,13 @@ ROUTES = [
         "handbacks",
         roles=(Role.PSAP, Role.CRISIS_CENTER, Role.ADMIN),
         response=HandbackList,
+        query=(
+            ("psap_id", "one PSAP (a psap key: its own)"),
+            ("from", "first PSAP-local date, YYYY-MM-DD"),
+            ("to", "last PSAP-local date, inclusive"),
+            ("state", "only handbacks in this state"),
+            ("limit", "at most this many (1-200, default 50)"),
+        ),
     ),
     Route(
         "GET",

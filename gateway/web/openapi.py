@@ -52,12 +52,17 @@ def build(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         operation: dict[str, Any] = {"summary": route.summary, "tags": [route.tag]}
-        params = re.findall(r"{(\w+)}", route.path)
-        if params:
-            operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+        parameters = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in re.findall(r"{(\w+)}", route.path)
+        ]
+        parameters += [
+            {"name": name, "in": "query", "required": False, "description": text,
+             "schema": {"type": "string"}}
+            for name, text in route.query
+        ]  # fmt: skip
+        if parameters:
+            operation["parameters"] = parameters
         if route.roles is not None:
             operation["security"] = [{"bearer": []}]
             operation["x-roles"] = [r.value for r in route.roles]

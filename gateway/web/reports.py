@@ -33,8 +33,9 @@ async def build_summary(
     """The summary for one PSAP (or, with ``psap_id`` None, every PSAP of the policy)."""
     psaps = [loaded.psap(psap_id)] if psap_id else list(loaded.document.psaps)
     today = date.fromisoformat(reporting.local_day(datetime.now(UTC), psaps[0].timezone))
-    last = parse_day(end, "to", today)
-    first = parse_day(start, "from", last)
+    first_asked = parse_day(start, "from", today) if start else None
+    last = parse_day(end, "to", max(today, first_asked or today))
+    first = first_asked or min(today, last)
     return await reporting.summary(
         redis,
         [p.id for p in psaps],
@@ -65,5 +66,10 @@ ROUTES = [
         "Program figures for a period (from, to: PSAP-local dates, inclusive; psap_id)",
         "reports",
         roles=(Role.ADMIN, Role.PSAP),
+        query=(
+            ("from", "first PSAP-local date, YYYY-MM-DD (default: today)"),
+            ("to", "last PSAP-local date, inclusive (default: the later of today and from)"),
+            ("psap_id", "one PSAP (a psap key: its own, the default; admin: default all)"),
+        ),
     )
 ]

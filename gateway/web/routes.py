@@ -24,6 +24,8 @@ class Route:
     request: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
+    query: tuple[tuple[str, str], ...] = ()
+    """Query parameters, as (name, description), for the document."""
 
 
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:

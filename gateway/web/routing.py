@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from gateway.auth import Role, require_role
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, Conflict
 from gateway.models import Decision, DecisionRequest
 from gateway.policy import PolicyDocument, VersionInfo
 from gateway.web.appkeys import POLICY
@@ -29,7 +29,8 @@ class LivePolicy(PolicyDocument):
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: int | None = Field(default=None, ge=1)
+    """The version to restore; absent: the one before the live version."""
 
 
 class VersionList(RootModel[list[VersionInfo]]):
@@ -52,7 +53,10 @@ async def post_decision(request: web.Request) -> web.Response:
     principal_of(request)
     body = await read_model(request, DecisionRequest)
     decision = await request.app[POLICY].decide(body)
-    return web.json_response(decision.model_dump(mode="json"))
+    answer = decision.model_dump(mode="json")
+    if body.ignored_fields:
+        answer["ignored_fields"] = body.ignored_fields
+    return web.json_response(answer)
 
 
 async def get_policy(request: web.Request) -> web.Response:
@@ -80,9 +84,16 @@ async def get_versions(request: web.Request) -> web.Response:
 async def post_rollback(request: web.Request) -> web.Response:
     """A new version whose content equals an earlier one."""
     principal = require_role(principal_of(request), Role.ADMIN)
-    body = await read_model(request, RollbackRequest)
+    raw = await request.read()
+    body = await read_model(request, RollbackRequest) if raw.strip() else RollbackRequest()
     service = request.app[POLICY]
-    await service.rollback(body.version, principal.actor)
+    version = body.version
+    if version is None:
+        live = (await service.current()).version
+        if live <= 1:
+            raise Conflict("there is no earlier version to roll back to")
+        version = live - 1
+    await service.rollback(version, principal.actor)
     return web.json_response((await service.current()).as_json())
 
 

@@ -33,7 +33,14 @@ async def open_transfer(request: web.Request) -> web.Response:
     principal = require_role(principal_of(request), Role.PSAP)  # 403 before any 422
     body = await read_model(request, TransferRequest)
     view = await request.app[TRANSFERS].open(body, principal)
-    return web.json_response(text=view.model_dump_json(exclude_none=False), status=201)
+    if body.ignored_fields:
+        view = view.model_copy(update={"ignored_fields": body.ignored_fields})
+    return web.json_response(
+        text=view.model_dump_json(
+            exclude={"ignored_fields"} if view.ignored_fields is None else None
+        ),
+        status=201,
+    )
 
 
 async def get_transfer(request: web.Request) -> web.Response:
