@@ -754,3 +754,33 @@ async def test_a_refused_notice_is_retried_then_delivered(
         e for e in await HandbackStore(redis).audit(created["id"]) if e["event"] == "notice_contact"
     ]
     assert [e["attempt"] for e in audit] == ["2"]
+
+
+async def test_contact_reads_the_natural_spellings_and_an_empty_post(
+    client: TestClient[Any, Any], keys: Keys
+) -> None:
+    """DESIGN §4 names no body field for a contact report: the natural spellings work, a bare
+    POST to …/contact says contact was made, and anything else is still refused."""
+    cases: list[tuple[dict[str, Any] | None, bool]] = [
+        (None, True),
+        ({"made_contact": False}, False),
+        ({"contacted": True}, True),
+        ({"contact": False, "note": "no answer at the door"}, False),
+    ]
+    for payload, made in cases:
+        _, created = await hand_back(client, keys, psap_id=PSAP, **FULL)
+        url = f"/v1/handbacks/{created['id']}/contact"
+        if payload is None:
+            resp = await client.post(url, headers=keys.headers["psap"])
+        else:
+            resp = await client.post(url, json=payload, headers=keys.headers["psap"])
+        shown = await resp.json()
+        assert resp.status == 200, (payload, shown)
+        assert shown["contact"]["contact_made"] is made, payload
+    _, created = await hand_back(client, keys, psap_id=PSAP, **FULL)
+    typo = await client.post(
+        f"/v1/handbacks/{created['id']}/contact",
+        json={"contact_mad": False},
+        headers=keys.headers["psap"],
+    )
+    assert typo.status == 422

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -152,9 +153,14 @@ class HandbackRequest(BaseModel):
 class ContactRequest(BaseModel):
     """``POST /v1/handbacks/{id}/contact``: did emergency services reach the person?"""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    contact_made: bool
+    contact_made: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("contact_made", "made_contact", "contact", "contacted"),
+    )
+    """Emergency services reached the person (``false``: they could not). Posting to
+    ``…/contact`` with no body says they did."""
     note: Text | None = None
     at: AwareDatetime | None = None
     """When contact was made (or given up on); now when absent."""

@@ -111,7 +111,8 @@ async def get_eido(request: web.Request) -> web.Response:
 
 async def confirm_contact(request: web.Request) -> web.Response:
     handback_id = _handback_id(request)
-    body = await read_model(request, ContactRequest)
+    raw = await request.read()
+    body = await read_model(request, ContactRequest) if raw.strip() else ContactRequest()
     service = request.app[HANDBACKS]
     return _json(await service.contact(handback_id, body, principal_of(request)))
 
