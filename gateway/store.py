@@ -252,32 +252,28 @@ class TransferStore:
         ops.arm(arm)
         ops.disarm(disarm)
         ops.tally(tally)
-        result = await self.scripts.transition(
-            keys=ops.keys,
-            args=[
-                str(event),
-                str(expected_state or ""),
-                "" if expected_version is None else str(expected_version),
-                now.isoformat(),
-                self.retention_s,
-                self.audit_maxlen,
-                json.dumps(dict(fields or {})),
-                ops.encoded(),
-                json.dumps({"actor": actor, **(audit or {})}),
-                on_terminal.encoded(),
-            ],
+        answer = await run_transition(
+            self.scripts.transition,
+            ops,
+            on_terminal,
+            event=str(event),
+            expected_state=str(expected_state or ""),
+            expected_version=expected_version,
+            fields=fields,
+            actor=actor,
+            audit=audit,
+            now=now,
+            retention_s=self.retention_s,
+            audit_maxlen=self.audit_maxlen,
         )
-        status, *rest = (_text(v) for v in result)
-        if status == "not_found":
+        if answer.status == "not_found":
             raise TransferNotFound(transfer_id)
-        state, version = TransferState(rest[0]), int(rest[1])
-        if status == "conflict":
-            raise TransitionConflict(transfer_id, state, version)
-        if status == "illegal":
+        state = TransferState(answer.state)
+        if answer.status == "conflict":
+            raise TransitionConflict(transfer_id, state, answer.version)
+        if answer.status == "illegal":
             raise TransitionNotAllowed(transfer_id, state, event)
-        if status != "ok":  # pragma: no cover - the scripts return nothing else
-            raise GatewayError(f"unexpected script answer {status!r}")
-        return Transition(state, version)
+        return Transition(state, answer.version)
 
     async def issue_code(self, code_digest: str, transfer_id: str, ttl_s: int) -> bool:
         """Reserve a bridge code for a transfer; False if the code is already live."""
@@ -340,6 +336,56 @@ class TransferStore:
 
 
 @dataclass(frozen=True, slots=True)
+class ScriptAnswer:
+    """What ``transition.lua`` said: ``ok``, ``not_found``, ``conflict`` or ``illegal``, with the
+    record's state and version (the new ones for ``ok``)."""
+
+    status: str
+    state: str = ""
+    version: int = 0
+
+
+async def run_transition(
+    script: AsyncScript,
+    ops: _Ops,
+    on_terminal: _Ops,
+    *,
+    event: str,
+    expected_state: str,
+    expected_version: int | None,
+    fields: Mapping[str, str] | None,
+    actor: str,
+    audit: Mapping[str, str] | None,
+    now: datetime,
+    retention_s: int,
+    audit_maxlen: int,
+) -> ScriptAnswer:
+    """One call of a state machine's transition script (``gateway/lua/transition.lua``) on the
+    record ``ops.keys[0]``; each store turns the answer into its own errors."""
+    result = await script(
+        keys=ops.keys,
+        args=[
+            event,
+            expected_state,
+            "" if expected_version is None else str(expected_version),
+            now.isoformat(),
+            retention_s,
+            audit_maxlen,
+            json.dumps(dict(fields or {})),
+            ops.encoded(),
+            json.dumps({"actor": actor, **(audit or {})}),
+            on_terminal.encoded(),
+        ],
+    )
+    status, *rest = (_text(v) for v in result)
+    if status == "not_found":
+        return ScriptAnswer(status)
+    if status not in ("ok", "conflict", "illegal"):  # pragma: no cover - nothing else comes
+        raise GatewayError(f"unexpected script answer {status!r}")
+    return ScriptAnswer(status, rest[0], int(rest[1]))
+
+
+@dataclass(frozen=True, slots=True)
 class Written:
     """What a write-once (``gateway/lua/annotate.lua``) found: ``ok`` (written), ``not_found``,
     ``exists`` (``field`` was already set) or ``state`` (the record's state forbids it)."""
@@ -398,6 +444,7 @@ def _text(value: bytes | str | int) -> str:
 
 __all__ = [
     "IllegalTransition",
+    "ScriptAnswer",
     "Tally",
     "Timer",
     "TransferNotFound",
@@ -406,5 +453,6 @@ __all__ = [
     "TransitionConflict",
     "TransitionNotAllowed",
     "Written",
+    "run_transition",
     "write_once",
 ]

@@ -18,11 +18,11 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from gateway import keys
-from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.errors import Conflict, NotFound
 from gateway.handback.models import Handback
 from gateway.handback.states import TERMINAL_STATES, TRANSITIONS, HandbackEvent, HandbackState
 from gateway.scripts import source
-from gateway.store import Tally, Timer, Written, _Ops, to_ms, write_once
+from gateway.store import Tally, Timer, Written, _Ops, run_transition, to_ms, write_once
 
 
 class HandbackNotFound(NotFound):
@@ -253,31 +253,27 @@ class HandbackStore:
             ops.add("del", keys.bridge_code(void_code))
         ops.arm(arm)
         ops.disarm(disarm)
-        result = await self.scripts.transition(
-            keys=ops.keys,
-            args=[
-                str(event),
-                str(expected_state),
-                str(expected_version),
-                now.isoformat(),
-                self.retention_s,
-                self.audit_maxlen,
-                json.dumps(dict(fields or {})),
-                ops.encoded(),
-                json.dumps({"actor": actor, **(audit or {})}),
-                on_terminal.encoded(),
-            ],
+        answer = await run_transition(
+            self.scripts.transition,
+            ops,
+            on_terminal,
+            event=str(event),
+            expected_state=str(expected_state),
+            expected_version=expected_version,
+            fields=fields,
+            actor=actor,
+            audit=audit,
+            now=now,
+            retention_s=self.retention_s,
+            audit_maxlen=self.audit_maxlen,
         )
-        status, *rest = (_text(v) for v in result)
-        if status == "not_found":
+        if answer.status == "not_found":
             raise HandbackNotFound(handback_id)
-        state, version = HandbackState(rest[0]), int(rest[1])
-        if status == "conflict":
-            raise HandbackConflict(handback_id, state, version)
-        if status == "illegal":
+        state = HandbackState(answer.state)
+        if answer.status == "conflict":
+            raise HandbackConflict(handback_id, state, answer.version)
+        if answer.status == "illegal":
             raise HandbackNotAllowed(handback_id, state, event)
-        if status != "ok":  # pragma: no cover - the scripts return nothing else
-            raise GatewayError(f"unexpected script answer {status!r}")
         return state
 
     async def annotate(
