@@ -42,6 +42,16 @@ HANDBACK_NO_CONTACT = "handbacks_no_contact"
 
 PHONE_ONLY_OUTCOME = "resolved_by_phone"
 
+ANSWER_BUCKET = "answer_le:"  # + upper bound in seconds, or "+Inf"
+ANSWER_BUCKETS_S: tuple[float, ...] = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
+"""Upper bounds of the fixed answer-time buckets (the caller's wait, first ring → answer)."""
+
+
+def answer_bucket(seconds: float) -> str:
+    """The counter figure of the fixed bucket ``seconds`` falls in."""
+    bound = next((b for b in ANSWER_BUCKETS_S if seconds <= b), None)
+    return f"{ANSWER_BUCKET}{'+Inf' if bound is None else f'{bound:g}'}"
+
 
 def counter_field(figure: str, caller_type: str, destination_id: str | None = None) -> str:
     return f"{figure}|{caller_type}|{destination_id or ''}"
@@ -112,6 +122,11 @@ def figures(tally: _Tally, *, with_kept: bool = True) -> dict[str, Any]:
             "p50": percentile(tally.answers, 0.5),
             "p90": percentile(tally.answers, 0.9),
             "count": len(tally.answers),
+            # Calls per fixed bucket of the caller's wait (``≤ bound`` seconds, not cumulative).
+            "histogram": {
+                bound: counts[ANSWER_BUCKET + bound]
+                for bound in [f"{b:g}" for b in ANSWER_BUCKETS_S] + ["+Inf"]
+            },
         },
         "dispositions": dispositions,
         "resolved_without_police_share": _ratio(counts[POLICE + "no"], disposed),

@@ -753,11 +753,10 @@ def _tally(
         if len(transfer.attempts) > 1:
             fields.append(reports.counter_field(reports.VIA_BACKUP, ct, destination))
         dest = current.destination_id
+        waited = (now - transfer.attempts[0].started_at).total_seconds()
+        fields.append(reports.counter_field(reports.answer_bucket(waited), ct, destination))
         answers = (
-            (
-                reports.answer_member(ct, dest, transfer.id),
-                (now - transfer.attempts[0].started_at).total_seconds(),
-            ),
+            (reports.answer_member(ct, dest, transfer.id), waited),
             (
                 reports.attempt_member(ct, dest, transfer.id),
                 (now - current.started_at).total_seconds(),

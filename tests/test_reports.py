@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.report_cli import render_csv, render_table
-from gateway.reports import percentile
+from gateway.reports import answer_bucket, percentile
 from gateway.settings import Settings
 from tests.conftest import ROOT, AppFactory, KeyMaker
 from tests.telephony import (
@@ -172,6 +172,7 @@ def expected(connected: dict[str, Any]) -> dict[str, Any]:
         },
         # Per destination, from that destination's own attempt ringing.
         "answers": {"crisis-connections-988": answers[0], "wa-988-backup": answered_after(t2, 1)},
+        "waits": {"crisis-connections-988": answers[0], "wa-988-backup": answers[1]},
     }  # fmt: skip
 
 
@@ -193,6 +194,14 @@ def check(summary: dict[str, Any], want: dict[str, Any]) -> None:
     for dest, seconds in want["answers"].items():
         assert summary["by_destination"][dest]["answer_time_s"]["p50"] == pytest.approx(seconds)
     assert want["answers"]["wa-988-backup"] < want["answer_time_s"]["p90"]
+    # Fixed buckets of the caller's wait: overall, and under the destination that answered.
+    histogram = summary["answer_time_s"]["histogram"]
+    assert sum(histogram.values()) == 2
+    for dest, waited in want["waits"].items():
+        bucket = answer_bucket(waited).removeprefix("answer_le:")
+        assert histogram[bucket] >= 1
+        dest_histogram = summary["by_destination"][dest]["answer_time_s"]["histogram"]
+        assert {b: n for b, n in dest_histogram.items() if n} == {bucket: 1}
     assert summary["dispositions"] == {"mobile_crisis_dispatched": 1, "resolved_by_phone": 1}
     assert summary["resolved_without_police_share"] == 0.5
     assert summary["phone_only_share"] == 0.5
@@ -308,3 +317,11 @@ async def test_report_scoping_and_bad_dates(make_client: AppFactory, make_key: K
     assert empty["considered"] == 0
     assert empty["capture_rate"] is None
     assert set(empty["by_caller_type"]) == {"first_person", "third_party", "unknown"}
+
+
+def test_answer_buckets_are_fixed_upper_bounds() -> None:
+    assert answer_bucket(0.2) == "answer_le:5"
+    assert answer_bucket(5) == "answer_le:5"
+    assert answer_bucket(5.01) == "answer_le:10"
+    assert answer_bucket(299) == "answer_le:300"
+    assert answer_bucket(301) == "answer_le:+Inf"
