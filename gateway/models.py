@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -31,7 +31,7 @@ class Action(StrEnum):
     STAY_WITH_911 = "stay_with_911"
 
 
-SCREENING_FLAGS = (
+ExclusionFlag = Literal[
     "weapons",
     "violence",
     "medical_emergency",
@@ -39,8 +39,12 @@ SCREENING_FLAGS = (
     "severe_intoxication",
     "officer_requested",
     "imminent_risk",
-    "consent_to_transfer",
-)
+]
+"""The screening answers that, ``true``, keep a call with 911 in every valid policy."""
+ScreeningFlag = Literal[ExclusionFlag, "consent_to_transfer"]
+
+EXCLUSION_FLAGS: tuple[str, ...] = get_args(ExclusionFlag)
+SCREENING_FLAGS: tuple[str, ...] = get_args(ScreeningFlag)
 
 
 class Screening(BaseModel):

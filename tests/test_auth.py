@@ -30,6 +30,7 @@ from gateway.auth import (
 )
 from gateway.errors import Forbidden, Unauthorized
 from tests.conftest import ROOT, AppFactory, KeyMaker
+from tests.telephony import SAFE
 
 
 def assert_error_shape(body: Any, code: str) -> None:
@@ -286,20 +287,7 @@ async def test_the_key_file_is_private_to_the_config_dir(
 
 # --- 403: another org's transfer ----------------------------------------------------------------
 
-FIRST_PERSON_CALL = {
-    "psap_id": "kc-valleycom",
-    "caller_type": "first_person",
-    "screening": {
-        "weapons": False,
-        "violence": False,
-        "medical_emergency": False,
-        "attempt_in_progress": False,
-        "severe_intoxication": False,
-        "officer_requested": False,
-        "imminent_risk": False,
-        "consent_to_transfer": True,
-    },
-}
+FIRST_PERSON_CALL = {"psap_id": "kc-valleycom", "caller_type": "first_person", "screening": SAFE}
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ from gateway.store import TransferStore
 from gateway.transfers import expiry_timer_id
 from gateway.web.appkeys import HANDBACKS
 from tests.conftest import ROOT, AppFactory, KeyMaker
+from tests.telephony import SAFE
 from tests.test_eido import eido_errors
 
 PSAP = "kc-valleycom"
@@ -33,16 +34,6 @@ CENTER = "crisis-connections"
 CENTER_DEST = "crisis-connections-988"
 OTHER_CENTER = "wa-988"
 SECRET = "shared-with-crisis-connections"
-SAFE = {
-    "weapons": False,
-    "violence": False,
-    "medical_emergency": False,
-    "attempt_in_progress": False,
-    "severe_intoxication": False,
-    "officer_requested": False,
-    "imminent_risk": False,
-    "consent_to_transfer": True,
-}
 FULL = {
     "reason": "imminent_risk",
     "location": {"address": "1200 Main St, Kent", "lat": 47.381234, "lon": -122.234567},

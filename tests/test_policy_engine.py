@@ -18,6 +18,7 @@ from gateway.policy import PolicyDocument, PolicyInvalid, decide, explain, valid
 from gateway.policy.engine import UnknownPsap
 from gateway.policy.loader import load_config_dir
 from gateway.policy.models import MANDATORY_EXCLUSIONS
+from tests.telephony import SAFE
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 DEFAULT = load_config_dir(CONFIG)
@@ -32,16 +33,7 @@ CC, WA, NAT, CLIN = (
 CHAIN_988 = [CC, WA, NAT]
 NOON = datetime(2026, 6, 15, 12, 0, tzinfo=LA)  # a Monday, clinicians open
 NIGHT = datetime(2026, 6, 15, 3, 0, tzinfo=LA)  # clinicians closed
-CLEAR: dict[str, bool | None] = {
-    "weapons": False,
-    "violence": False,
-    "medical_emergency": False,
-    "attempt_in_progress": False,
-    "severe_intoxication": False,
-    "officer_requested": False,
-    "imminent_risk": False,
-    "consent_to_transfer": True,
-}
+CLEAR: dict[str, bool | None] = dict(SAFE)
 
 
 def request(

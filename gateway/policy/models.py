@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -42,18 +42,18 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gateway.models import BCP47, SCREENING_FLAGS, CallerType, DestinationKind, DestinationRef
+from gateway.models import (
+    BCP47,
+    EXCLUSION_FLAGS,
+    CallerType,
+    DestinationKind,
+    DestinationRef,
+    ExclusionFlag,
+    ScreeningFlag,
+)
 from gateway.phone import E164
 
-MANDATORY_EXCLUSIONS: tuple[str, ...] = (
-    "weapons",
-    "violence",
-    "medical_emergency",
-    "attempt_in_progress",
-    "severe_intoxication",
-    "officer_requested",
-    "imminent_risk",
-)
+MANDATORY_EXCLUSIONS: tuple[str, ...] = EXCLUSION_FLAGS
 """Any of these ``true`` keeps the call with 911, in every valid policy."""
 
 DEFAULT_RING_TIMEOUT_S = 20
@@ -61,29 +61,8 @@ DEFAULT_RING_TIMEOUT_S = 20
 MAX_HOP_LIMIT = 2
 """A caller speaks to at most three telecommunicators (560 CMR 5.10): the call-taker plus two."""
 
-ExclusionFlag = Literal[
-    "weapons",
-    "violence",
-    "medical_emergency",
-    "attempt_in_progress",
-    "severe_intoxication",
-    "officer_requested",
-    "imminent_risk",
-]
-ScreeningFlag = Literal[
-    "weapons",
-    "violence",
-    "medical_emergency",
-    "attempt_in_progress",
-    "severe_intoxication",
-    "officer_requested",
-    "imminent_risk",
-    "consent_to_transfer",
-]
-assert set(SCREENING_FLAGS) == set(MANDATORY_EXCLUSIONS) | {"consent_to_transfer"}
-
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAYS: tuple[Day, ...] = get_args(Day)
 
 Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 """PSAP, destination and rule ids: lower-case letters, digits, ``.``, ``_``, ``-``."""

@@ -10,7 +10,7 @@ acts, so a repeat changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -118,49 +118,49 @@ async def voice_code(request: web.Request) -> web.StreamResponse:
         return _twiml(_gather(settings, response, WRONG_CODE + " " + PROMPT))
 
     transfer = result.transfer
-    response = VoiceResponse()
-    response.say(CONNECTING)
-    dial = response.dial()
-    dial.conference(
+    return await _into_conference(
+        request,
         transfer.id,
+        say=CONNECTING,
+        status_path=f"/twilio/conference/{transfer.id}",
+        then=lambda: service.start_dialing(transfer),
+    )
+
+
+async def _into_conference(
+    request: web.Request, name: str, *, say: str, status_path: str, then: Callable[[], None]
+) -> web.StreamResponse:
+    """Put the leg into conference ``name`` (events to ``status_path``); ``then`` — the dial —
+    runs only once the TwiML has been written out, never before."""
+    response = VoiceResponse()
+    response.say(say)
+    response.dial().conference(
+        name,
         start_conference_on_enter=True,
         end_conference_on_exit=False,
         beep=False,
         wait_url="",
-        status_callback=settings.public_url(f"/twilio/conference/{transfer.id}"),
+        status_callback=request.app[SETTINGS].public_url(status_path),
         status_callback_event="start end join leave",
         status_callback_method="POST",
     )
-    # The TwiML goes out first; only then is the first destination dialed.
     answer = _twiml(response)
     await answer.prepare(request)
     await answer.write_eof()
-    service.start_dialing(transfer)
+    then()
     return answer
 
 
 async def _handback_bridge(request: web.Request, handback: Handback) -> web.StreamResponse:
     """A 988 center keyed a handback code in: its leg goes into the handback's own conference
     (named by the handback id), and only after the TwiML is out is the PSAP dialed."""
-    settings = request.app[SETTINGS]
-    response = VoiceResponse()
-    response.say(CONNECTING_911)
-    dial = response.dial()
-    dial.conference(
+    return await _into_conference(
+        request,
         handback.id,
-        start_conference_on_enter=True,
-        end_conference_on_exit=False,
-        beep=False,
-        wait_url="",
-        status_callback=settings.public_url(f"/twilio/conference/handback/{handback.id}"),
-        status_callback_event="start end join leave",
-        status_callback_method="POST",
+        say=CONNECTING_911,
+        status_path=f"/twilio/conference/handback/{handback.id}",
+        then=lambda: request.app[HANDBACKS].start_dialing(handback),
     )
-    answer = _twiml(response)
-    await answer.prepare(request)
-    await answer.write_eof()
-    request.app[HANDBACKS].start_dialing(handback)
-    return answer
 
 
 async def hold(request: web.Request) -> web.Response:
