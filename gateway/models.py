@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+import langcodes
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from gateway.phone import E164
 from gateway.states import TransferState
@@ -68,6 +76,21 @@ class Screening(BaseModel):
 
 
 BCP47 = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
+"""The shape of a BCP 47 language tag (RFC 5646 §2.1): letters, then ``-``-separated subtags."""
+
+
+def known_language(tag: str) -> str:
+    """``tag`` unchanged when every subtag is in the IANA Language Subtag Registry (as
+    ``langcodes`` holds it: ``zz`` is not); else ``ValueError``.
+    Applied after the ``BCP47`` pattern, so it only ever narrows what the pattern admits."""
+    if not langcodes.tag_is_valid(tag):
+        raise ValueError(f"{tag!r} is not a valid BCP 47 language tag (IANA subtag registry)")
+    return tag
+
+
+LanguageTag = Annotated[str, StringConstraints(pattern=BCP47), AfterValidator(known_language)]
+"""A caller's language: a well-formed BCP 47 tag whose subtags are registered, as given (tags
+are compared in canonical form by ``gateway.policy.models.language_distance``)."""
 
 
 class DecisionRequest(BaseModel):
@@ -86,7 +109,7 @@ class DecisionRequest(BaseModel):
     psap_id: str = Field(min_length=1, max_length=64)
     caller_type: CallerType
     screening: Screening
-    language: str = Field(default="en", pattern=BCP47)
+    language: LanguageTag = "en"
     transfers_so_far: int = Field(default=0, ge=0, le=100)
     tags: list[str] = Field(default_factory=list, max_length=20)
     at: AwareDatetime | None = None

@@ -90,6 +90,54 @@ def test_check_rejects_routing_an_excluded_call(config_dir: Path) -> None:
     )
 
 
+def test_check_rejects_loosening_the_safety_floor(config_dir: Path) -> None:
+    text = (config_dir / "policy.yaml").read_text()
+    for was, now in (
+        ("require_consent: true", "require_consent: no"),  # YAML 1.1 reads `no` as false
+        ("    - violence\n    - medical_emergency\n\n", "\n"),
+        ("hop_limit: 2", "hop_limit: 3"),
+    ):
+        assert was in text
+        text = text.replace(was, now)
+    (config_dir / "policy.yaml").write_text(text)
+    result = run("check", str(config_dir))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[1:] == [
+        "policy.yaml:policy.required_screening: required_screening must list every mandatory "
+        "screening flag (weapons, violence, medical_emergency; a policy may require more); "
+        "missing: violence, medical_emergency",
+        "policy.yaml:policy.require_consent: require_consent must be true: a caller is "
+        "transferred only with consent_to_transfer true, under every policy",
+        "policy.yaml:policy.hop_limit: Input should be less than or equal to 2",
+        "3 errors",
+    ]
+
+
+def test_explain_says_how_near_each_language_is() -> None:
+    result = run(
+        "explain",
+        "--psap",
+        "kc-valleycom",
+        "--caller-type",
+        "first_person",
+        *CLEAR,
+        "--language",
+        "es-419",
+        "--at",
+        "2026-06-15T12:00",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "destination wa-988-backup: kept (open, load 0/no limit, does not speak es-419: "
+        "nearest en at CLDR distance 84, over 25)"
+    ) in result.stdout
+    assert (
+        "language es-419: reordered to crisis-connections-988, national-988-backup, "
+        "wa-988-backup (speakers of es-419 first, nearest first: crisis-connections-988 "
+        "distance 5, national-988-backup distance 5; ties and the rest in the rule's order)"
+    ) in result.stdout
+
+
 def test_explain_third_party_at_night() -> None:
     result = run(
         "explain",

@@ -17,7 +17,7 @@ from gateway.models import Action, DecisionRequest
 from gateway.policy import PolicyDocument, PolicyInvalid, decide, explain, validate_document
 from gateway.policy.engine import UnknownPsap
 from gateway.policy.loader import load_config_dir
-from gateway.policy.models import MANDATORY_EXCLUSIONS
+from gateway.policy.models import MANDATORY_EXCLUSIONS, MANDATORY_SCREENING
 from tests.telephony import SAFE
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -353,8 +353,10 @@ def test_trace_names_each_step() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Property: for random valid policies and random requests, a call with an exclusion flag set
-# stays with 911, and every destination of a chain is open and under capacity.
+# Property: a random policy is valid exactly when it keeps the safety floor; for random valid
+# policies and random requests, a call with an exclusion flag set, a mandatory screening question
+# unasked, no consent, or two transfers already stays with 911, and every destination of a chain
+# is open and under capacity.
 
 DEST_IDS = ["d0", "d1", "d2", "d3", "d4"]
 TIMEZONES = [
@@ -438,6 +440,10 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
     exclusions = draw(st.permutations(MANDATORY_EXCLUSIONS))
     if draw(st.integers(0, 9)) == 0:
         exclusions = exclusions[1:]
+    # Usually the safety floor, or more; sometimes looser (must be rejected).
+    required = draw(st.lists(st.sampled_from(MANDATORY_EXCLUSIONS), unique=True, max_size=4))
+    if draw(st.integers(0, 9)) > 0:
+        required = [*MANDATORY_SCREENING, *(f for f in required if f not in MANDATORY_SCREENING)]
     return {
         "psaps": [
             {
@@ -451,11 +457,9 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
         "destinations": destinations,
         "policy": {
             "exclusions": list(exclusions),
-            "required_screening": draw(
-                st.lists(st.sampled_from(MANDATORY_EXCLUSIONS), unique=True, max_size=3)
-            ),
-            "require_consent": draw(st.booleans()),
-            "hop_limit": draw(st.integers(1, 2)),
+            "required_screening": required,
+            "require_consent": draw(st.sampled_from([True] * 9 + [False])),
+            "hop_limit": draw(st.sampled_from([1, 2] * 4 + [0, 3])),
             "rules": rules,
         },
     }
@@ -512,13 +516,19 @@ def test_property_exclusions_stay_and_chains_are_open_and_under_capacity(
         for flag, value in rule["match"]["screening"].items()
     )
     incomplete_gate = set(raw["policy"]["exclusions"]) != set(MANDATORY_EXCLUSIONS)
+    loosened = (
+        not set(MANDATORY_SCREENING) <= set(raw["policy"]["required_screening"])
+        or raw["policy"]["require_consent"] is not True
+        or raw["policy"]["hop_limit"] not in (1, 2)
+    )
     try:
         doc = validate_document(raw)
     except PolicyInvalid:
-        assert routes_excluded or incomplete_gate
+        assert routes_excluded or incomplete_gate or loosened
         return
     assert not routes_excluded
     assert not incomplete_gate
+    assert not loosened
 
     load = dict(zip(DEST_IDS, loads, strict=True))
     decision = decide(doc, req, at=datetime.now(UTC), load=load)
@@ -531,6 +541,9 @@ def test_property_exclusions_stay_and_chains_are_open_and_under_capacity(
     if decision.action is Action.TRANSFER:
         assert decision.destinations
         assert not true_exclusions
+        assert all(req.screening.flag(f) is not None for f in MANDATORY_SCREENING)
+        assert req.screening.consent_to_transfer is True
+        assert req.transfers_so_far < 2
         tz = raw["psaps"][0]["timezone"]
         for ref in decision.destinations:
             dest = next(d for d in raw["destinations"] if d["id"] == ref.id)

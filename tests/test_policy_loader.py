@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import pytest
 import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.types import Strict
 
 from gateway.errors import Invalid
 from gateway.models import DestinationKind
 from gateway.policy import PolicyInvalid, load_config_dir, validate_document
-from gateway.policy.models import MANDATORY_EXCLUSIONS, Window
+from gateway.policy.models import MANDATORY_EXCLUSIONS, Policy, PolicyDocument, Window
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -331,7 +333,7 @@ def test_the_safety_invariant_is_checked_whatever_else_fails() -> None:
     data["policy"]["rules"][0].update(ring_timeout_s=1, chain=["nope"])
     data["policy"]["rules"][0]["match"]["screening"] = {
         "attempt_in_progress": True,
-        "imminent_risk": "true",  # read as true, like every other bool
+        "imminent_risk": "true",  # not a boolean: an error of its own, never read as true
         "weapons": False,
         "not_a_flag": True,
     }
@@ -351,10 +353,12 @@ def test_the_safety_invariant_is_checked_whatever_else_fails() -> None:
         "exclusions must list every mandatory exclusion flag; missing: medical_emergency, "
         "attempt_in_progress, severe_intoxication, officer_requested, imminent_risk"
     )
-    for flag in ("attempt_in_progress", "imminent_risk"):
-        message = by_path[f"policy.rules.0.match.screening.{flag}"]
-        assert f"exclusion flag being true ({flag})" in message
-        assert "stays with 911" in message
+    message = by_path["policy.rules.0.match.screening.attempt_in_progress"]
+    assert "exclusion flag being true (attempt_in_progress)" in message
+    assert "stays with 911" in message
+    assert by_path["policy.rules.0.match.screening.imminent_risk"] == (
+        "Input should be a valid boolean"
+    )
 
 
 def test_the_models_enforce_the_safety_invariant_on_their_own() -> None:
@@ -381,8 +385,8 @@ def test_the_models_enforce_the_safety_invariant_on_their_own() -> None:
             "exclusions must not repeat a flag ('violence' again)",
         ),
         (
-            lambda d: d["policy"].update(required_screening=["weapons", "violence", "weapons"]),
-            "policy.required_screening.2",
+            lambda d: d["policy"]["required_screening"].append("weapons"),
+            "policy.required_screening.3",
             "required_screening must not repeat a flag ('weapons' again)",
         ),
         (
@@ -508,3 +512,176 @@ def test_excluded_call_routed_in_files_is_rejected(config_dir: Path) -> None:
     (config_dir / "policy.yaml").write_text(yaml.safe_dump(policy))
     errors = load_errors(config_dir)
     assert paths(errors) == ["policy.yaml:policy.rules.0.match.screening.imminent_risk"]
+
+
+# -- the safety floor (DESIGN.md §5): no policy may loosen it -----------------------------------
+
+NOT_A_BOOLEAN = "Input should be a valid boolean"
+CONSENT_OFF = (
+    "require_consent must be true: a caller is transferred only with consent_to_transfer true, "
+    "under every policy"
+)
+SCREENING_FLOOR = (
+    "required_screening must list every mandatory screening flag (weapons, violence, "
+    "medical_emergency; a policy may require more); missing: "
+)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "message"),
+    [
+        (False, CONSENT_OFF),
+        ("no", NOT_A_BOOLEAN),
+        ("false", NOT_A_BOOLEAN),
+        (0, NOT_A_BOOLEAN),
+        # Not false, but not booleans either: never coerced.
+        (1, NOT_A_BOOLEAN),
+        ("true", NOT_A_BOOLEAN),
+        ("yes", NOT_A_BOOLEAN),
+        (None, NOT_A_BOOLEAN),
+    ],
+)
+def test_consent_is_always_required(spelling: Any, message: str) -> None:
+    data = default_data()
+    data["policy"]["require_consent"] = spelling
+    assert errors_of(data) == [{"path": "policy.require_consent", "message": message}]
+
+
+@pytest.mark.parametrize("flag", ["weapons", "violence", "medical_emergency"])
+def test_each_mandatory_screening_flag_is_required(flag: str) -> None:
+    data = default_data()
+    data["policy"]["required_screening"].remove(flag)
+    assert errors_of(data) == [
+        {"path": "policy.required_screening", "message": SCREENING_FLOOR + flag}
+    ]
+
+
+def test_required_screening_cannot_be_emptied() -> None:
+    data = default_data()
+    data["policy"]["required_screening"] = []
+    assert errors_of(data) == [
+        {
+            "path": "policy.required_screening",
+            "message": SCREENING_FLOOR + "weapons, violence, medical_emergency",
+        }
+    ]
+
+
+def test_a_policy_may_require_more_screening_and_defaults_to_the_floor() -> None:
+    data = default_data()
+    data["policy"]["required_screening"] = [
+        "imminent_risk",
+        "medical_emergency",
+        "violence",
+        "weapons",
+    ]
+    required = validate_document(data).policy.required_screening
+    assert required == ("imminent_risk", "medical_emergency", "violence", "weapons")
+    del data["policy"]["required_screening"]
+    assert validate_document(data).policy.required_screening == (
+        "weapons",
+        "violence",
+        "medical_emergency",
+    )
+
+
+@pytest.mark.parametrize(
+    ("hop_limit", "message"),
+    [
+        (0, "Input should be greater than or equal to 1"),
+        (3, "Input should be less than or equal to 2"),
+        (True, "Input should be a valid integer"),
+        ("2", "Input should be a valid integer"),
+    ],
+)
+def test_hop_limit_is_1_or_2(hop_limit: Any, message: str) -> None:
+    data = default_data()
+    data["policy"]["hop_limit"] = hop_limit
+    assert errors_of(data) == [{"path": "policy.hop_limit", "message": message}]
+
+
+@pytest.mark.parametrize("flag", ["consent_to_transfer", "weapons", "imminent_risk"])
+@pytest.mark.parametrize("spelling", ["no", "false", 0, 1, "true"])
+def test_rule_screening_answers_are_true_booleans(flag: str, spelling: Any) -> None:
+    data = default_data()
+    data["policy"]["rules"][0]["match"]["screening"] = {flag: spelling}
+    assert errors_of(data) == [
+        {"path": f"policy.rules.0.match.screening.{flag}", "message": NOT_A_BOOLEAN}
+    ]
+
+
+def test_every_loosening_at_once_each_at_its_path() -> None:
+    data = default_data()
+    data["policy"].update(require_consent="no", required_screening=["violence"], hop_limit=3)
+    data["policy"]["exclusions"].remove("weapons")
+    data["policy"]["rules"][1]["match"]["screening"] = {"medical_emergency": 0}
+    data["policy"]["rules"][2]["ring_timeout_s"] = 1
+    assert errors_of(data) == [
+        {
+            "path": "policy.exclusions",
+            "message": "exclusions must list every mandatory exclusion flag; missing: weapons",
+        },
+        {
+            "path": "policy.required_screening",
+            "message": SCREENING_FLOOR + "weapons, medical_emergency",
+        },
+        {"path": "policy.require_consent", "message": NOT_A_BOOLEAN},
+        {"path": "policy.hop_limit", "message": "Input should be less than or equal to 2"},
+        {"path": "policy.rules.1.match.screening.medical_emergency", "message": NOT_A_BOOLEAN},
+        {
+            "path": "policy.rules.2.ring_timeout_s",
+            "message": "Input should be greater than or equal to 5",
+        },
+    ]
+
+
+def test_the_models_keep_the_floor_on_their_own() -> None:
+    policy = load_config_dir(CONFIG).policy.model_dump()
+    policy.update(required_screening=("weapons",), require_consent=False, hop_limit=0)
+    with pytest.raises(ValidationError) as info:
+        Policy.model_validate(policy)
+    assert [e["loc"] for e in info.value.errors()] == [
+        ("required_screening",),
+        ("require_consent",),
+        ("hop_limit",),
+    ]
+
+
+def _bools(annotation: Any, metadata: list[Any], where: str) -> list[tuple[str, bool]]:
+    """Every ``bool`` inside ``annotation``, with whether it is strict."""
+    if get_origin(annotation) is Annotated:
+        inner, *more = get_args(annotation)
+        return _bools(inner, [*metadata, *more], where)
+    if annotation is bool:
+        return [(where, any(isinstance(m, Strict) and m.strict for m in metadata))]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [
+            found
+            for name, info in annotation.model_fields.items()
+            for found in _bools(info.annotation, list(info.metadata), f"{where}.{name}")
+        ]
+    return [found for arg in get_args(annotation) for found in _bools(arg, [], f"{where}[]")]
+
+
+def test_every_boolean_of_the_policy_document_is_strict() -> None:
+    found = _bools(PolicyDocument, [], "document")
+    assert ("document.policy.require_consent", True) in found
+    assert ("document.policy.rules[].match.screening[][]", True) in found
+    assert [where for where, strict in found if not strict] == []
+
+    class Loose(BaseModel):  # what the walk would report
+        flags: dict[str, bool | None]
+        on: bool
+
+    assert _bools(Loose, [], "loose") == [("loose.flags[][]", False), ("loose.on", False)]
+
+
+def test_a_loosened_policy_file_is_rejected(config_dir: Path) -> None:
+    policy = yaml.safe_load((config_dir / "policy.yaml").read_text())
+    policy["policy"]["require_consent"] = False
+    policy["policy"]["required_screening"] = ["weapons", "violence"]
+    (config_dir / "policy.yaml").write_text(yaml.safe_dump(policy))
+    assert paths(load_errors(config_dir)) == [
+        "policy.yaml:policy.required_screening",
+        "policy.yaml:policy.require_consent",
+    ]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.policy.models import MANDATORY_SCREENING
 from tests.conftest import AppFactory, KeyMaker
 
 Client = TestClient[Any, Any]
@@ -148,6 +149,28 @@ async def test_invalid_body_is_422_with_fields(
     }
 
 
+@pytest.mark.parametrize("language", ["zz", "english please", "zh-"])
+async def test_bad_language_tag_is_422(
+    client: Client, auth: dict[str, dict[str, str]], language: str
+) -> None:
+    resp = await client.post(
+        "/v1/routing/decisions", json=body(language=language), headers=auth["psap"]
+    )
+    assert resp.status == 422
+    error = (await resp.json())["error"]
+    assert [d["path"] for d in error["details"]] == ["language"]
+
+
+async def test_cantonese_caller_dry_run(client: Client, auth: dict[str, dict[str, str]]) -> None:
+    data = await decide(client, auth["psap"], body(language="zh-yue"))
+    assert data["action"] == "transfer"  # nobody speaks Cantonese: the rule's order holds
+    assert [d["id"] for d in data["destinations"]] == [
+        "crisis-connections-988",
+        "wa-988-backup",
+        "national-988-backup",
+    ]
+
+
 async def test_no_key_is_401(client: Client) -> None:
     resp = await client.post("/v1/routing/decisions", json=body())
     assert resp.status == 401
@@ -215,19 +238,20 @@ async def test_rollback_on_one_instance_is_live_on_the_other(
     one, two = await make_client(), await make_client()
     admin = auth["admin"]
     doc = await (await one.get("/v1/admin/routing", headers=admin)).json()
-    doc["policy"]["require_consent"] = False
+    doc["policy"]["hop_limit"] = 1
     assert (await one.put("/v1/admin/routing", json=doc, headers=admin)).status == 200
-    no_consent = body(screening={**CLEAR, "consent_to_transfer": None})
-    assert (await decide(two, admin, no_consent))["action"] == "transfer"
+    second_hop = body(transfers_so_far=1)
+    assert (await decide(two, admin, second_hop))["reasons"] == ["hop_limit"]
 
     resp = await one.post("/v1/admin/routing/rollback", json={"version": 1}, headers=admin)
     data = await resp.json()
     assert resp.status == 200, data
     assert data["version"] == 3
-    assert data["policy"]["require_consent"] is True
-    decision = await decide(two, admin, no_consent)
+    assert data["policy"]["hop_limit"] == 2
+    decision = await decide(two, admin, second_hop)
     assert decision["policy_version"] == 3
-    assert decision["reasons"] == ["no_consent"]
+    assert decision["action"] == "transfer"
+    assert decision["reasons"] == ["rule:first-person"]
     versions = await (await two.get("/v1/admin/routing/versions", headers=admin)).json()
     assert versions[-1]["summary"].startswith("rollback to version 1")
 
@@ -368,10 +392,84 @@ async def test_rollback_without_a_version_undoes_the_last_change(
     first = await client.post("/v1/admin/routing/rollback", headers=admin)
     assert first.status == 409, "nothing to roll back to at version 1"
     doc = await (await client.get("/v1/admin/routing", headers=admin)).json()
-    doc["policy"]["require_consent"] = False
+    doc["policy"]["hop_limit"] = 1
     assert (await client.put("/v1/admin/routing", json=doc, headers=admin)).status == 200
     for payload in ({"data": b""}, {"json": {}}):
         resp = await client.post("/v1/admin/routing/rollback", headers=admin, **payload)
         data = await resp.json()
         assert resp.status == 200, data
-        assert data["policy"]["require_consent"] is (payload == {"data": b""})
+        assert data["policy"]["hop_limit"] == (2 if payload == {"data": b""} else 1)
+
+
+# -- the safety floor (DESIGN.md §5): a PUT that would loosen it is refused -----------------------
+
+LOOSENINGS: list[tuple[str, Any, str]] = [
+    *[
+        (f"require_consent={spelling!r}", {"require_consent": spelling}, "policy.require_consent")
+        for spelling in (False, "no", "false", 0)
+    ],
+    *[
+        (
+            f"required_screening-without-{flag}",
+            {"required_screening": [f for f in MANDATORY_SCREENING if f != flag]},
+            "policy.required_screening",
+        )
+        for flag in MANDATORY_SCREENING
+    ],
+    ("required_screening-empty", {"required_screening": []}, "policy.required_screening"),
+    ("hop_limit=0", {"hop_limit": 0}, "policy.hop_limit"),
+    ("hop_limit=3", {"hop_limit": 3}, "policy.hop_limit"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "path"), [case[1:] for case in LOOSENINGS], ids=[case[0] for case in LOOSENINGS]
+)
+async def test_a_put_loosening_the_floor_is_422_and_changes_nothing(
+    client: Client, auth: dict[str, dict[str, str]], change: dict[str, Any], path: str
+) -> None:
+    admin = auth["admin"]
+    before = await (await client.get("/v1/admin/routing", headers=admin)).json()
+    loosened = copy.deepcopy({k: v for k, v in before.items() if k != "version"})
+    loosened["policy"].update(change)
+    resp = await client.put("/v1/admin/routing", json=loosened, headers=admin)
+    assert resp.status == 422
+    error = (await resp.json())["error"]
+    assert error["code"] == "invalid"
+    assert [d["path"] for d in error["details"]] == [path]
+
+    after = await (await client.get("/v1/admin/routing", headers=admin)).json()
+    assert after == before
+    assert after["version"] == 1
+    versions = await (await client.get("/v1/admin/routing/versions", headers=admin)).json()
+    assert len(versions) == 1
+
+    unasked = await decide(client, admin, body(screening={**CLEAR, "weapons": None}))
+    assert unasked["action"] == "stay_with_911"
+    assert unasked["reasons"] == ["screening_incomplete:weapons"]
+    assert unasked["policy_version"] == 1
+    refused = await decide(client, admin, body(screening={**CLEAR, "consent_to_transfer": False}))
+    assert refused["action"] == "stay_with_911"
+    assert refused["reasons"] == ["no_consent"]
+    second_hop = await decide(client, admin, body(transfers_so_far=2))
+    assert second_hop["reasons"] == ["hop_limit"]
+
+
+async def test_a_put_loosening_everything_lists_every_path(
+    client: Client, auth: dict[str, dict[str, str]]
+) -> None:
+    admin = auth["admin"]
+    before = await (await client.get("/v1/admin/routing", headers=admin)).json()
+    loosened = copy.deepcopy({k: v for k, v in before.items() if k != "version"})
+    loosened["policy"].update(required_screening=[], require_consent="no", hop_limit=3)
+    loosened["policy"]["rules"][0]["match"]["screening"] = {"consent_to_transfer": "true"}
+    resp = await client.put("/v1/admin/routing", json=loosened, headers=admin)
+    assert resp.status == 422
+    details = (await resp.json())["error"]["details"]
+    assert [d["path"] for d in details] == [
+        "policy.required_screening",
+        "policy.require_consent",
+        "policy.hop_limit",
+        "policy.rules.0.match.screening.consent_to_transfer",
+    ]
+    assert (await (await client.get("/v1/admin/routing", headers=admin)).json()) == before

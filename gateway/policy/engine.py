@@ -1,8 +1,11 @@
 """The decision: a pure function of (policy, request, instant, live load) — DESIGN.md §5.
 
 Order: the safety gate (every failing check listed), then the first rule that matches, then the
-rule's chain filtered (closed, at capacity) and ordered (destinations speaking the caller's
-language first, otherwise the configured order). ``explain`` returns the same decision with a
+rule's chain filtered (closed, at capacity) and ordered: destinations speaking the caller's
+language first, nearest first by CLDR language-matching distance (an exact match, distance 0,
+before a near one such as ``es`` for ``es-419``), ties and the others in the configured order.
+"Speaking" and a rule's ``match.languages`` use the same test
+(``gateway.policy.models.language_matches``). ``explain`` returns the same decision with a
 readable trace of each step; ``decide`` returns the decision alone.
 
 Reason codes: ``excluded:<flag>``, ``screening_incomplete:<flag>``, ``no_consent``,
@@ -20,11 +23,12 @@ from gateway.errors import NotFound
 from gateway.models import Action, Decision, DecisionRequest
 from gateway.policy.models import (
     DEFAULT_RING_TIMEOUT_S,
+    MATCH_DISTANCE,
     Destination,
     PolicyDocument,
     Psap,
     Rule,
-    language_matches,
+    nearest_language,
 )
 
 
@@ -76,10 +80,13 @@ def _rule_matches(
     missing = [t for t in match.tags if t not in request.tags]
     if missing:
         return f"tag(s) {', '.join(missing)} absent", []
-    if match.languages and not any(
-        language_matches(lang, request.language) for lang in match.languages
-    ):
-        return f"language {request.language} not in {', '.join(match.languages)}", []
+    if match.languages:
+        nearest, distance = nearest_language(match.languages, request.language)
+        if distance > MATCH_DISTANCE:
+            return (
+                f"language {request.language} matches none of {', '.join(match.languages)}: "
+                f"nearest {nearest} at CLDR distance {distance}, over {MATCH_DISTANCE}"
+            ), []
     for flag, wanted_value in match.screening.items():
         if request.screening.flag(flag) is not wanted_value:
             return f"screening {flag} is not {wanted_value}", []
@@ -106,6 +113,43 @@ def _select_rule(
             if code not in skipped_closed:
                 skipped_closed.append(code)
     return None, skipped_closed
+
+
+def _speaking(language: str, nearest: str, distance: int) -> str:
+    """How a destination's nearest language serves the caller's, in words, for the trace."""
+    if distance == 0:
+        return f"speaks {language}: {nearest}, the same language"
+    if distance <= MATCH_DISTANCE:
+        return f"speaks {language}: {nearest} at CLDR distance {distance}"
+    return (
+        f"does not speak {language}: nearest {nearest} at CLDR distance {distance}, "
+        f"over {MATCH_DISTANCE}"
+    )
+
+
+def _by_language(kept: list[Destination], language: str) -> tuple[list[Destination], str | None]:
+    """``kept`` with the destinations speaking ``language`` first, nearest first, stable (ties
+    and the rest keep the rule's order); and, when that moved any, the trace line saying why."""
+    distance = {dest.id: dest.nearest_language(language)[1] for dest in kept}
+
+    def rank(dest: Destination) -> tuple[bool, int]:
+        speaks = distance[dest.id] <= MATCH_DISTANCE
+        return (not speaks, distance[dest.id] if speaks else 0)
+
+    ordered = sorted(kept, key=rank)
+    if [d.id for d in ordered] == [d.id for d in kept]:
+        return ordered, None
+    speakers = [
+        f"{d.id} " + ("same language" if distance[d.id] == 0 else f"distance {distance[d.id]}")
+        for d in ordered
+        if distance[d.id] <= MATCH_DISTANCE
+    ]
+    why = (
+        f"language {language}: reordered to {', '.join(d.id for d in ordered)} "
+        f"(speakers of {language} first, nearest first: {', '.join(speakers)}; "
+        "ties and the rest in the rule's order)"
+    )
+    return ordered, why
 
 
 def _psap(doc: PolicyDocument, psap_id: str) -> Psap:
@@ -190,22 +234,16 @@ def explain(
             code = f"at_capacity:{dest.id}"
         else:
             limit = dest.max_concurrent if dest.max_concurrent is not None else "no limit"
-            speaks = "speaks" if dest.speaks(request.language) else "does not speak"
-            trace.append(
-                f"destination {dest.id}: kept (open, load {current}/{limit}, "
-                f"{speaks} {request.language})"
-            )
+            speaking = _speaking(request.language, *dest.nearest_language(request.language))
+            trace.append(f"destination {dest.id}: kept (open, load {current}/{limit}, {speaking})")
             kept.append(dest)
             continue
         if code not in reasons:
             reasons.append(code)
 
-    # Stable: speakers of the caller's language first, otherwise the configured order.
-    ordered = sorted(kept, key=lambda d: not d.speaks(request.language))
-    if [d.id for d in ordered] != [d.id for d in kept]:
-        trace.append(
-            f"language {request.language}: reordered to " + ", ".join(d.id for d in ordered)
-        )
+    ordered, why = _by_language(kept, request.language)
+    if why is not None:
+        trace.append(why)
     if not ordered:
         trace.append("every destination of the chain was skipped")
         return stay(reasons, rule.ring_timeout_s)

@@ -2,25 +2,36 @@
 
 A ``PolicyDocument`` is what ``config/`` holds and what ``GET/PUT /v1/admin/routing`` carries:
 ``{"psaps": [...], "destinations": [...], "policy": {...}}``. Field-level checks live here
-(E.164 numbers, IANA timezones, well-formed schedules, the safety invariant of one policy);
+(E.164 numbers, IANA timezones, well-formed schedules, the safety floor of one policy);
 checks across sections (references between them) live in ``gateway.policy.loader``.
 
-The safety invariant: a call with an exclusion flag set is never sent anywhere but 911. The
-engine's gate runs before any rule, and a policy cannot weaken the gate:
+The safety floor (DESIGN.md §5, DOMAIN.md "the safety gate"): the engine's gate runs before any
+rule, and no policy may loosen it —
 
-- ``exclusions`` must list every one of ``MANDATORY_EXCLUSIONS`` (the flags every program keeps
-  with 911, DOMAIN.md "the safety gate");
-- no rule may match on an exclusion flag being ``true`` (such a rule exists only to route an
-  excluded call, so the whole policy is rejected).
+- ``exclusions`` must list every one of ``MANDATORY_EXCLUSIONS``, and no rule may match on an
+  exclusion flag being ``true`` (such a rule exists only to route an excluded call);
+- ``required_screening`` must list every one of ``MANDATORY_SCREENING`` (it may list more);
+- ``require_consent`` is ``CONSENT_REQUIRED`` (``true``);
+- ``hop_limit`` is ``MIN_HOP_LIMIT`` to ``MAX_HOP_LIMIT`` (1 or 2).
 
-Every semantic check (the two above, repeats, schedules, signing secrets) runs on the raw input
-even when other fields of the same object fail, and reports at the most precise location, e.g.
-``policy.exclusions`` or ``policy.rules.2.match.screening.weapons``: a bad ``ring_timeout_s``
-never hides a rule that routes an excluded call.
+A policy that would loosen any of these is rejected whole. Booleans in a policy are strict JSON
+booleans everywhere (``StrictBool``): ``"no"``, ``"false"``, ``0``, ``1`` or ``"true"`` is an
+error, never read as a boolean.
+
+Every semantic check (the floor, repeats, schedules, signing secrets) runs on the raw input even
+when other fields of the same object fail, and reports at the most precise location, e.g.
+``policy.exclusions``, ``policy.required_screening`` or
+``policy.rules.2.match.screening.weapons``: a bad ``ring_timeout_s`` never hides a rule that
+routes an excluded call.
+
+Languages: tags are compared in canonical form by their CLDR language-matching distance
+(``language_distance``); a destination or a rule "speaks" a caller's language when the distance
+is at most ``MATCH_DISTANCE``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -28,11 +39,14 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import langcodes
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -50,16 +64,38 @@ from gateway.models import (
     DestinationRef,
     ExclusionFlag,
     ScreeningFlag,
+    known_language,
 )
 from gateway.phone import E164
 
+# -- the safety floor: no valid policy is looser (DESIGN.md §5) ----------------------------------
+
 MANDATORY_EXCLUSIONS: tuple[str, ...] = EXCLUSION_FLAGS
-"""Any of these ``true`` keeps the call with 911, in every valid policy."""
+"""Any of these ``true`` keeps the call with 911, in every valid policy: the list programs
+converge on (DOMAIN.md "the safety gate": Houston CCD, Austin EMCOT, Dakota County, Seattle
+CARE)."""
+MANDATORY_SCREENING: tuple[ExclusionFlag, ...] = ("weapons", "violence", "medical_emergency")
+"""Any of these ``null`` (not asked) keeps the call with 911, in every valid policy (a policy may
+require more): the questions settled before a caller goes to a team that cannot dispatch police,
+fire or EMS — Houston's "no weapon, no violence, no medical emergency" (DOMAIN.md: Houston CCD,
+Austin EMCOT, Dakota County, Seattle CARE)."""
+CONSENT_REQUIRED = True
+"""``require_consent`` in every valid policy: the caller's consent is asked before the transfer,
+and only ``consent_to_transfer`` ``true`` is transferred (DOMAIN.md: Cincinnati ECC 2024)."""
+MIN_HOP_LIMIT = 1
+"""The lowest ``hop_limit``: 1 means no call that was already transferred is transferred again."""
+MAX_HOP_LIMIT = 2
+"""A caller speaks to at most three telecommunicators (Massachusetts 560 CMR 5.10, DOMAIN.md):
+the call-taker plus two."""
 
 DEFAULT_RING_TIMEOUT_S = 20
 """Vibrant's national-backup goal: 95% answered within 20 s (DOMAIN.md)."""
-MAX_HOP_LIMIT = 2
-"""A caller speaks to at most three telecommunicators (560 CMR 5.10): the call-taker plus two."""
+
+MATCH_DISTANCE = 25
+"""The largest CLDR language-matching distance at which a language still serves a caller: the
+threshold ``langcodes.closest_match`` uses by default, from CLDR's languageMatching data
+(Unicode TR35 part 6, "Language Matching"; ``es-419`` → ``es-MX`` is 4, ``yue`` → ``zh-HK`` 10,
+``zh-HK`` → ``zh-CN`` 54, ``en`` → ``es`` 84)."""
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = get_args(Day)
@@ -67,7 +103,10 @@ DAYS: tuple[Day, ...] = get_args(Day)
 Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 """PSAP, destination and rule ids: lower-case letters, digits, ``.``, ``_``, ``-``."""
 Org = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
-Language = Annotated[str, StringConstraints(pattern=BCP47, max_length=35)]
+Language = Annotated[
+    str, StringConstraints(pattern=BCP47, max_length=35), AfterValidator(known_language)
+]
+"""A BCP 47 tag with registered subtags (``gateway.models.known_language``), as written."""
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=120, strip_whitespace=True)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
@@ -95,9 +134,33 @@ Timezone = Annotated[str, AfterValidator(_timezone)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
+@functools.lru_cache(maxsize=4096)
+def language_distance(wanted: str, spoken: str) -> int:
+    """How well ``spoken`` (a destination's or a rule's tag) serves a caller who asked for
+    ``wanted``: the CLDR language-matching distance (Unicode TR35 "Language Matching", as
+    ``langcodes.tag_distance`` computes it), 0 for the same language once both tags are in
+    canonical form (extlang and macrolanguage forms folded: ``zh-yue`` is ``yue``, ``cmn`` and
+    ``zh-cmn-Hans`` are ``zh-CN``'s Mandarin), larger the worse; not symmetric (``yue`` →
+    ``zh-HK`` is 10, ``zh-HK`` → ``yue`` 80).
+
+    Both are BCP 47 tags as validated by ``gateway.models.known_language``; an unparseable tag
+    raises ``langcodes.tag_parser.LanguageTagError``. Cached per pair: it is on the call path."""
+    distance: int = langcodes.tag_distance(wanted, spoken)
+    return distance
+
+
 def language_matches(spoken: str, wanted: str) -> bool:
-    """``es`` serves ``es-MX`` and the other way round: compare primary subtags."""
-    return spoken.split("-")[0].lower() == wanted.split("-")[0].lower()
+    """Whether ``spoken`` serves a caller who asked for ``wanted``: their CLDR distance
+    (``language_distance``) is at most ``MATCH_DISTANCE`` — ``es`` serves ``es-MX`` and
+    ``es-419``, ``zh-HK`` serves ``yue`` and ``zh-yue``, ``zh-CN`` serves ``cmn``; ``zh-CN``
+    does not serve ``yue`` (64) nor ``zh-HK`` (54)."""
+    return language_distance(wanted, spoken) <= MATCH_DISTANCE
+
+
+def nearest_language(spoken: tuple[str, ...], wanted: str) -> tuple[str, int]:
+    """The tag of ``spoken`` (non-empty) nearest to ``wanted`` and its ``language_distance``;
+    the first listed of equally near tags."""
+    return min(((tag, language_distance(wanted, tag)) for tag in spoken), key=lambda p: p[1])
 
 
 def _minutes(clock: str) -> int:
@@ -119,7 +182,7 @@ Check = Callable[[Any], list[Problem]]
 
 _T = TypeVar("_T")
 _UNREADABLE = object()
-_ANSWER: TypeAdapter[bool | None] = TypeAdapter(bool | None)
+_ANSWER: TypeAdapter[bool | None] = TypeAdapter(StrictBool | None)
 _EXCLUSION: TypeAdapter[ExclusionFlag] = TypeAdapter(ExclusionFlag)
 _DAY: TypeAdapter[Day] = TypeAdapter(Day)
 _ID: TypeAdapter[str] = TypeAdapter(Id)
@@ -198,20 +261,45 @@ def _no_repeats(adapter: TypeAdapter[Any], message: str) -> Check:
     return check
 
 
-def _mandatory_exclusions(raw: Any) -> list[Problem]:
-    if not isinstance(raw, list | tuple):
-        return []  # not a list: its type error is reported
-    listed = {_readable(_EXCLUSION, item) for item in raw}
-    missing = [flag for flag in MANDATORY_EXCLUSIONS if flag not in listed]
-    if not missing:
-        return []
-    return [
-        (
-            (),
-            "exclusions must list every mandatory exclusion flag; missing: " + ", ".join(missing),
-            raw,
-        )
-    ]
+def _lists_every(floor: tuple[str, ...], message: str) -> Check:
+    """A list of flags naming every flag of ``floor`` (it may name more); what is missing is
+    reported once, at the list."""
+
+    def check(raw: Any) -> list[Problem]:
+        if not isinstance(raw, list | tuple):
+            return []  # not a list: its type error is reported
+        listed = {_readable(_EXCLUSION, item) for item in raw}
+        missing = [flag for flag in floor if flag not in listed]
+        if not missing:
+            return []
+        return [((), f"{message}; missing: " + ", ".join(missing), raw)]
+
+    return check
+
+
+_mandatory_exclusions = _lists_every(
+    MANDATORY_EXCLUSIONS, "exclusions must list every mandatory exclusion flag"
+)
+_mandatory_screening = _lists_every(
+    MANDATORY_SCREENING,
+    "required_screening must list every mandatory screening flag "
+    f"({', '.join(MANDATORY_SCREENING)}; a policy may require more)",
+)
+
+
+def _consent_required(raw: Any) -> list[Problem]:
+    """A boolean other than ``CONSENT_REQUIRED`` (that is, ``false``), with why; any other
+    value fails as a non-boolean."""
+    if isinstance(raw, bool) and raw is not CONSENT_REQUIRED:
+        return [
+            (
+                (),
+                "require_consent must be true: a caller is transferred only with "
+                "consent_to_transfer true, under every policy",
+                raw,
+            )
+        ]
+    return []
 
 
 def _no_routed_exclusions(raw: Any) -> list[Problem]:
@@ -354,7 +442,13 @@ class Destination(_Frozen):
         return any(window.contains(local) for window in self.hours)
 
     def speaks(self, language: str) -> bool:
+        """Whether one of its languages serves a caller asking for ``language`` (CLDR distance at
+        most ``MATCH_DISTANCE``, see ``language_matches``)."""
         return any(language_matches(spoken, language) for spoken in self.languages)
+
+    def nearest_language(self, language: str) -> tuple[str, int]:
+        """Its language nearest to the caller's ``language``, and the CLDR distance."""
+        return nearest_language(self.languages, language)
 
     def ref(self) -> DestinationRef:
         return DestinationRef(id=self.id, kind=self.kind, name=self.name, number=self.number)
@@ -368,11 +462,13 @@ class Match(_Frozen):
     tags: tuple[Tag, ...] = ()
     """Every one of these tags is on the request."""
     languages: tuple[Language, ...] = ()
-    """The caller's language is one of these (primary subtag)."""
-    screening: Annotated[dict[ScreeningFlag, bool | None], _checked(_no_routed_exclusions)] = Field(
-        default_factory=dict
-    )
-    """Each flag has exactly this answer. Never ``true`` for an exclusion flag."""
+    """One of these serves the caller's language (CLDR distance at most ``MATCH_DISTANCE``, as
+    for destinations: ``zh-HK`` matches a ``yue`` or ``zh-yue`` caller, ``zh`` a ``cmn`` one)."""
+    screening: Annotated[
+        dict[ScreeningFlag, StrictBool | None], _checked(_no_routed_exclusions)
+    ] = Field(default_factory=dict)
+    """Each flag has exactly this answer (a JSON boolean or ``null``). Never ``true`` for an
+    exclusion flag."""
     while_open: tuple[Id, ...] = ()
     """Every one of these destinations is within its hours at the decision's instant."""
 
@@ -399,13 +495,17 @@ class Policy(_Frozen):
     """Flags that, when ``true``, keep the call with 911. Must list every mandatory one."""
     required_screening: Annotated[
         tuple[ExclusionFlag, ...],
-        _checked(_no_repeats(_EXCLUSION, "required_screening must not repeat a flag")),
-    ] = ()
-    """Flags that must have been asked: ``null`` keeps the call with 911."""
-    require_consent: bool = True
-    """``consent_to_transfer`` must be ``true``."""
-    hop_limit: int = Field(ge=1, le=MAX_HOP_LIMIT)
-    """``transfers_so_far`` at or above this keeps the call with 911."""
+        _checked(
+            _mandatory_screening,
+            _no_repeats(_EXCLUSION, "required_screening must not repeat a flag"),
+        ),
+    ] = MANDATORY_SCREENING
+    """Flags that must have been asked: ``null`` keeps the call with 911. Must list every
+    mandatory one; absent: exactly those."""
+    require_consent: Annotated[StrictBool, _checked(_consent_required)] = CONSENT_REQUIRED
+    """``consent_to_transfer`` must be ``true``. Always ``true``: ``false`` is rejected."""
+    hop_limit: StrictInt = Field(ge=MIN_HOP_LIMIT, le=MAX_HOP_LIMIT)
+    """``transfers_so_far`` at or above this keeps the call with 911: 1 or 2."""
     rules: tuple[Rule, ...] = Field(min_length=1, max_length=200)
     """Tried in order; the first that matches chooses the chain."""
 
