@@ -7,14 +7,17 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-E164_PATTERN = r"^\+[1-9]\d{1,14}$"
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+"""ASCII digits only: ``\\d`` would also match Arabic-Indic, fullwidth and other Unicode digits
+(in Python's ``re`` and in pydantic's regex engine alike), which no carrier can dial."""
 
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
-"""A phone number in E.164 form: ``+`` then up to 15 digits, no leading zero."""
+"""A phone number in E.164 form: ``+`` then 2 to 15 ASCII digits, no leading zero."""
 
 # E.164 (+15555550100), NANP with separators ((555) 555-0100, 555-555-0100, 555.555.0100,
 # 1-555-555-0100) and bare 10/11-digit runs. Deliberately greedy: a false positive costs a
-# redacted number in a log line; a false negative leaks one.
+# redacted number in a log line; a false negative leaks one. So ``\d`` stays Unicode-aware here
+# (any script's digits are redacted), unlike the validation pattern above.
 PHONE_RE = re.compile(
     r"""
     (?<![\w])

@@ -3,7 +3,9 @@
 Every failure leaves as ``{"error": {"code", "message", "details"}}`` (DESIGN.md §6): domain
 errors with their own status, aiohttp's own (unknown route, wrong method, body too large) with
 theirs, Redis being unreachable as 503, and anything unexpected as a 500 that names the request id
-and nothing else.
+and nothing else. Bad input never reaches that last branch: ``gateway.web.bodies`` turns every
+body or query that does not parse into a 4xx. A client that goes away is one INFO line, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gateway.auth import Principal, bearer_token
 from gateway.errors import GatewayError, Unauthorized, Unavailable
 from gateway.logs import request_id_var
 from gateway.web.appkeys import KEYRING, METRICS
+from gateway.web.bodies import BodyUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        if isinstance(exc, BodyUnreadable):
+            response.force_close()  # the stream's framing is lost: no next request on it
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -80,6 +86,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
         return response
+    except ConnectionResetError:
+        # The client went away while its request was served (aiohttp's
+        # ClientConnectionResetError is one): nobody will read an answer, nothing to trace.
+        log.info("client disconnected", extra={"path": request.path})
+        return error_response(400, "bad_request", "the client closed the connection")
     except RedisError as exc:
         request.app[METRICS].redis_errors.inc()
         log.error("redis unavailable", extra={"error": type(exc).__name__})

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from gateway.auth import Role, require_role
-from gateway.errors import BadRequest, Conflict
+from gateway.errors import Conflict
 from gateway.models import Decision, DecisionRequest
 from gateway.policy import PolicyDocument, VersionInfo
 from gateway.web.appkeys import POLICY
-from gateway.web.bodies import read_model
+from gateway.web.bodies import read_json, read_model
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Route
 
@@ -37,17 +34,6 @@ class VersionList(RootModel[list[VersionInfo]]):
     """Every version, oldest first."""
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        data = json.loads(raw) if raw.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("malformed JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
-    return data
-
-
 async def post_decision(request: web.Request) -> web.Response:
     """Dry run: what the live policy decides for these call facts. Nothing is recorded."""
     principal_of(request)
@@ -69,7 +55,7 @@ async def put_policy(request: web.Request) -> web.Response:
     """Replace the whole policy: 422 with every error and nothing changed, or the next version,
     live on every gateway process."""
     principal = require_role(principal_of(request), Role.ADMIN)
-    data = await _json_object(request)
+    data = await read_json(request)
     service = request.app[POLICY]
     await service.put(data, principal.actor)
     return web.json_response((await service.current()).as_json())
@@ -84,8 +70,7 @@ async def get_versions(request: web.Request) -> web.Response:
 async def post_rollback(request: web.Request) -> web.Response:
     """A new version whose content equals an earlier one."""
     principal = require_role(principal_of(request), Role.ADMIN)
-    raw = await request.read()
-    body = await read_model(request, RollbackRequest) if raw.strip() else RollbackRequest()
+    body = await read_model(request, RollbackRequest, allow_empty=True)
     service = request.app[POLICY]
     version = body.version
     if version is None:

@@ -54,8 +54,7 @@ async def cancel_transfer(request: web.Request) -> web.Response:
 
 
 async def release_transfer(request: web.Request) -> web.Response:
-    if request.can_read_body and (await request.read()).strip():
-        await read_model(request, ReleaseRequest)
+    await read_model(request, ReleaseRequest, allow_empty=True)
     service = request.app[TRANSFERS]
     return _json(await service.release(_transfer_id(request), principal_of(request)))
 
