@@ -17,7 +17,7 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from gateway.ports import TelephonyError
+from gateway.ports import Leg, TelephonyError
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,27 @@ class TwilioTelephony:
 
     async def conference_live(self, conference: str) -> bool:
         return await self._live_conference(conference) is not None
+
+    async def call(self, call_sid: str) -> Leg:
+        found = await self._call("fetch call", self.account.calls(call_sid).fetch_async())
+        return Leg(call_sid, str(found.status))
+
+    async def find_participant(self, conference: str, label: str) -> Leg | None:
+        sid = await self._live_conference(conference)
+        if sid is None:
+            return None
+        try:
+            found = await self._call(
+                "fetch participant",
+                self.account.conferences(sid).participants(label).fetch_async(),
+            )
+        except TelephonyError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        # A participant's own status (queued, connecting, ringing, connected, complete, failed)
+        # is coarser than its call's: ask the call.
+        return await self.call(str(found.call_sid))
 
     async def announce(self, conference: str, url: str) -> None:
         sid: str | None = conference

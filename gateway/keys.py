@@ -37,9 +37,27 @@ def event_claim(transfer_id: str, identity: str) -> str:
     return f"{PREFIX}xfer:{transfer_id}:evt:{digest}"
 
 
+def dial_lease(transfer_id: str, attempt: int) -> str:
+    """String (SET PX): the token of the process dialing the attempt right now. It lapses when
+    that process dies before the provider answered the dial; the durable backup then dials."""
+    return f"{PREFIX}xfer:{transfer_id}:dial:{attempt}"
+
+
+def transfer_dials(transfer_id: str) -> str:
+    """Hash: ``attempt:<n>`` → how many dial leases were ever taken for the attempt (more than
+    one: an earlier holder may have reached the provider, which is asked before dialing again)."""
+    return f"{PREFIX}xfer:{transfer_id}:dials"
+
+
 def bridge_code(code_digest: str) -> str:
-    """String (SET NX EX): a live bridge code's digest → its transfer id. Single use (GETDEL)."""
+    """String (SET NX EX): a live bridge code's digest → its transfer id. Single use."""
     return f"{PREFIX}bridge:{code_digest}"
+
+
+def bridge_code_redeemed(code_digest: str) -> str:
+    """String (SET EX): ``<call id> <transfer id>`` of a code just redeemed, so the same call
+    asking again (a retried request) gets the same answer while any other call is refused."""
+    return f"{PREFIX}bridge:{code_digest}:redeemed"
 
 
 def call_code_tries(call_sid: str) -> str:

@@ -172,8 +172,9 @@ class Disposition(BaseModel):
     recorded_at: AwareDatetime
 
 
-STORE_FIELDS = frozenset({"state", "version", "created_at", "updated_at"})
-"""Hash fields the store writes as plain strings; every other field is JSON-encoded."""
+STORE_FIELDS = frozenset({"state", "version", "created_at", "updated_at", "tx"})
+"""Hash fields the store writes as plain strings; every other field is JSON-encoded. (``tx`` is
+the token of the last write, read only by the scripts: a retried write is recognised by it.)"""
 
 
 class Transfer(BaseModel):

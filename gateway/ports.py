@@ -8,6 +8,7 @@ gateway can treat a failed dial as a failed attempt, never as a crash.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -17,6 +18,25 @@ class TelephonyError(Exception):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """A call leg as the provider reports it: its call id and Twilio's call status (``queued``,
+    ``initiated``, ``ringing``, ``in-progress``, ``completed``, ``busy``, ``no-answer``,
+    ``failed``, ``canceled``)."""
+
+    call_sid: str
+    status: str
+
+    @property
+    def answered(self) -> bool:
+        """Talking now: Twilio's ``in-progress``."""
+        return self.status in ("in-progress", "answered")
+
+    @property
+    def ringing(self) -> bool:
+        return self.status in ("queued", "initiated", "ringing")
 
 
 class Telephony(Protocol):
@@ -51,6 +71,16 @@ class Telephony(Protocol):
 
     async def conference_live(self, conference: str) -> bool:
         """Whether a conference of that name is in progress."""
+        ...
+
+    async def call(self, call_sid: str) -> Leg:
+        """The leg's status now, from the provider (its word beats any timer of ours)."""
+        ...
+
+    async def find_participant(self, conference: str, label: str) -> Leg | None:
+        """The leg dialed into the live conference ``conference`` (a name) under ``label``, with
+        its call status; None when the conference is not live or has no such participant (a
+        dial whose request never reached the provider)."""
         ...
 
     async def announce(self, conference: str, url: str) -> None:

@@ -8,10 +8,14 @@ hash tag (``gateway.keys``), so the scripts also run unchanged on one Redis Clus
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 SENTINEL_SCHEME = "redis+sentinel"
 SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
@@ -35,17 +39,36 @@ def parse_sentinel(url: str) -> tuple[list[tuple[str, int]], str, int, str | Non
     return addresses, path[0], db, password
 
 
+RETRIES = 3
+"""Times a command is sent again, each on a fresh connection, after a connection error."""
+
+
+def retry_policy() -> Retry:
+    """Retry on ``ConnectionError`` only, with short jittered backoff (50 ms doubling to 500 ms).
+
+    After Redis restarts, every pooled connection opened before is dead; the first command on
+    each fails once. Sent again on a fresh connection it succeeds, so no request fails once Redis
+    answers. Only connection errors are retried: a command whose connection broke either never
+    reached the server, or — a server dying mid-reply — is one of ours that is safe to repeat (the
+    scripts carry a token, ``gateway.store.write_token``; reads and ``SET``/``HSET``/``SADD`` are
+    idempotent). A timeout is not retried: the command may still be running.
+    """
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES, (RedisConnectionError,))
+
+
 def connect(url: str, *, socket_timeout_s: float) -> Redis:
     """A client for ``url``; timeouts on every socket, never ``wait_for`` around a command."""
+    common: dict[str, Any] = {
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": socket_timeout_s,
+        "retry": retry_policy(),
+        "retry_on_error": [RedisConnectionError],
+        "health_check_interval": 30,
+    }
     if url.startswith(SENTINEL_SCHEME + "://"):
         addresses, service, db, password = parse_sentinel(url)
         timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s}
-        sentinel = Sentinel(addresses, sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(addresses, sentinel_kwargs=timeouts, **common)  # type: ignore[no-untyped-call]
         primary: Redis = sentinel.master_for(service, db=db, password=password)
         return primary
-    return Redis.from_url(
-        url,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-        health_check_interval=30,
-    )
+    return Redis.from_url(url, **common)

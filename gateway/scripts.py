@@ -52,10 +52,18 @@ def source(
 
 @dataclass(frozen=True, slots=True)
 class Scripts:
+    """The transfer store's and the timers' scripts. Every one is safe to repeat: a call that
+    redis-py retries on a fresh connection (its reply lost) changes nothing twice — the writes
+    carry a token the script recognises (``gateway.store``)."""
+
     create: AsyncScript
     transition: AsyncScript
     timer_claim: AsyncScript
     timer_ack: AsyncScript
+    claim: AsyncScript
+    release: AsyncScript
+    dial_claim: AsyncScript
+    redeem_code: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
@@ -64,4 +72,8 @@ class Scripts:
             transition=redis.register_script(source("transition")),
             timer_claim=redis.register_script(source("timer_claim")),
             timer_ack=redis.register_script(source("timer_ack")),
+            claim=redis.register_script(source("claim")),
+            release=redis.register_script(source("release")),
+            dial_claim=redis.register_script(source("dial_claim")),
+            redeem_code=redis.register_script(source("redeem_code")),
         )

@@ -9,10 +9,11 @@ not at all.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -198,6 +199,7 @@ class TransferStore:
                 json.dumps({"psap_id": json.dumps(psap_id), **fields}),
                 ops.encoded(),
                 json.dumps({"actor": actor}),
+                write_token(),
             ],
         )
         status, got_state, version = (_text(v) for v in result)
@@ -281,9 +283,14 @@ class TransferStore:
             await self.redis.set(keys.bridge_code(code_digest), transfer_id, nx=True, ex=ttl_s)
         )
 
-    async def redeem_code(self, code_digest: str) -> str | None:
-        """The transfer a live bridge code belongs to, consuming the code; None if unknown."""
-        found = await self.redis.getdel(keys.bridge_code(code_digest))
+    async def redeem_code(self, code_digest: str, call_sid: str) -> str | None:
+        """The transfer a live bridge code belongs to, consuming the code; None if unknown.
+        The same call redeeming it again within a minute gets the same transfer (a retried
+        request must not turn a right code into a wrong one); any other call gets None."""
+        found = await self.scripts.redeem_code(
+            keys=[keys.bridge_code(code_digest), keys.bridge_code_redeemed(code_digest)],
+            args=[call_sid or "-", REDEEMED_TTL_S],
+        )
         return None if found is None else _text(found)
 
     async def count_code_try(self, call_sid: str, ttl_s: int = 3600) -> int:
@@ -312,11 +319,39 @@ class TransferStore:
         return [{_text(k): _text(v) for k, v in (body or {}).items()} for _, body in entries]
 
     async def claim_event(self, transfer_id: str, identity: str, ttl_s: int = 86_400) -> bool:
-        """True the first time ``identity`` is seen for the transfer, False for a repeat."""
-        claimed = await self.redis.set(
-            keys.event_claim(transfer_id, identity), 1, nx=True, ex=ttl_s
+        """True the first time ``identity`` is seen for the transfer, False for a repeat (a
+        claim retried on a fresh connection after its reply was lost is still this caller's)."""
+        claimed = await self.scripts.claim(
+            keys=[keys.event_claim(transfer_id, identity)], args=[write_token(), ttl_s * 1000]
         )
         return bool(claimed)
+
+    async def claim_dial(
+        self, transfer_id: str, attempt: int, token: str, *, lease_s: float
+    ) -> DialClaim:
+        """Take (or renew) the lease to dial ``attempt``, unless its leg is already recorded or
+        another process's lease runs (``gateway/lua/dial_claim.lua``)."""
+        status, value = (
+            _text(v)
+            for v in await self.scripts.dial_claim(
+                keys=[
+                    keys.transfer_legs(transfer_id),
+                    keys.dial_lease(transfer_id, attempt),
+                    keys.transfer_dials(transfer_id),
+                ],
+                args=[f"attempt:{attempt}", token, int(lease_s * 1000), self.retention_s],
+            )
+        )
+        if status == "dialed":
+            return DialClaim("dialed", call_sid=value)
+        if status == "busy":
+            return DialClaim("busy", lease_left_s=max(0, int(value)) / 1000)
+        return DialClaim("claimed", claims=int(value))
+
+    async def release_dial(self, transfer_id: str, attempt: int, token: str) -> None:
+        """Give the dial lease back (a dial abandoned before it reached the provider), so the
+        durable backup need not wait for it to lapse."""
+        await self.scripts.release(keys=[keys.dial_lease(transfer_id, attempt)], args=[token])
 
     async def release_event(self, transfer_id: str, identity: str) -> None:
         """Forget a claimed event whose handling failed, so its retry is handled."""
@@ -333,6 +368,28 @@ class TransferStore:
                 pipe.scard(keys.destination_active(destination_id))
             counts = await pipe.execute()
         return {d: int(c) for d, c in zip(ids, counts, strict=True)}
+
+
+REDEEMED_TTL_S = 60
+"""How long a redeemed bridge code remembers the call that redeemed it."""
+
+
+def write_token() -> str:
+    """A fresh token for one script call: passed as an argument, it stays the same when redis-py
+    retries the call on a fresh connection, so the script can tell its own earlier write."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True, slots=True)
+class DialClaim:
+    """What ``claim_dial`` found: ``dialed`` (the leg is recorded: ``call_sid``), ``busy``
+    (another process dials now; its lease lapses in ``lease_left_s``) or ``claimed`` (this token
+    dials; ``claims`` leases were ever taken for the attempt, this one included)."""
+
+    status: Literal["dialed", "busy", "claimed"]
+    call_sid: str | None = None
+    lease_left_s: float = 0.0
+    claims: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +432,7 @@ async def run_transition(
             ops.encoded(),
             json.dumps({"actor": actor, **(audit or {})}),
             on_terminal.encoded(),
+            write_token(),
         ],
     )
     status, *rest = (_text(v) for v in result)
@@ -428,6 +486,7 @@ async def write_once(
             json.dumps(dict(fields)),
             ops.encoded(),
             json.dumps({"actor": actor, **(audit or {})}),
+            write_token(),
         ],
     )
     status, *rest = (_text(v) for v in result)
@@ -443,6 +502,7 @@ def _text(value: bytes | str | int) -> str:
 
 
 __all__ = [
+    "DialClaim",
     "IllegalTransition",
     "ScriptAnswer",
     "Tally",

@@ -110,8 +110,11 @@ class TimerWorker:
         poll_s: float = 0.25,
         lease_s: float = 30.0,
         batch: int = 50,
+        on_redis_error: Callable[[str], None] | None = None,
     ) -> None:
         self.queue = queue
+        self.on_redis_error = on_redis_error
+        """Told of every Redis error of a poll (``gateway.reconcile.OutageWatch.note``)."""
         self.handlers = handlers  # the app's registry: handlers added later are seen
         self.poll_s = poll_s
         self.lease_s = lease_s
@@ -154,6 +157,8 @@ class TimerWorker:
                 handled = await self.tick()
             except RedisError as exc:
                 log.warning("timer poll failed", extra={"error": type(exc).__name__})
+                if self.on_redis_error is not None:
+                    self.on_redis_error("timer poll")
                 handled = 0
             if not handled:
                 with contextlib.suppress(TimeoutError):

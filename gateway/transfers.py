@@ -6,12 +6,26 @@ transitions of the transfer state machine, and only the writer that wins a trans
 out-of-order callbacks therefore change nothing twice: a fact that no longer matches the stored
 state (another attempt, another state) is ignored.
 
-The gateway never ends the PSAP/caller leg. It only ever cancels legs it dialed itself.
+The gateway never ends the PSAP/caller leg. It only ever cancels legs it dialed itself, and it
+hangs up a counselor's answered leg only when nobody is left to talk to (the caller left) or the
+call-taker cancelled the transfer — never because one of its own timers ran out.
+
+What survives what:
+
+- **A process dying.** A dial is recorded as made only once the provider has answered the
+  Participants create (the leg's call id). Until then the dialing process holds a short lease;
+  the durable dial timer, armed in the same script call as the transition, dials when the lease
+  lapses without a call id — after asking the provider whether the earlier create went through,
+  so a destination is never dialed twice.
+- **Lost callbacks.** Before a ring timer moves an attempt on, the provider is asked for the
+  leg's status (an answered leg is ``connected``, not timed out); after Redis was unreachable,
+  ``reconcile`` asks it about every ringing and connected transfer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -22,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 
 from gateway import reports
 from gateway.auth import Principal, Role, require_org, require_role
@@ -37,7 +52,7 @@ from gateway.models import (
 )
 from gateway.phone import E164
 from gateway.policy.service import PolicyService
-from gateway.ports import NoticeError, Notifier, Telephony, TelephonyError
+from gateway.ports import Leg, NoticeError, Notifier, Telephony, TelephonyError
 from gateway.reporting import local_day
 from gateway.settings import Settings
 from gateway.states import TransferEvent, TransferState
@@ -62,8 +77,12 @@ RING_TIMER = "ring_timeout"
 DIAL_TIMER = "transfer_dial"
 DIAL_BACKUP_S = 2.0
 """Every dial is also armed as a durable timer this long after its transition, in case the
-process that won the transition dies before its own (immediate) dial: each dial is claimed once,
-so the backup never dials twice."""
+process that won the transition dies before its own (immediate) dial. A dial is made under a
+lease, and recorded once the provider answered it, so the backup never dials twice."""
+DIAL_LEASE_MARGIN_S = 2.0
+"""The dial lease outlasts one Participants create (the provider's request timeout) by this."""
+DIAL_RECHECK_S = 2.0
+"""When the provider could not say whether an earlier dial went through, ask again this late."""
 LIVENESS_TIMER = "conference_liveness"
 EXPIRY_TIMER = "bridge_expiry"
 # Twilio may not have created the conference yet when the first dial arrives; a 404 means
@@ -108,10 +127,12 @@ def dial_timer_id(transfer_id: str, attempt: int) -> str:
     return f"dial:{transfer_id}:{attempt}"
 
 
-def dial_timer(transfer_id: str, attempt: int, now: datetime) -> Timer:
+def dial_timer(
+    transfer_id: str, attempt: int, now: datetime, *, after_s: float = DIAL_BACKUP_S
+) -> Timer:
     return Timer(
         dial_timer_id(transfer_id, attempt),
-        now + timedelta(seconds=DIAL_BACKUP_S),
+        now + timedelta(seconds=after_s),
         DIAL_TIMER,
         {"transfer_id": transfer_id, "attempt": attempt},
     )
@@ -119,6 +140,28 @@ def dial_timer(transfer_id: str, attempt: int, now: datetime) -> Timer:
 
 def liveness_timer_id(transfer_id: str) -> str:
     return f"live:{transfer_id}"
+
+
+def attempt_label(attempt: int) -> str:
+    """The participant label of an attempt's leg: how the provider is asked about a dial whose
+    call id was never recorded."""
+    return f"attempt-{attempt}"
+
+
+def is_transfer_id(value: str) -> bool:
+    return value.startswith("tr_")
+
+
+CALL_OUTCOMES: Mapping[str, AttemptOutcome] = {
+    "busy": "busy",
+    "no-answer": "no_answer",
+    "failed": "failed",
+    "canceled": "cancelled",
+    "completed": "failed",
+}
+"""An attempt's outcome from a leg's final call status as the provider reports it when asked
+(``completed`` there means the leg answered and hung up before any callback said so: the
+caller still needs a counselor)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +361,8 @@ class TransferService:
         """A code keyed in on the bridge line: the transfer it opens (now ringing), or not."""
         transfer_id = None
         if len(digits) == 6 and digits.isdigit():
-            transfer_id = await self.store.redeem_code(code_digest(digits))
-        if transfer_id is not None:
+            transfer_id = await self.store.redeem_code(code_digest(digits), call_sid)
+        if transfer_id is not None and is_transfer_id(transfer_id):
             transfer = await self._bridge(transfer_id, call_sid)
             if transfer is not None:
                 return CodeResult(transfer, 0)
@@ -329,6 +372,8 @@ class TransferService:
         now = datetime.now(UTC)
         for _ in range(CAS_TRIES):
             transfer = await self.store.get(transfer_id)
+            if transfer.state is S.RINGING and transfer.psap_call_sid == call_sid:
+                return transfer  # this call bridged it already: a repeated request
             if transfer.state is not S.AWAITING_BRIDGE:
                 return None
             first = transfer.decision.destinations[0]
@@ -363,47 +408,130 @@ class TransferService:
             {"transfer_id": transfer.id, "attempt": attempt},
         )
 
-    async def _dial(self, transfer_id: str, attempt: int) -> None:
+    @property
+    def dial_lease_s(self) -> float:
+        return self.settings.twilio_timeout_s + DIAL_LEASE_MARGIN_S
+
+    async def _dial(self, transfer_id: str, attempt: int) -> float | None:
+        """Dial ``attempt``'s destination into the transfer's conference, unless it needs none.
+
+        Returns None when nothing is left to do (dialed now, dialed before, no longer wanted, or
+        given up as failed), or the seconds after which to look again: another process's dial
+        is in flight, or the provider could not say whether an earlier dial went through. The
+        screen pop goes out beside the dial, never before it.
+        """
         transfer = await self.store.get(transfer_id)
         if not self._is_current(transfer, attempt):
-            return
-        # Claimed before it is made: the immediate dial and its durable backup never both dial.
-        if not await self.store.claim_event(transfer_id, f"dial:{attempt}"):
-            return
-        ref = transfer.decision.destinations[attempt - 1]
-        await self._screen_pop(transfer, ref.id)
-        status_callback = self.settings.public_url(
-            f"/twilio/participant/{transfer_id}?attempt={attempt}"
-        )
-        for delay in (*DIAL_RETRY_DELAYS_S, None):
+            return None
+        token = secrets.token_hex(8)
+        claim = await self.store.claim_dial(transfer_id, attempt, token, lease_s=self.dial_lease_s)
+        if claim.status == "dialed":
+            return None
+        if claim.status == "busy":
+            return claim.lease_left_s + 0.05
+        if claim.claims > 1:
+            # An earlier holder's lease lapsed without a call id: it may have reached the
+            # provider before it died. Ask before dialing again.
             try:
-                call_sid = await self.telephony.add_participant(
-                    transfer_id,
-                    to=ref.number,
-                    from_=self.settings.bridge_number or ref.number,
-                    timeout_s=transfer.decision.ring_timeout_s,
-                    status_callback=status_callback,
-                    label=f"attempt-{attempt}",
-                    conference_status_callback=self.settings.public_url(
-                        f"/twilio/conference/{transfer_id}"
-                    ),
-                )
+                found = await self.telephony.find_participant(transfer_id, attempt_label(attempt))
             except TelephonyError as exc:
-                if exc.status == 404 and delay is not None:
-                    await asyncio.sleep(delay)
-                    continue
                 log.warning(
-                    "dial failed",
+                    "dial check failed",
                     extra={"transfer_id": transfer_id, "attempt": attempt, "error": str(exc)},
                 )
-                await self.attempt_over(transfer_id, attempt, "failed")
-                return
-            await self.store.set_leg(transfer_id, f"attempt:{attempt}", call_sid)
-            # The world may have moved while the dial was in flight (a cancel, the caller
-            # leaving, the ring timer): a leg that is no longer wanted is cancelled at once.
-            if not self._is_current(await self.store.get(transfer_id), attempt):
-                await self._cancel_call(transfer_id, call_sid)
-            return
+                await self.store.release_dial(transfer_id, attempt, token)
+                return DIAL_RECHECK_S
+            if found is not None:
+                await self._adopt(transfer, attempt, found)
+                return None
+        ref = transfer.decision.destinations[attempt - 1]
+        self.tasks.spawn(self._screen_pop(transfer, ref.id), name=f"screen-pop:{transfer_id}")
+        return await self._place(transfer, attempt, token)
+
+    async def _place(self, transfer: Transfer, attempt: int, token: str) -> float | None:
+        """The Participants create itself, under the lease ``token`` holds (see ``_dial``)."""
+        transfer_id = transfer.id
+        ref = transfer.decision.destinations[attempt - 1]
+        reached = False  # whether a create may have reached the provider
+        try:
+            for delay in (*DIAL_RETRY_DELAYS_S, None):
+                reached = True
+                try:
+                    call_sid = await self.telephony.add_participant(
+                        transfer_id,
+                        to=ref.number,
+                        from_=self.settings.bridge_number or ref.number,
+                        timeout_s=transfer.decision.ring_timeout_s,
+                        status_callback=self.settings.public_url(
+                            f"/twilio/participant/{transfer_id}?attempt={attempt}"
+                        ),
+                        label=attempt_label(attempt),
+                        conference_status_callback=self.settings.public_url(
+                            f"/twilio/conference/{transfer_id}"
+                        ),
+                    )
+                except TelephonyError as exc:
+                    if exc.status == 404 and delay is not None:
+                        # The conference is not live yet: nothing was dialed; try again soon.
+                        reached = False
+                        await asyncio.sleep(delay)
+                        await self.store.claim_dial(
+                            transfer_id, attempt, token, lease_s=self.dial_lease_s
+                        )
+                        continue
+                    if exc.status is None:
+                        # No answer from the provider: the create may have gone through.
+                        # The lease lapses and the backup asks the provider first.
+                        log.warning(
+                            "dial unanswered",
+                            extra={"transfer_id": transfer_id, "attempt": attempt},
+                        )
+                        return self.dial_lease_s
+                    log.warning(
+                        "dial failed",
+                        extra={"transfer_id": transfer_id, "attempt": attempt, "error": str(exc)},
+                    )
+                    await self.attempt_over(transfer_id, attempt, "failed")
+                    return None
+                break
+        except asyncio.CancelledError:
+            # Stopped mid-dial (shutdown): a create that never left is handed to the backup
+            # at once; one that may have reached the provider is left to the lapsing lease.
+            if not reached:
+                with contextlib.suppress(RedisError):
+                    await self.store.release_dial(transfer_id, attempt, token)
+            raise
+        await self.store.set_leg(transfer_id, f"attempt:{attempt}", call_sid)
+        now = datetime.now(UTC)
+        current = transfer.current_attempt
+        if current is not None and (now - current.started_at).total_seconds() > DIAL_BACKUP_S:
+            # Dialed late (by the backup): the destination gets its whole ring time.
+            await self.timers.arm([self._ring_timer(transfer, attempt, now)])
+        # The world may have moved while the dial was in flight (a cancel, the caller
+        # leaving, the ring timer): a leg that is no longer wanted is cancelled while it rings.
+        if not self._is_current(await self.store.get(transfer_id), attempt):
+            self._cancel_ringing_leg(transfer_id, call_sid)
+        return None
+
+    async def _adopt(self, transfer: Transfer, attempt: int, leg: Leg) -> None:
+        """A leg found at the provider that no process recorded: record it and act on it."""
+        await self.store.set_leg(transfer.id, f"attempt:{attempt}", leg.call_sid)
+        log.info(
+            "dial found at the provider",
+            extra={"transfer_id": transfer.id, "attempt": attempt, "status": leg.status},
+        )
+        await self._follow(transfer.id, attempt, leg, timed_out=False)
+
+    async def _follow(self, transfer_id: str, attempt: int, leg: Leg, *, timed_out: bool) -> None:
+        """Bring the attempt in line with what the provider says of its leg: answered is
+        connected; a final status ends the attempt; still ringing ends it only when the ring
+        time is up (``timed_out``)."""
+        if leg.answered:
+            await self.answered(transfer_id, attempt)
+        elif leg.status in CALL_OUTCOMES:
+            await self.attempt_over(transfer_id, attempt, CALL_OUTCOMES[leg.status])
+        elif timed_out:
+            await self.attempt_over(transfer_id, attempt, "timeout")
 
     async def _screen_pop(self, transfer: Transfer, destination_id: str) -> None:
         loaded = await self.policy.current()
@@ -459,29 +587,61 @@ class TransferService:
             and current.outcome is None
         )
 
+    @staticmethod
+    def _answered_late(transfer: Transfer, attempt: int) -> bool:
+        """``attempt`` was moved on from by the gateway's own ring timer (the provider never
+        said no), and the transfer still rings for a later one: its answer is taken."""
+        return (
+            transfer.state is S.RINGING
+            and 1 <= attempt < len(transfer.attempts)
+            and transfer.attempts[attempt - 1].outcome == "timeout"
+        )
+
     async def answered(self, transfer_id: str, attempt: int) -> None:
+        """The leg of ``attempt`` answered: the transfer is connected to its destination —
+        also when a ring timer had already moved on to a later destination that still rings
+        (that later leg is then cancelled while it rings)."""
         now = datetime.now(UTC)
         for _ in range(CAS_TRIES):
             transfer = await self.store.get(transfer_id)
-            if not self._is_current(transfer, attempt):
+            current = len(transfer.attempts)
+            if self._is_current(transfer, attempt):
+                attempts = _closed(transfer.attempts, "answered", now)
+                superseded = None
+            elif self._answered_late(transfer, attempt):
+                attempts = _closed(transfer.attempts, "cancelled", now)
+                attempts[attempt - 1] = attempts[attempt - 1].model_copy(
+                    update={"outcome": "answered", "ended_at": now}
+                )
+                superseded = current
+            else:
                 return
-            attempts = _closed(transfer.attempts, "answered", now)
+            answering = attempts[attempt - 1]
             try:
                 await self._apply(
                     transfer,
                     E.ANSWERED,
                     fields=encode_fields(
                         attempts=attempts,
-                        connected_destination_id=attempts[-1].destination_id,
+                        connected_destination_id=answering.destination_id,
                         connected_at=now,
                     ),
+                    vacate=transfer.attempts[-1].destination_id if superseded else None,
+                    occupy=answering.destination_id if superseded else None,
                     arm=[self._liveness_timer(transfer_id, now)],
-                    disarm=[ring_timer_id(transfer_id, attempt)],
+                    disarm=[ring_timer_id(transfer_id, current)],
                     actor="twilio",
+                    answering=transfer.attempts[attempt - 1],
                     now=now,
                 )
             except TransitionConflict:
                 continue
+            if superseded is not None:
+                log.info(
+                    "late answer taken",
+                    extra={"transfer_id": transfer_id, "attempt": attempt, "ringing": current},
+                )
+                await self._cancel_leg(transfer_id, superseded, hang_up=False)
             return
 
     async def attempt_over(self, transfer_id: str, attempt: int, outcome: AttemptOutcome) -> None:
@@ -530,7 +690,8 @@ class TransferService:
             except TransitionConflict:
                 continue
             if outcome == "timeout":
-                await self._cancel_leg(transfer_id, attempt)
+                # The gateway's own timer: cancel the leg while it rings, never hang it up.
+                await self._cancel_leg(transfer_id, attempt, hang_up=False)
             return
 
     async def caller_left(self, transfer_id: str, *, actor: str = "twilio") -> None:
@@ -573,13 +734,29 @@ class TransferService:
             disarm=[ring_timer_id(transfer.id, attempt)],
             actor=actor,
         )
-        await self._cancel_leg(transfer.id, attempt)
+        # The caller left, or the call-taker cancelled: a leg that answered meanwhile would talk
+        # to nobody (or to a call-taker who said no), so it is ended too.
+        await self._cancel_leg(transfer.id, attempt, hang_up=True)
 
-    async def _cancel_leg(self, transfer_id: str, attempt: int) -> None:
+    async def _cancel_leg(self, transfer_id: str, attempt: int, *, hang_up: bool) -> None:
+        """End the leg dialed for ``attempt``: cancel it while it rings; ``hang_up`` also ends
+        it once answered."""
         call_sid = (await self.store.legs(transfer_id)).get(f"attempt:{attempt}")
         if call_sid is None:
             return
-        self.tasks.spawn(self._cancel_call(transfer_id, call_sid), name=f"cancel:{transfer_id}")
+        if hang_up:
+            self.tasks.spawn(self._cancel_call(transfer_id, call_sid), name=f"cancel:{transfer_id}")
+        else:
+            self._cancel_ringing_leg(transfer_id, call_sid)
+
+    def _cancel_ringing_leg(self, transfer_id: str, call_sid: str) -> None:
+        self.tasks.spawn(self._cancel_ringing(transfer_id, call_sid), name=f"cancel:{transfer_id}")
+
+    async def _cancel_ringing(self, transfer_id: str, call_sid: str) -> None:
+        try:
+            await self.telephony.cancel_ringing(call_sid)
+        except TelephonyError as exc:
+            log.warning("cancel failed", extra={"transfer_id": transfer_id, "error": str(exc)})
 
     async def _cancel_call(self, transfer_id: str, call_sid: str) -> None:
         try:
@@ -596,10 +773,95 @@ class TransferService:
             log.warning("announce failed", extra={"transfer_id": transfer_id, "error": str(exc)})
 
     async def on_dial_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
-        await self._dial(str(payload["transfer_id"]), int(payload["attempt"]))
+        """The durable backup of a dial: dials when no process did (see ``_dial``), and looks
+        again later while another's dial is in flight."""
+        transfer_id, attempt = str(payload["transfer_id"]), int(payload["attempt"])
+        try:
+            again_in = await self._dial(transfer_id, attempt)
+        except TransferNotFound:
+            return
+        if again_in is not None:
+            await self.timers.arm(
+                [dial_timer(transfer_id, attempt, datetime.now(UTC), after_s=again_in)]
+            )
 
     async def on_ring_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
-        await self.attempt_over(str(payload["transfer_id"]), int(payload["attempt"]), "timeout")
+        """The destination's ring time is up. Twilio's word comes first: a leg in progress is
+        connected, a leg that ended ends the attempt with its own outcome, and an attempt whose
+        dial never reached the provider is dialed now with its whole ring time."""
+        transfer_id, attempt = str(payload["transfer_id"]), int(payload["attempt"])
+        try:
+            transfer = await self.store.get(transfer_id)
+        except TransferNotFound:
+            return
+        if not self._is_current(transfer, attempt):
+            return
+        try:
+            leg = await self._leg(transfer_id, attempt)
+        except TelephonyError as exc:
+            log.warning(
+                "leg status unknown at ring timeout",
+                extra={"transfer_id": transfer_id, "attempt": attempt, "error": str(exc)},
+            )
+            await self.attempt_over(transfer_id, attempt, "timeout")
+            return
+        if leg is None:
+            again_in = await self._dial(transfer_id, attempt)
+            due = datetime.now(UTC) + timedelta(seconds=again_in or 0)
+            await self.timers.arm([self._ring_timer(transfer, attempt, due)])
+            return
+        await self._follow(transfer_id, attempt, leg, timed_out=True)
+
+    async def _leg(self, transfer_id: str, attempt: int) -> Leg | None:
+        """The attempt's leg as the provider reports it now; None when no dial of it has
+        reached the provider (or one is in flight). ``TelephonyError`` when it cannot say."""
+        call_sid = (await self.store.legs(transfer_id)).get(f"attempt:{attempt}")
+        if call_sid is not None:
+            return await self.telephony.call(call_sid)
+        return await self.telephony.find_participant(transfer_id, attempt_label(attempt))
+
+    async def reconcile(self) -> int:
+        """Ask the provider about every ringing and connected transfer, and apply what was
+        missed — after Redis was unreachable, when status callbacks answered with an error are
+        gone for good (Twilio does not retry them). Returns the number of transfers checked.
+
+        Ringing: the caller's leg ended → abandoned; the attempt's leg answered → connected,
+        ended → the next destination. Connected: the conference is over → completed.
+        """
+        loaded = await self.policy.current()
+        checked = 0
+        for psap in loaded.document.psaps:
+            for transfer_id in sorted(await self.store.active_for_psap(psap.id)):
+                try:
+                    await self._reconcile_one(transfer_id)
+                except TransferNotFound:
+                    continue
+                except TelephonyError as exc:
+                    log.warning(
+                        "reconcile check failed",
+                        extra={"transfer_id": transfer_id, "error": str(exc)},
+                    )
+                checked += 1
+        return checked
+
+    async def _reconcile_one(self, transfer_id: str) -> None:
+        transfer = await self.store.get(transfer_id)
+        if transfer.state is S.CONNECTED:
+            if not await self.telephony.conference_live(transfer_id):
+                await self.caller_left(transfer_id, actor="reconcile")
+            return
+        if transfer.state is not S.RINGING:
+            return
+        if transfer.psap_call_sid:
+            caller = await self.telephony.call(transfer.psap_call_sid)
+            if not (caller.answered or caller.ringing):
+                await self.caller_left(transfer_id, actor="reconcile")
+                return
+        attempt = len(transfer.attempts)
+        leg = await self._leg(transfer_id, attempt)
+        if leg is not None:
+            await self.store.set_leg(transfer_id, f"attempt:{attempt}", leg.call_sid)
+            await self._follow(transfer_id, attempt, leg, timed_out=False)
 
     def _liveness_timer(self, transfer_id: str, now: datetime) -> Timer:
         return Timer(
@@ -647,13 +909,22 @@ class TransferService:
 
     async def stray_leg(self, transfer_id: str, attempt: int, call_sid: str) -> None:
         """A leg reported alive that no attempt wants (its attempt ended, or the transfer moved
-        on while its dial was in flight): cancel it, so no counselor is left on a dead line."""
+        on while its dial was in flight): cancel it while it rings, so no counselor picks up a
+        dead line. An answered one is hung up only when the caller left or the call-taker
+        cancelled; otherwise (a ring timer moved on, another counselor answered first) the
+        counselor who picked up stays: the gateway never ends a leg that is talking because of
+        its own timers."""
         transfer = await self.store.get(transfer_id)
         if self._is_current(transfer, attempt):
             return
-        if transfer.state in (S.CONNECTED, S.COMPLETED) and attempt == len(transfer.attempts):
+        if 1 <= attempt <= len(transfer.attempts) and (
+            transfer.attempts[attempt - 1].outcome == "answered"
+        ):
             return  # the connected counselor
-        await self._cancel_call(transfer_id, call_sid)
+        if transfer.state in (S.ABANDONED, S.CANCELLED):
+            await self._cancel_call(transfer_id, call_sid)
+        else:
+            await self._cancel_ringing(transfer_id, call_sid)
 
     async def note_leg(self, transfer_id: str, name: str, sid: str) -> None:
         await self.store.set_leg(transfer_id, name, sid)
@@ -679,9 +950,14 @@ class TransferService:
         void_code: str | None = None,
         actor: str,
         audit: Mapping[str, str] | None = None,
+        answering: Attempt | None = None,
         now: datetime | None = None,
     ) -> None:
+        """One transition of ``transfer`` by ``event`` (see ``TransferStore.transition``), with
+        the report counters it bumps; ``answering`` is the attempt that answered (an ``answered``
+        event; the current one by default)."""
         now = now or datetime.now(UTC)
+        answering = answering or transfer.current_attempt
         result = await self.store.transition(
             transfer.id,
             event,
@@ -694,7 +970,9 @@ class TransferService:
             arm=arm or (),
             disarm=disarm or (),
             void_code=void_code,
-            tally=_tally(transfer, event, occupy=occupy, vacate=vacate, now=now),
+            tally=_tally(
+                transfer, event, occupy=occupy, vacate=vacate, answering=answering, now=now
+            ),
             actor=actor,
             audit=audit,
             now=now,
@@ -733,13 +1011,14 @@ def _tally(
     *,
     occupy: str | None,
     vacate: str | None,
+    answering: Attempt | None,
     now: datetime,
 ) -> Tally | None:
     """The counters ``event`` bumps, in the same script call as the transition itself."""
     if event not in _FIGURES or transfer.report_day is None:
         return None
     figure, whose = _FIGURES[event]
-    current = transfer.current_attempt
+    current = answering if event is E.ANSWERED else transfer.current_attempt
     destination = {
         "occupy": occupy,
         "vacate": vacate,
@@ -750,7 +1029,7 @@ def _tally(
     fields = [reports.counter_field(figure, ct, destination)]
     answers: tuple[tuple[str, float], ...] = ()
     if event is E.ANSWERED and current is not None:
-        if len(transfer.attempts) > 1:
+        if transfer.attempts.index(current) > 0:
             fields.append(reports.counter_field(reports.VIA_BACKUP, ct, destination))
         dest = current.destination_id
         waited = (now - transfer.attempts[0].started_at).total_seconds()

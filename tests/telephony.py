@@ -139,6 +139,7 @@ async def wired(
     duplicate: bool = False,
     shuffle: bool = False,
     create_conference: bool = False,
+    create_hold_s: float = 0.0,
     **overrides: Any,
 ) -> AsyncIterator[Line]:
     sandbox_port = free_port()
@@ -155,6 +156,7 @@ async def wired(
         duplicate_callbacks=duplicate,
         shuffle_callbacks=shuffle,
         participants_create_conference=create_conference,
+        participant_create_hold_s=create_hold_s,
     )
     async with run_sandbox(config, port=sandbox_port) as sandbox:
         yield Line(client, sandbox, key)

@@ -62,6 +62,7 @@ class StandIn:
         self.app = web.Application()
         self.app.router.add_post("/voice", self.voice)
         self.app.router.add_post("/voice/code", self.code)
+        self.app.router.add_post("/voice/broken-action", self.broken_action)
         self.app.router.add_post("/conference", self.record_only)
         self.app.router.add_post("/participant", self.record_only)
         self.app.router.add_post("/announce", self.announce)
@@ -104,6 +105,13 @@ class StandIn:
             '<Gather input="dtmf" numDigits="6" timeout="3" action="/voice/code" method="POST">'
             "<Say>Enter the transfer code.</Say></Gather>"
             "<Say>No code was entered.</Say>"
+        )
+
+    async def broken_action(self, request: web.Request) -> web.Response:
+        await self._hit(request)
+        return self.twiml(
+            '<Gather input="dtmf" numDigits="6" timeout="3" action="/broken" method="POST">'
+            "<Say>Enter the transfer code.</Say></Gather>"
         )
 
     async def code(self, request: web.Request) -> web.Response:
@@ -473,6 +481,36 @@ async def test_caller_hangs_up_while_participant_rings_then_the_leg_is_canceled(
     assert sandbox.call(leg)["ended_by"] == "rest-api"
 
 
+async def test_a_leg_ringing_when_the_conference_ends_is_no_participant_of_it(
+    sandbox: Sandbox, standin: StandIn
+) -> None:
+    """A completed conference lists no participants (Twilio's Participants resource covers
+    only conferences not completed), not even a leg that was still being dialed into it: that
+    leg keeps ringing and, answered, starts a new conference of the same friendly name — alone,
+    reporting to no conference callback (it set none)."""
+    sandbox.set_party(COUNSELOR, "answer", answer_after_s=20)  # x0.05: 1 s
+    standin.dial = COUNSELOR
+    standin.dial_params = {"Timeout": "600"}
+    caller = await connected_caller(sandbox, standin)
+    leg = (await standin.wait_hit("/participant", CallStatus="ringing")).params["CallSid"]
+    sandbox.hang_up(caller)
+    end = await standin.wait_hit("/conference", StatusCallbackEvent="conference-end")
+    ended_sid = end.params["ConferenceSid"]
+    async with rest_client(sandbox) as client:
+        listed = await client.get(f"/Conferences/{ended_sid}/Participants.json")
+        assert listed.json()["participants"] == []
+        gone = await client.get(f"/Conferences/{ended_sid}/Participants/{leg}.json")
+        assert gone.status_code == 404
+    assert sandbox.call(leg)["status"] == "ringing"
+
+    await standin.wait_hit("/participant", CallStatus="in-progress", CallSid=leg)
+    live = [c for c in sandbox.conferences() if c["status"] == "in-progress"]
+    assert [c["friendly_name"] for c in live] == [CONFERENCE]
+    assert live[0]["sid"] != ended_sid
+    assert [p["call_sid"] for p in live[0]["participants"]] == [leg]
+    assert standin.at("/conference", CallSid=leg) == []
+
+
 async def test_canceling_a_ringing_participant_in_a_live_conference(
     sandbox: Sandbox, standin: StandIn
 ) -> None:
@@ -715,3 +753,25 @@ async def test_unreachable_callback_is_recorded_and_the_call_goes_on(
     leg = failed["details"]["params"]["CallSid"]
     await standin.wait_hit("/conference", StatusCallbackEvent="participant-join", CallSid=leg)
     assert sandbox.call(leg)["status"] == "in-progress"
+
+
+async def test_an_error_from_an_action_url_ends_the_call_without_the_fallback(
+    standin: StandIn,
+) -> None:
+    """As on Twilio: the number's fallback URL serves its voice URL only; an error answered to
+    a ``<Gather action>`` ends the call with an application error."""
+    config = SandboxConfig(
+        numbers={
+            BRIDGE: NumberConfig(
+                voice_url=standin.url("/voice/broken-action"),
+                voice_fallback_url=standin.url("/fallback"),
+            )
+        },
+        time_scale=SCALE,
+    )
+    async with run_sandbox(config) as sandbox:
+        sid = sandbox.start_call(CALLER, BRIDGE, digits=["123456"])
+        view = await sandbox.wait_for_call_end(sid)
+    assert standin.at("/broken"), "the action URL was fetched"
+    assert standin.at("/fallback") == []
+    assert view["ended_by"] == "application-error"

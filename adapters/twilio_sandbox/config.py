@@ -81,6 +81,12 @@ class SandboxConfig(BaseModel):
     participants_create_conference: bool = False
     """Real Twilio creates a conference when the Participants API names an unknown friendly name.
     The sandbox answers 404 instead unless this is set."""
+    participant_create_hold_s: float = Field(default=0.0, ge=0)
+    """A slow provider: real seconds a Participants create waits before it is carried out. A
+    create whose client hung up meanwhile is dropped, as if its request never arrived."""
+    participant_create_reply_delay_s: float = Field(default=0.0, ge=0)
+    """Real seconds between carrying out a Participants create and answering it: a client that
+    dies meanwhile has dialed, but never learned the call id."""
 
 
 class ConfigUpdate(BaseModel):
@@ -93,6 +99,8 @@ class ConfigUpdate(BaseModel):
     shuffle_window_s: float | None = Field(default=None, gt=0)
     deliver_via: dict[str, str] | None = None
     time_scale: float | None = Field(default=None, gt=0)
+    participant_create_hold_s: float | None = Field(default=None, ge=0)
+    participant_create_reply_delay_s: float | None = Field(default=None, ge=0)
 
 
 class InboundCall(BaseModel):
@@ -100,7 +108,7 @@ class InboundCall(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: str = Field(alias="from", pattern=r"^\+[1-9]\d{1,14}$")
+    from_: str = Field(alias="from", pattern=r"^\+[1-9][0-9]{1,14}$")
     to: str
     digits: list[str] = Field(default_factory=list)
     hangup_after_s: float | None = Field(default=None, gt=0)

@@ -388,8 +388,10 @@ class SandboxEngine:
     async def _load(
         self, call: Call, url: str, method: str, extra: dict[str, str], purpose: str
     ) -> _Doc | None:
-        """Fetch and parse a TwiML document; on failure try the fallback URL, else end the call
-        with an application error (as Twilio does) and return None."""
+        """Fetch and parse a TwiML document; on failure of the voice URL try the number's
+        fallback URL, else end the call with an application error (as Twilio does: the fallback
+        URL serves only the voice URL — an error from an action or redirect URL ends the call)
+        and return None."""
         params = self._call_params(call) | extra
         reply = await self.webhooks.request(url, method, params, purpose=purpose, call_sid=call.sid)
         problem: tuple[int, str] | None = None
@@ -410,7 +412,7 @@ class SandboxEngine:
             return _Doc(url, verbs)
         code, message = problem
         self.timeline.record("twiml.error", call_sid=call.sid, url=url, code=code, message=message)
-        if call.fallback_url and purpose != "fallback":
+        if call.fallback_url and purpose == "voice":
             return await self._load(
                 call,
                 call.fallback_url,
@@ -784,6 +786,14 @@ class SandboxEngine:
                 participant,
                 ReasonParticipantLeft=leave_reason,
                 ParticipantCallStatus=call.status,
+            )
+        # A Participants API leg still being dialed had not joined: the conference's end does
+        # not touch the call (it keeps ringing; answered, it joins a conference of that name,
+        # a new one), but a completed conference lists no participants any more.
+        for call_sid in list(conference.pending):
+            del conference.pending[call_sid]
+            self.timeline.record(
+                "participant.orphaned", conference_sid=conference.sid, call_sid=call_sid
             )
         extra = {"ReasonConferenceEnded": reason, "Reason": text}
         if ending is not None:

@@ -7,6 +7,7 @@ Every request is recorded in the timeline (``rest.request``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -206,9 +207,18 @@ async def create_participant(request: web.Request) -> web.Response:
         join=join,
         early_media=_bool(form, "EarlyMedia", True),
     )
-    _, participant = await _engine(request).add_participant(
+    engine = _engine(request)
+    if engine.config.participant_create_hold_s:
+        engine.timeline.record("participant.held", to=to, label=join.label)
+        await asyncio.sleep(engine.config.participant_create_hold_s)
+        if request.transport is None or request.transport.is_closing():
+            engine.timeline.record("participant.dropped", to=to, label=join.label)
+            raise NotFound(request.path)  # nobody is left to read it
+    _, participant = await engine.add_participant(
         request.match_info["conference"], participant_request
     )
+    if engine.config.participant_create_reply_delay_s:
+        await asyncio.sleep(engine.config.participant_create_reply_delay_s)
     return web.json_response(participant.as_json(), status=201)
 
 

@@ -196,7 +196,8 @@ Mode = Literal["live", "data"]
 CadStatus = Literal["pending", "delivered", "kept", "failed"]
 
 _PLAIN = frozenset({"state", "version", "created_at", "updated_at"})
-_SKIP = frozenset({"eido"})
+_SKIP = frozenset({"eido", "tx"})
+"""Fields read elsewhere (the EIDO) or by the scripts alone (``tx``, the last write's token)."""
 NOTICE_PREFIX = "notice_"
 
 

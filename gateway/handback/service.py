@@ -9,7 +9,9 @@ back to the PSAP:
   ``handback_retry_delay_s``, each redial a durable timer); when none answers the handback is
   ``failed``, loudly: an error log, a metric and a signed notice to the center so its
   supervisor acts. The gateway never ends the caller's, the call-taker's or the counselor's leg —
-  only a handback leg of its own that rings past the gateway's own ring timer.
+  only a handback leg of its own that rings past the gateway's own ring timer, or that still
+  rings when the caller's conference ends (Twilio keeps ringing a leg that had not joined; if
+  answered it would start a new, empty conference of the same name), which fails the handback.
 - **Data-only**: a bridge code is returned; when the center's phone system keys it in on the
   bridge line, that leg goes into a conference named by the handback id and the PSAP is dialed
   into it the same way.
@@ -21,6 +23,12 @@ without a ``cad_url`` the EIDO is kept for ``GET /v1/handbacks/{id}/eido`` (and
 center is told; without a confirmation in ``handback_confirm_timeout_s`` the handback is flagged
 ``unconfirmed`` — once, whichever instance's timer fires, because the flag is a write-once
 guarded by the contact itself.
+
+A connected handback ends with its PSAP leg: the leg's own ``completed`` callback, or the
+conference's ``participant-leave`` for that leg (the transfer's conference reports to the
+transfer's webhook, which passes its events on here). Twilio retries neither, so a connected
+handback is also checked every ``connected_check_s`` (``handback_liveness`` timer): once no
+conference of its name is in progress, its leg has ended with it.
 
 Every notice to the center (``failed``, ``contact``, ``unconfirmed``) is a durable
 ``handback_notice`` timer armed in the same script call as the change it reports, so a crash
@@ -47,6 +55,7 @@ from gateway import reports
 from gateway.auth import Principal, Role, require_org, require_role
 from gateway.eido import Agency, EidoFacts, build, incident_id
 from gateway.errors import Conflict, Forbidden, Invalid
+from gateway.handback.liveness import conference_in_progress
 from gateway.handback.models import (
     NOTICE_PREFIX,
     AttemptOutcome,
@@ -91,8 +100,10 @@ EXPIRY_TIMER = "handback_expiry"
 CONFIRM_TIMER = "handback_confirm"
 CAD_TIMER = "cad_delivery"
 NOTICE_TIMER = "handback_notice"
+LIVENESS_TIMER = "handback_liveness"
 CALL_ENDED = "call_ended"
-"""Why a live handback failed when the transfer's call was over before a dial attempt."""
+"""Why a live handback failed when the transfer's call was over before a call-taker answered
+(before a dial attempt, or while the handback line rang)."""
 NOTICE_RETRY_DELAYS_S = (2.0, 10.0, 30.0, 120.0, 300.0)
 """Pauses between deliveries of one notice to a center; after the last, it is flagged."""
 
@@ -123,6 +134,10 @@ def confirm_timer_id(handback_id: str) -> str:
 
 def cad_timer_id(handback_id: str) -> str:
     return f"cad:{handback_id}"
+
+
+def liveness_timer_id(handback_id: str) -> str:
+    return f"hblive:{handback_id}"
 
 
 def notice_timer_id(handback_id: str, kind: str) -> str:
@@ -512,7 +527,7 @@ class HandbackService:
         owner = await self.store.code_owner(digest)
         if owner is None or not is_handback_id(owner):
             return None
-        if await self.transfers.redeem_code(digest) != owner:
+        if await self.transfers.redeem_code(digest, call_sid) != owner:
             return None  # another call took it a moment ago
         return await self._bridge(owner, call_sid)
 
@@ -643,9 +658,10 @@ class HandbackService:
         return transfer.state is TransferState.CONNECTED
 
     async def _call_ended(self, handback_id: str, attempt: int) -> None:
-        """The caller's call ended before the PSAP could be dialed in: never dial a call-taker
-        into an empty conference — the handback fails, loudly (the center's notice is armed
-        with the transition)."""
+        """The caller's call ended before a call-taker answered (before the PSAP was dialed,
+        or while its line rang — that leg is cancelled first): never put a call-taker into an
+        empty conference — the handback fails, loudly (the center's notice is armed with the
+        transition)."""
         now = datetime.now(UTC)
         for _ in range(CAS_TRIES):
             handback = await self.store.get(handback_id)
@@ -659,7 +675,10 @@ class HandbackService:
                         attempts=_closed(handback.attempts, "failed", now), failure=CALL_ENDED
                     ),
                     arm=[notice_timer(handback_id, "failed", now)],
-                    disarm=[ring_timer_id(handback_id, attempt)],
+                    disarm=[
+                        ring_timer_id(handback_id, attempt),
+                        dial_timer_id(handback_id, attempt),
+                    ],
                     actor="gateway",
                     audit={"outcome": "failed", "failure": CALL_ENDED},
                 )
@@ -697,6 +716,7 @@ class HandbackService:
                     handback,
                     E.ANSWERED,
                     fields=encode_fields(attempts=attempts, connected_at=now),
+                    arm=[self._liveness_timer(handback_id, now)],
                     disarm=disarm,
                     actor="twilio",
                 )
@@ -762,7 +782,7 @@ class HandbackService:
         """The error log and the metric; the center's notice was armed with the transition."""
         self.metrics.handbacks.labels("failed").inc()
         log.error(
-            "handback failed: the caller's call ended before the PSAP was dialed in"
+            "handback failed: the caller's call ended before a call-taker answered"
             if handback.failure == CALL_ENDED
             else "handback failed: the PSAP's handback line did not answer",
             extra={
@@ -773,16 +793,113 @@ class HandbackService:
             },
         )
 
-    async def leg_ended(self, handback_id: str, attempt: int) -> None:
+    async def leg_ended(self, handback_id: str, attempt: int, *, actor: str = "twilio") -> None:
+        """The call-taker's leg (``attempt``'s, answered) is over: the handback completes."""
         for _ in range(CAS_TRIES):
             handback = await self.store.get(handback_id)
             if handback.state is not S.CONNECTED or len(handback.attempts) != attempt:
                 return
             try:
-                await self._apply(handback, E.LEG_ENDED, actor="twilio")
+                await self._apply(
+                    handback,
+                    E.LEG_ENDED,
+                    disarm=[liveness_timer_id(handback_id)],
+                    actor=actor,
+                )
             except HandbackConflict:
                 continue
             return
+
+    # ---- the conference the PSAP's leg is dialed into ---------------------------------------
+
+    async def leg_left(self, handback_id: str, call_sid: str, reason: str) -> None:
+        """The leg's conference reported ``participant-leave`` for ``call_sid``. For the
+        handback's PSAP leg, after it had joined (not a failed add — its own callback reports
+        that), the call-taker's leg is over: a Participants API leg that leaves its conference
+        hangs up. Recorded here too, since the leg's ``completed`` callback may be lost."""
+        if not call_sid or reason == "participant_add_failed":
+            return
+        attempt = await self.attempt_of_call(handback_id, call_sid)
+        if attempt is None:
+            return
+        await self.answered(handback_id, attempt)  # it had joined, so it had answered
+        await self.leg_ended(handback_id, attempt)
+
+    async def transfer_conference_event(
+        self, transfer_id: str, event: str, call_sid: str, reason: str = ""
+    ) -> None:
+        """An event of a transfer's conference — reported to the transfer's webhook, since the
+        caller's leg started it and fixed its status callback — for the transfer's live
+        handback, whose PSAP leg is dialed into that conference:
+
+        - ``participant-leave`` of the PSAP leg: the leg is over (``leg_left``);
+        - ``conference-end`` while the PSAP is being dialed (or a redial waits): the caller's
+          call is over. Twilio keeps ringing a leg that had not joined, and answered it would
+          start a new, empty conference of the same name: the gateway cancels it while it
+          rings and the handback fails, loudly (a leg found answered is taken as answered);
+        - ``conference-end`` while connected: the provider is asked at once whether the leg's
+          conference is still in progress (the periodic check, now).
+        """
+        if event not in ("participant-leave", "conference-end"):
+            return
+        handback_id = await self.store.live_of_transfer(transfer_id)
+        if handback_id is None:
+            return
+        try:
+            handback = await self.store.get(handback_id)
+        except HandbackNotFound:
+            return
+        if self.conference_of(handback) != transfer_id:
+            return  # a data-only handback of the transfer: its conference is its own
+        if event == "participant-leave":
+            await self.leg_left(handback_id, call_sid, reason)
+        elif handback.state is S.DIALING:
+            self.tasks.spawn(
+                self._conference_ended(handback_id), name=f"handback-call-ended:{handback_id}"
+            )
+        elif handback.state is S.CONNECTED:
+            self.tasks.spawn(self.check_leg(handback_id), name=f"handback-check:{handback_id}")
+
+    async def _conference_ended(self, handback_id: str) -> None:
+        """The live handback's conference ended while the PSAP was being dialed."""
+        handback = await self.store.get(handback_id)
+        if handback.state is not S.DIALING or handback.current_attempt is None:
+            return
+        attempt = len(handback.attempts)
+        if not await self._cancel_ringing(handback_id, attempt):
+            # Answered as the conference ended: a call-taker is on that line — never hung up.
+            await self.answered(handback_id, attempt)
+            return
+        await self._call_ended(handback_id, attempt)
+
+    def _liveness_timer(self, handback_id: str, now: datetime) -> Timer:
+        return Timer(
+            liveness_timer_id(handback_id),
+            now + timedelta(seconds=self.settings.connected_check_s),
+            LIVENESS_TIMER,
+            {"handback_id": handback_id},
+        )
+
+    async def check_leg(self, handback_id: str) -> bool:
+        """A connected handback whose leg's end may not have been reported: when the provider
+        has no conference of the leg's name in progress, the leg has ended with it and the
+        handback completes. True while it stays connected (the conference lives, or the
+        provider cannot say)."""
+        handback = await self.store.get(handback_id)
+        if handback.state is not S.CONNECTED:
+            return False
+        conference = self.conference_of(handback)
+        if await conference_in_progress(self.telephony, conference, handback_id=handback_id):
+            return True
+        log.warning("handback leg ended unreported; completing", extra={"handback_id": handback_id})
+        await self.leg_ended(handback_id, len(handback.attempts), actor="liveness-check")
+        return False
+
+    async def on_liveness_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        """The periodic check of a connected handback's leg (Twilio retries no callback)."""
+        handback_id = str(payload["handback_id"])
+        if await self.check_leg(handback_id):
+            await self.timers.arm([self._liveness_timer(handback_id, datetime.now(UTC))])
 
     async def center_left(self, handback_id: str) -> None:
         """Data-only: the center's bridge-line leg left while the PSAP rang — cancel the
@@ -846,6 +963,7 @@ class HandbackService:
             CONFIRM_TIMER: self.on_confirm_timer,
             CAD_TIMER: self.on_cad_timer,
             NOTICE_TIMER: self.on_notice_timer,
+            LIVENESS_TIMER: self.on_liveness_timer,
         }
         return {kind: _forgiving(handler) for kind, handler in handlers.items()}
 
@@ -1015,9 +1133,10 @@ class HandbackService:
                 "attempts": [a.outcome for a in handback.attempts],
                 "failure": CALL_ENDED,
                 "message": (
-                    "The caller's call through the gateway ended before the PSAP's handback "
-                    "line could be dialed in, so nobody was dialed. Reach 911 by another line "
-                    "now; the incident data was sent to the PSAP."
+                    "The caller's call through the gateway ended before a call-taker answered "
+                    "the PSAP's handback line, so the handback could not connect (a line still "
+                    "ringing was cancelled). Reach 911 by another line now; the incident data "
+                    "was sent to the PSAP."
                 ),
             }
         if kind == "failed":

@@ -327,6 +327,11 @@ class HandbackStore:
             pipe.expire(key, self.retention_s)
             await pipe.execute()
 
+    async def live_of_transfer(self, transfer_id: str) -> str | None:
+        """The id of the transfer's live (not yet terminal) handback, if it has one."""
+        holder = await self.redis.get(keys.xfer_handback(transfer_id))
+        return None if holder is None else _text(holder)
+
     async def legs(self, handback_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(keys.handback_legs(handback_id))
         return {_text(k): _text(v) for k, v in raw.items()}

@@ -2,12 +2,17 @@
 -- KEYS[1] record hash, KEYS[2] audit stream, KEYS[3..] keys named by ops
 -- ARGV: 1 event, 2 expected state ('' = any), 3 expected version ('' = any), 4 now (ISO 8601),
 --       5 retention s, 6 audit maxlen, 7 fields JSON, 8 ops JSON, 9 audit extra JSON,
---       10 ops JSON applied only when the new state is terminal
+--       10 ops JSON applied only when the new state is terminal, 11 this call's token ('' or
+--       absent: none)
 -- Returns {'ok', new state, new version}, or {'not_found'}, {'conflict', state, version}
 -- (another writer moved it first), {'illegal', state, version} (the table forbids the event).
-local cur = redis.call('HMGET', KEYS[1], 'state', 'version')
+-- A call repeated with the same token after it was applied (the client retried on a fresh
+-- connection because the reply was lost) answers 'ok' with the state it wrote, changing nothing.
+local cur = redis.call('HMGET', KEYS[1], 'state', 'version', 'tx')
 local state, version = cur[1], tonumber(cur[2])
 if not state then return {'not_found'} end
+local token = ARGV[11] or ''
+if token ~= '' and cur[3] == token then return {'ok', state, tostring(version)} end
 if (ARGV[2] ~= '' and ARGV[2] ~= state) or (ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version) then
   return {'conflict', state, tostring(version)}
 end
@@ -17,7 +22,7 @@ if not new then return {'illegal', state, tostring(version)} end
 version = version + 1
 local now = ARGV[4]
 redis.call('HSET', KEYS[1], unpack(flat_fields(ARGV[7],
-  {'state', new, 'version', tostring(version), 'updated_at', now})))
+  {'state', new, 'version', tostring(version), 'updated_at', now, 'tx', token})))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(flat_fields(ARGV[9],
   {'event', ARGV[1], 'from', state, 'to', new, 'version', tostring(version), 'at', now})))
 apply_ops(ARGV[8])

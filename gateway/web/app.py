@@ -19,6 +19,7 @@ from gateway.errors import Unavailable
 from gateway.handback import HandbackService, HandbackStore
 from gateway.metrics import Metrics
 from gateway.policy.service import PolicyService
+from gateway.reconcile import OutageWatch
 from gateway.redis_client import connect
 from gateway.scripts import Scripts
 from gateway.settings import Settings
@@ -43,6 +44,7 @@ from gateway.web.appkeys import (
     HANDBACKS,
     KEYRING,
     METRICS,
+    OUTAGES,
     POLICY,
     READY_CHECKS,
     REDIS,
@@ -176,10 +178,19 @@ async def _timer_worker_ctx(app: web.Application) -> AsyncIterator[None]:
         app[TIMER_HANDLERS],
         poll_s=settings.timer_poll_s,
         lease_s=settings.timer_lease_s,
+        on_redis_error=app[OUTAGES].note,
     )
     app[TASKS].spawn(worker.run(), name="timer-worker")
     yield
     worker.stop()  # finishes the timer in hand; the drain that follows waits for it
+
+
+async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
+    """After Redis was unreachable (and once at start), ask the provider about live transfers."""
+    watch = app[OUTAGES]
+    app[TASKS].spawn(watch.run(app[REDIS], app[TRANSFERS].reconcile), name="reconcile")
+    yield
+    watch.stop()
 
 
 @web.middleware
@@ -229,8 +240,17 @@ def create_app(settings: Settings) -> web.Application:
     app[TASKS] = TaskSet()
     # Cleanup runs in reverse: the timer worker stops, tracked tasks drain, adapters close,
     # and Redis closes last.
+    app[OUTAGES] = OutageWatch(retry_s=settings.timer_poll_s * 4)
     app.cleanup_ctx.extend(
-        [_redis_ctx, _policy_ctx, _transfers_ctx, _handbacks_ctx, _drain_ctx, _timer_worker_ctx]
+        [
+            _redis_ctx,
+            _policy_ctx,
+            _transfers_ctx,
+            _handbacks_ctx,
+            _drain_ctx,
+            _timer_worker_ctx,
+            _reconcile_ctx,
+        ]
     )
 
     routes: list[Route] = [

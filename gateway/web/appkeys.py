@@ -12,6 +12,7 @@ from gateway.dispositions import DispositionService
 from gateway.handback import HandbackService
 from gateway.metrics import Metrics
 from gateway.policy.service import PolicyService
+from gateway.reconcile import OutageWatch
 from gateway.settings import Settings
 from gateway.store import TransferStore
 from gateway.tasks import TaskSet
@@ -33,3 +34,4 @@ POLICY = web.AppKey("policy", PolicyService)
 TRANSFERS = web.AppKey("transfers", TransferService)
 HANDBACKS = web.AppKey("handbacks", HandbackService)
 DISPOSITIONS = web.AppKey("dispositions", DispositionService)
+OUTAGES = web.AppKey("outages", OutageWatch)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 
 from aiohttp import web
 
@@ -23,7 +23,7 @@ from gateway.handback.states import HandbackState
 from gateway.handback.store import HandbackNotFound
 from gateway.models import Transfer
 from gateway.web.appkeys import DISPOSITIONS, HANDBACKS
-from gateway.web.bodies import read_model
+from gateway.web.bodies import query_date, query_int, query_text, read_model
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Route
 from gateway.web.twilio import PARAMS
@@ -53,43 +53,28 @@ async def open_handback(request: web.Request) -> web.Response:
 
 
 MAX_PAGE = 200
-
-
-def _day(value: str | None, name: str) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise Invalid(
-            f"'{name}' must be a date (YYYY-MM-DD)", [{"path": name, "message": "not a date"}]
-        ) from None
+_LAST_DAY = date.max - timedelta(days=1)
+"""The service reads ``to`` as before the next day's midnight: one day short of the calendar's
+end (no handback is that late, so the list is the same)."""
 
 
 async def list_handbacks(request: web.Request) -> web.Response:
     """``?psap_id=&from=&to=&state=&limit=`` — newest first, at most ``limit`` (1..200)."""
-    query = request.query
-    psap_id = query.get("psap_id") or None
+    psap_id = query_text(request, "psap_id")
     if psap_id is not None and not _PSAP_ID_RE.match(psap_id):
         raise Invalid("unknown psap_id", [{"path": "psap_id", "message": "not a PSAP id"}])
     state: HandbackState | None = None
-    if query.get("state"):
+    if (asked := query_text(request, "state")) is not None:
         try:
-            state = HandbackState(query["state"])
+            state = HandbackState(asked)
         except ValueError:
             allowed = ", ".join(s.value for s in HandbackState)
             raise Invalid(
                 "unknown state", [{"path": "state", "message": f"one of {allowed}"}]
             ) from None
-    try:
-        limit = int(query.get("limit", "50"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_PAGE:
-        raise Invalid(
-            "bad limit", [{"path": "limit", "message": f"an integer from 1 to {MAX_PAGE}"}]
-        )
-    start, end = _day(query.get("from"), "from"), _day(query.get("to"), "to")
+    limit = query_int(request, "limit", default=50, low=1, high=MAX_PAGE)
+    start, end = query_date(request, "from"), query_date(request, "to")
+    end = None if end is None else min(end, _LAST_DAY)
     views = await request.app[HANDBACKS].find(
         principal_of(request), psap_id=psap_id, start=start, end=end, state=state, limit=limit
     )
@@ -111,8 +96,7 @@ async def get_eido(request: web.Request) -> web.Response:
 
 async def confirm_contact(request: web.Request) -> web.Response:
     handback_id = _handback_id(request)
-    raw = await request.read()
-    body = await read_model(request, ContactRequest) if raw.strip() else ContactRequest()
+    body = await read_model(request, ContactRequest, allow_empty=True)
     service = request.app[HANDBACKS]
     return _json(await service.contact(handback_id, body, principal_of(request)))
 
@@ -174,7 +158,8 @@ async def participant_event(request: web.Request) -> web.Response:
 
 async def conference_event(request: web.Request) -> web.Response:
     """The data-only handback's own conference: the center's bridge leg leaving while the PSAP
-    still rings abandons the handback (and cancels only the gateway's ringing leg)."""
+    still rings abandons the handback (and cancels only the gateway's ringing leg); the PSAP
+    leg leaving after it joined is its end (in case the leg's own callback is lost)."""
     handback_id = _handback_id(request)
     params = request[PARAMS]
     event = params.get("StatusCallbackEvent", "")
@@ -189,6 +174,8 @@ async def conference_event(request: web.Request) -> web.Response:
         center_left = event == "participant-leave" and call_sid == handback.bridge_call_sid
         if center_left or event == "conference-end":
             await service.center_left(handback_id)
+        elif event == "participant-leave":
+            await service.leg_left(handback_id, call_sid, params.get("ReasonParticipantLeft", ""))
     except Exception:
         await service.store.unclaim(handback_id, identity)
         raise

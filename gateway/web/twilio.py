@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from gateway.errors import NotFound
 from gateway.handback import Handback
 from gateway.models import AttemptOutcome
-from gateway.settings import Settings
+from gateway.policy.service import PolicyService
 from gateway.store import TransferNotFound
-from gateway.web.appkeys import HANDBACKS, METRICS, POLICY, SETTINGS, STORE, TRANSFERS
+from gateway.web.appkeys import HANDBACKS, METRICS, OUTAGES, POLICY, SETTINGS, STORE, TRANSFERS
+from gateway.web.bodies import read_form
 from gateway.web.middlewares import error_response
 from gateway.web.routes import Route
 
@@ -61,23 +64,25 @@ def _twiml(response: VoiceResponse) -> web.Response:
 
 @web.middleware
 async def twilio_signature_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse any ``/twilio`` request not signed by Twilio for its public URL."""
+    """Refuse any ``/twilio`` request not signed by Twilio for its public URL (403).
+
+    The body is read once, here, through ``read_form``: a body that is not a readable form is
+    400/413/415 before any signature check. The signature covers every value of a repeated
+    name (as Twilio signs them); handlers get ``PARAMS``, the last value of each name.
+    """
     if not request.path.startswith("/twilio/"):
         return await handler(request)
     settings = request.app[SETTINGS]
-    form = await request.post()
-    params: dict[str, str | list[str]] = {}
-    for key in form:
-        values = [str(v) for v in form.getall(key)]
-        params[key] = values[0] if len(values) == 1 else values
+    # 400/413/415 for a body that is not a readable form; a repeated name keeps every value.
+    form = await read_form(request)
     signature = request.headers.get("X-Twilio-Signature", "")
     token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
     url = settings.public_url(request.path_qs)
-    if not (token and signature and RequestValidator(token).validate(url, params, signature)):
+    if not (token and signature and RequestValidator(token).validate(url, form.multi, signature)):
         request.app[METRICS].signature_failures.labels(request.path.split("/")[2]).inc()
         log.warning("twilio signature refused", extra={"path": request.path})
         return error_response(403, "forbidden", "invalid or missing X-Twilio-Signature")
-    request[PARAMS] = {k: (v if isinstance(v, str) else v[-1]) for k, v in params.items()}
+    request[PARAMS] = form.params
     return await handler(request)
 
 
@@ -85,8 +90,16 @@ def _params(request: web.Request) -> dict[str, str]:
     return request[PARAMS]
 
 
-def _gather(settings: Settings, response: VoiceResponse, say: str) -> VoiceResponse:
-    action = settings.public_url("/twilio/voice/code")
+def _with_psap(request: web.Request, path: str) -> str:
+    """``path`` carrying the ``psap`` the bridge number's voice URL names (so every step can
+    dial that PSAP's fallback destination), as a public URL."""
+    psap = request.query.get("psap")
+    query = "?" + urlencode({"psap": psap}) if psap else ""
+    return request.app[SETTINGS].public_url(path + query)
+
+
+def _gather(request: web.Request, response: VoiceResponse, say: str) -> VoiceResponse:
+    action = _with_psap(request, "/twilio/voice/code")
     gather = response.gather(input="dtmf", num_digits=6, timeout=10, action=action, method="POST")
     gather.say(say)
     # No digits before the Gather times out: the same handler counts it as a wrong try.
@@ -94,9 +107,49 @@ def _gather(settings: Settings, response: VoiceResponse, say: str) -> VoiceRespo
     return response
 
 
+def call_step(handler: Handler) -> Handler:
+    """A step of the call itself (the voice URL, the code, the hold): on Twilio an error answer
+    to an action URL ends the call, and the number's fallback URL serves only its voice URL. So
+    whatever fails here — Redis unreachable, anything unexpected — the answer is still TwiML
+    that keeps the caller: the PSAP's fallback destination is dialed, as ``/twilio/fallback``
+    does, from the configuration alone."""
+
+    async def step(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            if isinstance(exc, RedisError):
+                request.app[METRICS].redis_errors.inc()
+                request.app[OUTAGES].note("call step")
+            log.error(
+                "call step failed; dialing the fallback destination",
+                extra={"path": request.path, "error": type(exc).__name__},
+            )
+            return _fallback_twiml(request.app[POLICY], request.query.get("psap"))
+
+    return step
+
+
+def status_callback(handler: Handler) -> Handler:
+    """A status callback (conference or participant). Twilio does not retry one answered with
+    an error, so a failure here may have lost what it reported: the outage watch reconciles
+    with the provider once Redis answers again."""
+
+    async def callback(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (NotFound, web.HTTPException):
+            raise
+        except Exception:
+            request.app[OUTAGES].note("status callback")
+            raise
+
+    return callback
+
+
 async def voice(request: web.Request) -> web.Response:
     """A call to the bridge line: ask for the transfer code."""
-    return _twiml(_gather(request.app[SETTINGS], VoiceResponse(), PROMPT))
+    return _twiml(_gather(request, VoiceResponse(), PROMPT))
 
 
 async def voice_code(request: web.Request) -> web.StreamResponse:
@@ -113,9 +166,9 @@ async def voice_code(request: web.Request) -> web.StreamResponse:
         response = VoiceResponse()
         if result.tries >= settings.code_tries:
             response.say(GIVE_UP)
-            response.redirect(settings.public_url("/twilio/voice/hold"), method="POST")
+            response.redirect(_with_psap(request, "/twilio/voice/hold"), method="POST")
             return _twiml(response)
-        return _twiml(_gather(settings, response, WRONG_CODE + " " + PROMPT))
+        return _twiml(_gather(request, response, WRONG_CODE + " " + PROMPT))
 
     transfer = result.transfer
     return await _into_conference(
@@ -167,7 +220,7 @@ async def hold(request: web.Request) -> web.Response:
     """Keep the call-taker's leg open and silent: the gateway never hangs up on a caller."""
     response = VoiceResponse()
     response.pause(length=60)
-    response.redirect(request.app[SETTINGS].public_url("/twilio/voice/hold"), method="POST")
+    response.redirect(_with_psap(request, "/twilio/voice/hold"), method="POST")
     return _twiml(response)
 
 
@@ -208,6 +261,9 @@ async def conference_event(request: web.Request) -> web.Response:
                 await service.caller_left(transfer_id)
         elif event == "conference-end":
             await service.caller_left(transfer_id)
+        # The transfer's live handback dialed its PSAP leg into this conference.
+        reason = params.get("ReasonParticipantLeft", "")
+        await request.app[HANDBACKS].transfer_conference_event(transfer_id, event, call_sid, reason)
     except Exception:
         await request.app[STORE].release_event(transfer_id, identity)
         raise
@@ -254,8 +310,13 @@ async def announcement(request: web.Request) -> web.Response:
 async def fallback(request: web.Request) -> web.Response:
     """Twilio's fallback URL: Redis or the gateway failed. Dial the PSAP's fallback
     destination from the policy this process last loaded (or the config files) — no Redis."""
-    loaded = request.app[POLICY].offline()
-    wanted = request.query.get("psap") or loaded.document.psaps[0].id
+    return _fallback_twiml(request.app[POLICY], request.query.get("psap"))
+
+
+def _fallback_twiml(policy: PolicyService, psap_id: str | None) -> web.Response:
+    """TwiML dialing the fallback destination of ``psap_id`` (the first PSAP when unknown)."""
+    loaded = policy.offline()
+    wanted = psap_id or loaded.document.psaps[0].id
     response = VoiceResponse()
     try:
         destination = loaded.fallback(wanted)
@@ -267,10 +328,18 @@ async def fallback(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("POST", "/twilio/voice", voice, "Bridge line: a call arrives", "twilio"),
-    Route("POST", "/twilio/voice/code", voice_code, "Bridge line: the code", "twilio"),
-    Route("POST", "/twilio/voice/hold", hold, "Bridge line: leave the leg open", "twilio"),
-    Route("POST", "/twilio/conference/{id}", conference_event, "Conference status", "twilio"),
+    Route("POST", "/twilio/voice", call_step(voice), "Bridge line: a call arrives", "twilio"),
+    Route("POST", "/twilio/voice/code", call_step(voice_code), "Bridge line: the code", "twilio"),
+    Route(
+        "POST", "/twilio/voice/hold", call_step(hold), "Bridge line: leave the leg open", "twilio"
+    ),
+    Route(
+        "POST",
+        "/twilio/conference/{id}",
+        status_callback(conference_event),
+        "Conference status",
+        "twilio",
+    ),
     Route(
         "POST",
         "/twilio/conference/{id}/announce/{message}",
@@ -278,6 +347,12 @@ ROUTES = [
         "Announcement TwiML",
         "twilio",
     ),
-    Route("POST", "/twilio/participant/{id}", participant_event, "Participant status", "twilio"),
+    Route(
+        "POST",
+        "/twilio/participant/{id}",
+        status_callback(participant_event),
+        "Participant status",
+        "twilio",
+    ),
     Route("POST", "/twilio/fallback", fallback, "Fallback: dial without Redis", "twilio"),
 ]

@@ -1,0 +1,142 @@
+"""Redis faults under the store: replies lost mid-command, and a server restarted under load.
+
+The client is the gateway's own (``gateway.redis_client.connect``): it sends a command again on
+a fresh connection after a connection error. These tests show that every write stays
+exactly-once when the first send did run (its reply was lost), and that once Redis answers again
+after a restart, no request fails for a connection opened before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway import keys
+from gateway.redis_client import connect
+from gateway.scripts import Scripts
+from gateway.states import TransferEvent, TransferState
+from gateway.store import Tally, TransferStore
+from gateway.transfers import code_digest
+from tests.conftest import AppFactory, KeyMaker
+from tests.faults import RedisProcess, ReplyDroppingProxy
+from tests.telephony import PSAP, SAFE
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def proxy(redis_process: RedisProcess) -> AsyncIterator[ReplyDroppingProxy]:
+    front = ReplyDroppingProxy(redis_process.port)
+    await front.start()
+    yield front
+    await front.aclose()
+
+
+@pytest.fixture
+async def proxied(proxy: ReplyDroppingProxy) -> AsyncIterator[tuple[TransferStore, Redis]]:
+    """A store on the gateway's own client, through the proxy; and a direct client to look."""
+    client = connect(proxy.url, socket_timeout_s=2)
+    direct = Redis(host="127.0.0.1", port=proxy.upstream_port, decode_responses=True)
+    yield TransferStore(client, Scripts.register(client), retention_s=3600), direct
+    await client.aclose()
+    await direct.aclose()
+
+
+async def _warm(store: TransferStore) -> None:
+    """Load the scripts on the server, so the dropped reply is the script's own, not NOSCRIPT."""
+    await store.create("tr_warm", psap_id=PSAP, state=TransferState.AWAITING_BRIDGE, fields={})
+    await store.transition(
+        "tr_warm", TransferEvent.CANCEL, psap_id=PSAP, expected_state=TransferState.AWAITING_BRIDGE
+    )
+    await store.claim_event("tr_warm", "warm")
+    await store.redeem_code("warm", "CAwarm")
+
+
+async def test_a_transition_whose_reply_was_lost_is_applied_once(
+    proxied: tuple[TransferStore, Redis], proxy: ReplyDroppingProxy
+) -> None:
+    store, direct = proxied
+    await _warm(store)
+    day = datetime.now(UTC).date().isoformat()
+    await store.create("tr_1", psap_id=PSAP, state=TransferState.AWAITING_BRIDGE, fields={})
+
+    proxy.drop_next_reply(b"EVALSHA")
+    result = await store.transition(
+        "tr_1",
+        TransferEvent.BRIDGED,
+        psap_id=PSAP,
+        expected_state=TransferState.AWAITING_BRIDGE,
+        expected_version=1,
+        tally=Tally(PSAP, day, ("offered|first_person|x",)),
+    )
+
+    assert proxy.dropped == 1  # the first send ran; its reply never came
+    assert (result.state, result.version) == (TransferState.RINGING, 2)
+    assert await direct.hget(keys.transfer("tr_1"), "version") == "2"
+    assert await direct.xlen(keys.transfer_audit("tr_1")) == 2  # created, bridged: once
+    counters = await direct.hgetall(keys.stats_day(PSAP, day))
+    assert counters == {"offered|first_person|x": "1"}
+
+
+async def test_a_claim_whose_reply_was_lost_is_still_its_claimers(
+    proxied: tuple[TransferStore, Redis], proxy: ReplyDroppingProxy
+) -> None:
+    store, _ = proxied
+    await _warm(store)
+    proxy.drop_next_reply(b"EVALSHA")
+    assert await store.claim_event("tr_1", "participant:CA1:in-progress") is True
+    assert proxy.dropped == 1
+    assert await store.claim_event("tr_1", "participant:CA1:in-progress") is False
+
+
+async def test_a_code_whose_redemption_reply_was_lost_still_opens_its_transfer(
+    proxied: tuple[TransferStore, Redis], proxy: ReplyDroppingProxy
+) -> None:
+    store, _ = proxied
+    await _warm(store)
+    digest = code_digest("123456")
+    assert await store.issue_code(digest, "tr_1", ttl_s=60)
+    proxy.drop_next_reply(b"EVALSHA")
+    assert await store.redeem_code(digest, "CAcaller") == "tr_1"
+    assert proxy.dropped == 1
+    assert await store.redeem_code(digest, "CAcaller") == "tr_1"  # the same call asking again
+    assert await store.redeem_code(digest, "CAother") is None  # single use for anyone else
+
+
+async def test_once_redis_answers_after_a_restart_no_request_fails(
+    make_client: AppFactory, make_key: KeyMaker, redis_process: RedisProcess
+) -> None:
+    client = await make_client(redis_url=redis_process.url)
+    headers = {"Authorization": f"Bearer {make_key(PSAP, 'psap')}"}
+    body: dict[str, Any] = {"psap_id": PSAP, "caller_type": "first_person", "screening": SAFE}
+    opened = await (await client.post("/v1/transfers", json=body, headers=headers)).json()
+    path = f"/v1/transfers/{opened['id']}"
+
+    async def burst() -> list[int]:
+        answers = await asyncio.gather(*(client.get(path, headers=headers) for _ in range(30)))
+        return [a.status for a in answers]
+
+    assert await burst() == [200] * 30  # thirty pooled connections, all opened now
+
+    redis_process.stop()
+    redis_process.start()
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await client.get("/readyz")).status != 200:
+        assert asyncio.get_running_loop().time() < deadline, "never ready again"
+        await asyncio.sleep(0.05)
+
+    assert await burst() == [200] * 30
+    decided = await client.post("/v1/transfers", json=body, headers=headers)
+    assert decided.status == 201
