@@ -1,12 +1,16 @@
 """Every error the gateway raises on purpose, and the HTTP answer each becomes.
 
     GatewayError                  500 internal        (never shown with a traceback)
-    ├── BadRequest                400 bad_request     malformed JSON, wrong content type
+    ├── BadRequest                400 bad_request     malformed JSON or form
+    │   └── BodyUnreadable        400 bad_request     the body could not be read to its end
     ├── Unauthorized              401 unauthorized    no key, unknown key
     ├── Forbidden                 403 forbidden       wrong role, another org's resource
     ├── NotFound                  404 not_found
     ├── Conflict                  409 conflict        a transition the state does not allow,
     │                                                 or another writer won the race
+    ├── RequestTimeout            408 request_timeout the body did not arrive in time
+    ├── UnsupportedMediaType      415 unsupported_media_type  a content type or charset the
+    │                                                 route cannot read
     ├── Invalid                   422 invalid         content that parses but does not validate
     ├── RateLimited               429 rate_limited
     └── Unavailable               503 unavailable     Redis or another dependency is down
@@ -70,3 +74,22 @@ class RateLimited(GatewayError):
 class Unavailable(GatewayError):
     status = 503
     code = "unavailable"
+
+
+class BodyUnreadable(BadRequest):
+    """The body could not be read to its end: the client went away, or its framing or content
+    encoding is broken. Nothing was parsed; the connection is closed after the answer."""
+
+
+class RequestTimeout(GatewayError):
+    """The request body did not arrive within the read deadline; the connection is closed."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class UnsupportedMediaType(GatewayError):
+    """A Content-Type or charset this route cannot read."""
+
+    status = 415
+    code = "unsupported_media_type"

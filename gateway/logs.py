@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
@@ -106,6 +107,24 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class ProtocolErrorFilter(logging.Filter):
+    """aiohttp answers a request it cannot even frame (a bad request line or header, broken
+    chunked encoding, an unknown content encoding) with a 4xx before any middleware runs, and
+    logs it as an error with a traceback. Bad input is not a fault of the gateway: such a record
+    becomes one INFO line naming the kind of error, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "aiohttp.server" or not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
+            record.msg, record.args = "malformed HTTP request refused", None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+            record.error = type(exc).__name__
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -124,6 +143,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
     """Send every logger's records through one redacting JSON handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(ProtocolErrorFilter())
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -20,10 +20,10 @@ E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 # (any script's digits are redacted), unlike the validation pattern above.
 PHONE_RE = re.compile(
     r"""
-    (?<![\w])
+    \+\d{7,}                                                  # E.164, even glued to text
+  | (?<![\w])
     (?:
-        \+\d{7,15}                                              # E.164
-      | (?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}      # NANP with separators
+        (?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}      # NANP with separators
       | 1?\d{10}                                                # bare digits
     )
     (?![\w])

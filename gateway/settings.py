@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     """CAD deliveries tried before the EIDO is given up on (kept, flagged, logged)."""
     sandbox_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     redis_socket_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    body_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """Longest wait for a whole request body; a slower one gets 408 (Twilio itself gives up on
+    a webhook after 15 s)."""
 
     @field_validator("log_level")
     @classmethod

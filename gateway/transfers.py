@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from redis.exceptions import RedisError
 from gateway import reports
 from gateway.auth import Principal, Role, require_org, require_role
 from gateway.errors import Forbidden, Unavailable
+from gateway.liveness import conference_in_progress
 from gateway.metrics import Metrics
 from gateway.models import (
     Action,
@@ -109,6 +111,15 @@ class ReleaseRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     note: str | None = Field(default=None, max_length=200)
+
+
+CODE_RE = re.compile(r"[0-9]{6}")
+
+
+def is_code(digits: str) -> bool:
+    """Six ASCII digits: the shape of every bridge code (``str.isdigit`` would also take ``²``
+    and Arabic-Indic digits)."""
+    return CODE_RE.fullmatch(digits) is not None
 
 
 def code_digest(code: str) -> str:
@@ -360,7 +371,7 @@ class TransferService:
     async def redeem(self, call_sid: str, digits: str) -> CodeResult:
         """A code keyed in on the bridge line: the transfer it opens (now ringing), or not."""
         transfer_id = None
-        if len(digits) == 6 and digits.isdigit():
+        if is_code(digits):
             transfer_id = await self.store.redeem_code(code_digest(digits), call_sid)
         if transfer_id is not None and is_transfer_id(transfer_id):
             transfer = await self._bridge(transfer_id, call_sid)
@@ -882,14 +893,7 @@ class TransferService:
             return
         if transfer.state is not S.CONNECTED:
             return
-        try:
-            live = await self.telephony.conference_live(transfer_id)
-        except TelephonyError as exc:
-            log.warning(
-                "conference check failed", extra={"transfer_id": transfer_id, "error": str(exc)}
-            )
-            live = True
-        if live:
+        if await conference_in_progress(self.telephony, transfer_id, transfer_id=transfer_id):
             await self.timers.arm([self._liveness_timer(transfer_id, datetime.now(UTC))])
             return
         log.warning("conference ended unreported; completing", extra={"transfer_id": transfer_id})

@@ -444,3 +444,30 @@ async def test_a_client_that_disconnects_mid_body_leaves_no_traceback(
         await writer.wait_closed()
     finally:
         await runner.cleanup()
+
+
+async def test_a_body_that_stops_arriving_gets_408_and_frees_the_handler(
+    make_client: AppFactory, settings: Settings, make_key: KeyMaker, redis: Redis
+) -> None:
+    """A client that sends half a body and goes quiet does not hold a handler: after
+    ``GATEWAY_BODY_TIMEOUT_S`` it gets 408 in the error shape and the connection is closed."""
+    client = await make_client(settings, body_timeout_s=0.5)
+    body = json.dumps(A_TRANSFER).encode()
+    head = (
+        "POST /v1/transfers HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{client.port}\r\n"
+        f"Authorization: Bearer {make_key(PSAP, 'psap')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    before = set(await redis.keys("*"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(head + body[:10])
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # read to the close
+    writer.close()
+    await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split(b" ")[1] == b"408", answer[:80]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+    assert set(await redis.keys("*")) == before

@@ -209,3 +209,56 @@ def test_access_log_lines_carry_the_request_id(logs: Logs) -> None:
     RequestIdAccessLogger(logging.getLogger("aiohttp.access"), "%r %s").log(request, response, 0.01)
     assert lines()[-1]["request_id"] == "req-123"
     assert request_id_var.get() == "-", "the request id does not leak into later records"
+
+
+@pytest.mark.parametrize(
+    "text", ["tel+12065550123", "caller:+12065550123abc", "+1206555012345678", "x+442079460123"]
+)
+def test_a_number_glued_to_text_is_redacted(logs: Logs, text: str) -> None:
+    log, lines, out = logs
+    log.info("dialing %s", text)
+    assert "5550123" not in out.getvalue()
+    assert "79460123" not in out.getvalue()
+    assert "[phone]" in lines()[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /v1/transfers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n",
+    ],
+    ids=["bad chunk size", "bad header", "header line too long"],
+)
+async def test_a_request_aiohttp_cannot_frame_is_one_line_without_a_traceback(
+    logs: Logs, raw: bytes
+) -> None:
+    """aiohttp refuses these before any middleware runs; its own error log must not carry a
+    traceback (bad input is not a fault of the gateway)."""
+    import asyncio
+
+    from aiohttp.test_utils import TestServer
+
+    async def ok(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    async with TestServer(app, host="127.0.0.1") as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(raw)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await writer.wait_closed()
+    assert answer.split(b" ")[1].startswith(b"4"), answer[:60]
+    _, lines, out = logs
+    assert "Traceback" not in out.getvalue()
+    refused = [line for line in lines() if line["logger"] == "aiohttp.server"]
+    assert refused, lines()
+    assert all(
+        (line["level"], line["msg"]) == ("info", "malformed HTTP request refused")
+        for line in refused
+    )

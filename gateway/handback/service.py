@@ -55,7 +55,6 @@ from gateway import reports
 from gateway.auth import Principal, Role, require_org, require_role
 from gateway.eido import Agency, EidoFacts, build, incident_id
 from gateway.errors import Conflict, Forbidden, Invalid
-from gateway.handback.liveness import conference_in_progress
 from gateway.handback.models import (
     NOTICE_PREFIX,
     AttemptOutcome,
@@ -74,6 +73,7 @@ from gateway.handback.store import (
     HandbackNotFound,
     HandbackStore,
 )
+from gateway.liveness import conference_in_progress
 from gateway.metrics import Metrics
 from gateway.models import Transfer, encode_fields
 from gateway.policy.engine import UnknownPsap
@@ -86,7 +86,7 @@ from gateway.states import TransferState
 from gateway.store import Tally, Timer, TransferNotFound, TransferStore
 from gateway.tasks import TaskSet
 from gateway.timers import TimerHandler, TimerQueue
-from gateway.transfers import DIAL_RETRY_DELAYS_S, code_digest
+from gateway.transfers import DIAL_RETRY_DELAYS_S, code_digest, is_code
 
 log = logging.getLogger(__name__)
 
@@ -521,7 +521,7 @@ class HandbackService:
     async def redeem(self, call_sid: str, digits: str) -> Handback | None:
         """A code keyed in on the bridge line: the handback it opens (now dialing), or None
         when the code is not a live handback code (the transfer flow takes it from there)."""
-        if not (len(digits) == 6 and digits.isdigit()):
+        if not is_code(digits):
             return None
         digest = code_digest(digits)
         owner = await self.store.code_owner(digest)

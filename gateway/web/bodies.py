@@ -8,6 +8,7 @@ never a 500, never a traceback in the log — and nothing has been written when 
     what is wrong                                            status  code
     body over the app's ``client_max_size``                  413     payload_too_large (aiohttp)
     the client went away before the body was complete        400     bad_request (one INFO line)
+    the body did not arrive within ``body_timeout_s``        408     request_timeout
     broken chunked framing or content encoding (gzip …)      400     bad_request
     JSON: a multipart body, a charset other than UTF-8       415     unsupported_media_type
     JSON: not UTF-8, a byte-order mark, a syntax error       400     bad_request (line, column)
@@ -30,6 +31,7 @@ Redis, into logs, and out in JSON without failing later.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import logging
@@ -45,7 +47,14 @@ from aiohttp import web
 from multidict import MultiDict
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import BadRequest, GatewayError, Invalid
+from gateway.errors import (
+    BadRequest,
+    BodyUnreadable,
+    Invalid,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from gateway.web.appkeys import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -74,32 +83,28 @@ _DIGITS = re.compile(r"[0-9]{1,9}")
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-class UnsupportedMediaType(GatewayError):
-    """A Content-Type or charset this route cannot read."""
-
-    status = 415
-    code = "unsupported_media_type"
-
-
-class BodyUnreadable(BadRequest):
-    """The body could not be read to its end: the client went away, or its framing or content
-    encoding is broken. Nothing was parsed; the connection is closed after the answer."""
-
-
 # ---- reading the bytes ---------------------------------------------------------------------
 
 
 async def read_body(request: web.Request) -> bytes:
     """The raw body (``b""`` when there is none), read once and cached by aiohttp.
 
-    Raises ``HTTPRequestEntityTooLarge`` (413) past the app's ``client_max_size``, and
+    Raises ``HTTPRequestEntityTooLarge`` (413) past the app's ``client_max_size``;
+    ``RequestTimeout`` (408) when the body takes longer than ``GATEWAY_BODY_TIMEOUT_S`` (a
+    client that sends part of a body and goes quiet must not hold a handler); and
     ``BodyUnreadable`` (400) when the client disconnects mid-body or the transfer or content
-    encoding is malformed — logged as one INFO line, without a traceback.
+    encoding is malformed — each logged as one INFO line, without a traceback.
     """
     if not request.body_exists:
         return b""
+    deadline_s = request.app[SETTINGS].body_timeout_s
     try:
-        return await request.read()
+        async with asyncio.timeout(deadline_s):
+            return await request.read()
+    except TimeoutError:
+        log.info("request body too slow", extra={"path": request.path})
+        _abandon_body(request)
+        raise RequestTimeout(f"the request body did not arrive within {deadline_s:g} s") from None
     except ConnectionResetError:  # aiohttp's ClientConnectionResetError is one
         log.info("client disconnected before the body was complete", extra={"path": request.path})
         raise BodyUnreadable("the connection closed before the request body was complete") from None

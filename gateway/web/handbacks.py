@@ -26,7 +26,7 @@ from gateway.web.appkeys import DISPOSITIONS, HANDBACKS
 from gateway.web.bodies import query_date, query_int, query_text, read_model
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Route
-from gateway.web.twilio import PARAMS
+from gateway.web.twilio import PARAMS, attempt_param, status_callback
 
 _ID_RE = re.compile(HANDBACK_ID_PATTERN)
 _TRANSFER_ID_RE = re.compile(TRANSFER_ID_PATTERN)
@@ -126,10 +126,7 @@ async def _known(request: web.Request, handback_id: str, identity: str) -> bool:
 async def participant_event(request: web.Request) -> web.Response:
     """Progress of the PSAP's handback leg (``?attempt=<n>``)."""
     handback_id = _handback_id(request)
-    try:
-        attempt = int(request.query.get("attempt", ""))
-    except ValueError:
-        raise NotFound("unknown attempt") from None
+    attempt = attempt_param(request)
     params = request[PARAMS]
     status = params.get("CallStatus", "")
     call_sid = params.get("CallSid", "")
@@ -251,14 +248,14 @@ ROUTES = [
     Route(
         "POST",
         "/twilio/participant/handback/{id}",
-        participant_event,
+        status_callback(participant_event),
         "Handback leg status",
         "twilio",
     ),
     Route(
         "POST",
         "/twilio/conference/handback/{id}",
-        conference_event,
+        status_callback(conference_event),
         "Data-only handback conference status",
         "twilio",
     ),

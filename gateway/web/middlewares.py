@@ -20,10 +20,15 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from gateway.auth import Principal, bearer_token
-from gateway.errors import GatewayError, Unauthorized, Unavailable
+from gateway.errors import (
+    BodyUnreadable,
+    GatewayError,
+    RequestTimeout,
+    Unauthorized,
+    Unavailable,
+)
 from gateway.logs import request_id_var
 from gateway.web.appkeys import KEYRING, METRICS
-from gateway.web.bodies import BodyUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -74,7 +80,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as exc:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
-        if isinstance(exc, BodyUnreadable):
+        if isinstance(exc, BodyUnreadable | RequestTimeout):
             response.force_close()  # the stream's framing is lost: no next request on it
         return response
     except web.HTTPException as exc:

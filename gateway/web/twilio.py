@@ -10,6 +10,7 @@ acts, so a repeat changes nothing.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from urllib.parse import urlencode
 
@@ -84,6 +85,17 @@ async def twilio_signature_middleware(request: web.Request, handler: Handler) ->
         return error_response(403, "forbidden", "invalid or missing X-Twilio-Signature")
     request[PARAMS] = form.params
     return await handler(request)
+
+
+_ATTEMPT = re.compile(r"[1-9][0-9]?")
+
+
+def attempt_param(request: web.Request) -> int:
+    """The ``attempt`` a status callback URL names (1 to 99, ASCII digits); 404 otherwise."""
+    raw = request.query.getall("attempt", [])
+    if len(raw) != 1 or _ATTEMPT.fullmatch(raw[0]) is None:
+        raise NotFound("unknown attempt")
+    return int(raw[0])
 
 
 def _params(request: web.Request) -> dict[str, str]:
@@ -272,10 +284,7 @@ async def conference_event(request: web.Request) -> web.Response:
 
 async def participant_event(request: web.Request) -> web.Response:
     transfer_id = request.match_info["id"]
-    try:
-        attempt = int(request.query.get("attempt", ""))
-    except ValueError:
-        raise NotFound("unknown attempt") from None
+    attempt = attempt_param(request)
     params = _params(request)
     service = request.app[TRANSFERS]
     status = params.get("CallStatus", "")
