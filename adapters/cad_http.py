@@ -1,4 +1,4 @@
-"""EIDO documents to a PSAP's CAD over HTTPS (``gateway.ports.CadSink``).
+"""EIDO documents to a PSAP's CAD over HTTPS (``gateway.core.ports.CadSink``).
 
 One signed JSON POST per try (``X-Gateway-Signature``, DESIGN.md §6), with an explicit timeout
 and an ``Idempotency-Key`` that stays the same across retries of one document, so a CAD that
@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from adapters.signed_http import SignedPoster
-from gateway.ports import CadError
+from gateway.core.ports import CadError
 
 
 def _retryable(status: int) -> bool:

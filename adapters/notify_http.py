@@ -1,4 +1,4 @@
-"""Signed JSON notices over HTTPS (``gateway.ports.Notifier``): screen pops, center notices."""
+"""Signed JSON notices over HTTPS (``gateway.core.ports.Notifier``): screen pops, center notices."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from adapters.signed_http import SignedPoster
-from gateway.ports import NoticeError
+from gateway.core.ports import NoticeError
 
 log = logging.getLogger(__name__)
 

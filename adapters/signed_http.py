@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from gateway.signing import HEADER, sign
+from gateway.core.signing import HEADER, sign
 
 
 class SignedPoster:

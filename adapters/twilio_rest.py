@@ -17,7 +17,7 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from gateway.ports import Leg, TelephonyError
+from gateway.core.ports import Leg, TelephonyError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
 
 
 class TwilioTelephony:
-    """``gateway.ports.Telephony`` on Twilio's Conferences, Participants and Calls resources."""
+    """``gateway.core.ports.Telephony`` on Twilio's Conferences, Participants and Calls
+    resources."""
 
     def __init__(
         self,

@@ -45,10 +45,9 @@ if __name__ == "__main__":
     # Run as a script: measure the gateway of this checkout, whatever else is installed.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway import keys
-from gateway.scripts import Scripts
-from gateway.states import TERMINAL_STATES, TRANSITIONS, TransferEvent, TransferState
-from gateway.store import TransferStore, TransitionConflict, TransitionNotAllowed
+from gateway.core import keys
+from gateway.transfer.states import TERMINAL_STATES, TRANSITIONS, TransferEvent, TransferState
+from gateway.transfer.store import TransferStore, TransitionConflict, TransitionNotAllowed
 
 E = TransferEvent
 S = TransferState
@@ -193,9 +192,7 @@ async def drive(
     psap_id: str,
     concurrency: int,
 ) -> PathResult:
-    store = TransferStore(
-        client, Scripts.register(client), retention_s=RETENTION_S, audit_maxlen=AUDIT_MAXLEN
-    )
+    store = TransferStore(client, retention_s=RETENTION_S, audit_maxlen=AUDIT_MAXLEN)
     for tid in ids:
         await store.create(tid, psap_id=psap_id, state=S.AWAITING_BRIDGE, fields={})
     # Load the scripts now, so a first-call NOSCRIPT retry is not counted as a transition's,

@@ -19,11 +19,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from adapters.redis_server import embedded_redis
-from gateway.auth import Role, add_key
-from gateway.scripts import Scripts
-from gateway.settings import Settings
-from gateway.store import TransferStore
-from gateway.timers import TimerQueue
+from gateway.core.auth import Role, add_key
+from gateway.core.settings import Settings
+from gateway.core.timers import TimerQueue
+from gateway.transfer.store import TransferStore
 from gateway.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,18 +52,13 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def scripts(redis: Redis) -> Scripts:
-    return Scripts.register(redis)
+def store(redis: Redis) -> TransferStore:
+    return TransferStore(redis, retention_s=3600, audit_maxlen=100)
 
 
 @pytest.fixture
-def store(redis: Redis, scripts: Scripts) -> TransferStore:
-    return TransferStore(redis, scripts, retention_s=3600, audit_maxlen=100)
-
-
-@pytest.fixture
-def timer_queue(redis: Redis, scripts: Scripts) -> TimerQueue:
-    return TimerQueue(redis, scripts)
+def timer_queue(redis: Redis) -> TimerQueue:
+    return TimerQueue(redis)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from adapters.twilio_sandbox import SandboxConfig, run_sandbox
 from adapters.twilio_sandbox.app import Sandbox
 from adapters.twilio_sandbox.config import NumberConfig, PartyConfig
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.conftest import with_overrides
 
 PUBLIC = "https://gateway.example.test"

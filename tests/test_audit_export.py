@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.conftest import ROOT, AppFactory, KeyMaker
 from tests.telephony import PRIMARY, PSAP, SAFE, short_ring_timeouts, wired
 

@@ -15,7 +15,7 @@ import yaml
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 
-from gateway.auth import (
+from gateway.core.auth import (
     KEYS_FILE,
     KeyRing,
     Principal,
@@ -28,7 +28,7 @@ from gateway.auth import (
     require_org,
     require_role,
 )
-from gateway.errors import Forbidden, Unauthorized
+from gateway.core.errors import Forbidden, Unauthorized
 from tests.conftest import ROOT, AppFactory, KeyMaker
 from tests.telephony import SAFE
 

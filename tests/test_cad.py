@@ -14,9 +14,9 @@ import respx
 from aiohttp.test_utils import TestClient
 
 from adapters.cad_http import HttpCadSink
+from gateway.core.ports import CadError
+from gateway.core.signing import verify
 from gateway.handback.store import HandbackStore
-from gateway.ports import CadError
-from gateway.signing import verify
 from tests.conftest import AppFactory, KeyMaker
 from tests.test_eido import eido_errors
 from tests.test_handback_api import FULL, PSAP

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.demo import run_demo
-from gateway.settings import Settings
+from gateway.cli.demo import run_demo
+from gateway.core.settings import Settings
 from tests.conftest import ROOT, AppFactory, KeyMaker
 from tests.telephony import PSAP, short_ring_timeouts, wired
 

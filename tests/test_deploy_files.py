@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.conftest import ROOT
 
 ENV_REF = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?[?-])?(?P<arg>[^}]*)\}")

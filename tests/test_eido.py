@@ -16,7 +16,7 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from gateway.eido import LOCATE_THE_CALLER, Agency, EidoFacts, build, incident_id
+from gateway.handback.eido import LOCATE_THE_CALLER, Agency, EidoFacts, build, incident_id
 from gateway.handback.models import HandbackReason, Location, Risk
 
 EIDO_DIR = Path(__file__).parent / "data" / "eido"

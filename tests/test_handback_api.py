@@ -17,13 +17,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.core.records import encode_fields
+from gateway.core.signing import verify
 from gateway.handback.service import confirm_timer_id
 from gateway.handback.store import HandbackStore
-from gateway.models import Attempt, encode_fields
-from gateway.signing import verify
-from gateway.states import TransferEvent, TransferState
-from gateway.store import TransferStore
-from gateway.transfers import expiry_timer_id
+from gateway.transfer.models import Attempt
+from gateway.transfer.service import expiry_timer_id
+from gateway.transfer.states import TransferEvent, TransferState
+from gateway.transfer.store import TransferStore
 from gateway.web.appkeys import HANDBACKS
 from tests.conftest import ROOT, AppFactory, KeyMaker
 from tests.telephony import SAFE

@@ -19,12 +19,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
+from gateway.core.records import encode_fields
+from gateway.core.settings import Settings
+from gateway.core.timers import Timer
 from gateway.handback.models import HandbackAttempt
 from gateway.handback.service import DIAL_TIMER, dial_timer_id
 from gateway.handback.states import HandbackState as S
-from gateway.models import encode_fields
-from gateway.settings import Settings
-from gateway.store import Timer
 from gateway.web.appkeys import HANDBACKS
 from tests import test_handback_flows as flows
 from tests.conftest import AppFactory

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
-from gateway.logs import configure_logging
-from gateway.settings import Settings
+from gateway.core.logs import configure_logging
+from gateway.core.settings import Settings
 from gateway.web.twilio import WRONG_CODE
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import BRIDGE, PRIMARY, PSAP, Line, short_ring_timeouts, wired

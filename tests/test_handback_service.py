@@ -9,6 +9,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.core.records import encode_fields
+from gateway.core.timers import Timer
 from gateway.handback.models import Contact, HandbackAttempt
 from gateway.handback.service import (
     DIAL_TIMER,
@@ -18,8 +20,6 @@ from gateway.handback.service import (
     ring_timer_id,
 )
 from gateway.handback.states import HandbackState
-from gateway.models import encode_fields
-from gateway.store import Timer
 from gateway.web.appkeys import HANDBACKS
 
 S = HandbackState

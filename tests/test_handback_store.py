@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from gateway import keys
+from gateway.core import keys
+from gateway.core.records import encode_fields
+from gateway.core.scripts import source, table_header
 from gateway.handback.states import (
     INITIAL_STATES,
     TERMINAL_STATES,
@@ -23,9 +25,7 @@ from gateway.handback.store import (
     HandbackNotFound,
     HandbackStore,
 )
-from gateway.models import encode_fields
-from gateway.scripts import source, table_header
-from gateway.states import TERMINAL_STATES as TRANSFER_TERMINAL
+from gateway.transfer.states import TERMINAL_STATES as TRANSFER_TERMINAL
 
 S = HandbackState
 E = HandbackEvent

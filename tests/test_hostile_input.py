@@ -22,7 +22,7 @@ from multidict import MultiDict
 from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from gateway.web import create_app
 from gateway.web.bodies import MAX_DEPTH, MAX_INT_DIGITS
 from tests.conftest import AppFactory, KeyMaker, with_overrides

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PSAP, PUBLIC, SAFE
 

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from gateway.models import DecisionRequest
 from gateway.policy import PolicyDocument, PolicyInvalid, decide, explain, validate_document
+from gateway.policy.decision import DecisionRequest
 from gateway.policy.loader import load_config_dir
 from gateway.policy.models import (
     MATCH_DISTANCE,

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from pydantic import BaseModel
 
-from gateway.logs import REDACTED, RequestIdAccessLogger, configure_logging, request_id_var
+from gateway.core.logs import REDACTED, RequestIdAccessLogger, configure_logging, request_id_var
 
 PHONES = [
     "+12065550123",

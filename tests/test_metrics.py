@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PRIMARY, PSAP, SAFE, short_ring_timeouts, wired
 

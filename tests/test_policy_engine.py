@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.models import Action, DecisionRequest
 from gateway.policy import PolicyDocument, PolicyInvalid, decide, explain, validate_document
+from gateway.policy.decision import Action, DecisionRequest
 from gateway.policy.engine import UnknownPsap
 from gateway.policy.loader import load_config_dir
 from gateway.policy.models import MANDATORY_EXCLUSIONS, MANDATORY_SCREENING

@@ -11,9 +11,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.types import Strict
 
-from gateway.errors import Invalid
-from gateway.models import DestinationKind
+from gateway.core.errors import Invalid
 from gateway.policy import PolicyInvalid, load_config_dir, validate_document
+from gateway.policy.decision import DestinationKind
 from gateway.policy.models import MANDATORY_EXCLUSIONS, Policy, PolicyDocument, Window
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"

@@ -12,12 +12,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from redis.asyncio import Redis
 
-from gateway import keys
-from gateway.errors import NotFound, Unavailable
-from gateway.models import Action, DecisionRequest
+from gateway.core import keys
+from gateway.core.errors import NotFound, Unavailable
 from gateway.policy import PolicyInvalid, PolicyService
-from gateway.states import TransferEvent, TransferState
-from gateway.store import TransferStore
+from gateway.policy.decision import Action, DecisionRequest
+from gateway.transfer.states import TransferEvent, TransferState
+from gateway.transfer.store import TransferStore
 
 NOON = datetime(2026, 6, 15, 12, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
 CLEAR = {
@@ -43,7 +43,7 @@ def req(caller_type: str = "first_person", **extra: Any) -> DecisionRequest:
 @pytest.fixture
 def make_service(redis: Redis, store: TransferStore, config_dir: Path) -> Any:
     def make() -> PolicyService:
-        return PolicyService(redis, config_dir, store)
+        return PolicyService(redis, config_dir, store.destination_load)
 
     return make
 

@@ -1,6 +1,6 @@
 """Redis faults under the store: replies lost mid-command, and a server restarted under load.
 
-The client is the gateway's own (``gateway.redis_client.connect``): it sends a command again on
+The client is the gateway's own (``gateway.core.redis_client.connect``): it sends a command again on
 a fresh connection after a connection error. These tests show that every write stays
 exactly-once when the first send did run (its reply was lost), and that once Redis answers again
 after a restart, no request fails for a connection opened before it.
@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway import keys
-from gateway.redis_client import connect
-from gateway.scripts import Scripts
-from gateway.states import TransferEvent, TransferState
-from gateway.store import Tally, TransferStore
-from gateway.transfers import code_digest
+from gateway.core import keys
+from gateway.core.records import Tally
+from gateway.core.redis_client import connect
+from gateway.transfer.service import code_digest
+from gateway.transfer.states import TransferEvent, TransferState
+from gateway.transfer.store import TransferStore
 from tests.conftest import AppFactory, KeyMaker
 from tests.faults import RedisProcess, ReplyDroppingProxy
 from tests.telephony import PSAP, SAFE
@@ -49,7 +49,7 @@ async def proxied(proxy: ReplyDroppingProxy) -> AsyncIterator[tuple[TransferStor
     """A store on the gateway's own client, through the proxy; and a direct client to look."""
     client = connect(proxy.url, socket_timeout_s=2)
     direct = Redis(host="127.0.0.1", port=proxy.upstream_port, decode_responses=True)
-    yield TransferStore(client, Scripts.register(client), retention_s=3600), direct
+    yield TransferStore(client, retention_s=3600), direct
     await client.aclose()
     await direct.aclose()
 

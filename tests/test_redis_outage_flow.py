@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.conftest import AppFactory, KeyMaker
 from tests.faults import RedisProcess
 from tests.telephony import PRIMARY, PSAP, short_ring_timeouts, wired

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from redis import Redis as SyncRedis
 
 from adapters.redis_server import find_redis_server
-from gateway import keys
-from gateway.redis_client import parse_sentinel
-from gateway.settings import Settings
+from gateway.core import keys
+from gateway.core.redis_client import parse_sentinel
+from gateway.core.settings import Settings
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PSAP, SAFE, free_port
 

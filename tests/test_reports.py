@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.report_cli import render_csv, render_table
-from gateway.reports import answer_bucket, percentile
-from gateway.settings import Settings
+from gateway.cli.report import render_csv, render_table
+from gateway.core.settings import Settings
+from gateway.reports.counters import answer_bucket, percentile
 from tests.conftest import ROOT, AppFactory, KeyMaker
 from tests.telephony import (
     BACKUP,

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from gateway.web import create_app
 from tests.conftest import KeyMaker, with_overrides
 from tests.telephony import PSAP, PUBLIC, free_port

@@ -4,8 +4,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.states import TransferEvent, TransferState
-from gateway.store import TransferStore
+from gateway.transfer.states import TransferEvent, TransferState
+from gateway.transfer.store import TransferStore
 
 
 async def test_healthz_and_readyz(client: TestClient[Any, Any]) -> None:

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from gateway import keys
-from gateway.scripts import table_header
-from gateway.states import (
+from gateway.core import keys
+from gateway.core.scripts import table_header
+from gateway.transfer.states import (
     INITIAL_STATES,
     TERMINAL_STATES,
     TRANSITIONS,
@@ -27,7 +27,7 @@ from gateway.states import (
     allowed_events,
     apply_event,
 )
-from gateway.store import (
+from gateway.transfer.store import (
     TransferStore,
     Transition,
     TransitionConflict,
@@ -155,7 +155,7 @@ def test_every_state_is_reachable_and_every_live_state_can_end() -> None:
 
 
 def test_generated_lua_header_names_every_row_and_terminal_state() -> None:
-    header = table_header()
+    header = table_header(TRANSITIONS, TERMINAL_STATES)
     for state, row in TRANSITIONS.items():
         cells = ", ".join(f"['{e}'] = '{t}'" for e, t in row.items())
         assert f"['{state}'] = {{{cells}}}," in header

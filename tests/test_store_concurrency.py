@@ -11,13 +11,12 @@ import pytest
 from redis.asyncio import Redis
 from redis.cluster import key_slot
 
-from gateway import keys
-from gateway.errors import Conflict
-from gateway.scripts import Scripts
-from gateway.states import TransferEvent, TransferState
-from gateway.store import (
-    Tally,
-    Timer,
+from gateway.core import keys
+from gateway.core.errors import Conflict
+from gateway.core.records import Tally
+from gateway.core.timers import Timer
+from gateway.transfer.states import TransferEvent, TransferState
+from gateway.transfer.store import (
     TransferNotFound,
     TransferStore,
     Transition,
@@ -34,7 +33,7 @@ RACERS = 50
 async def other_store(redis_url: str) -> AsyncIterator[TransferStore]:
     """A second process's view: its own client (own connections), the same server."""
     client = Redis.from_url(redis_url, socket_timeout=5)
-    yield TransferStore(client, Scripts.register(client), retention_s=3600, audit_maxlen=100)
+    yield TransferStore(client, retention_s=3600, audit_maxlen=100)
     await client.aclose()
 
 

@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway import keys
-from gateway.scripts import Scripts
-from gateway.states import TransferEvent, TransferState
-from gateway.store import Timer, TransferStore, TransitionConflict, TransitionNotAllowed
-from gateway.timers import TimerQueue, TimerWorker
+from gateway.core import keys
+from gateway.core.timers import Timer, TimerQueue, TimerWorker
+from gateway.transfer.states import TransferEvent, TransferState
+from gateway.transfer.store import TransferStore, TransitionConflict, TransitionNotAllowed
 
 S = TransferState
 E = TransferEvent
@@ -36,7 +35,7 @@ def future(seconds: float = 600.0) -> datetime:
 @pytest.fixture
 async def other_queue(redis_url: str) -> AsyncIterator[TimerQueue]:
     client = Redis.from_url(redis_url, socket_timeout=5)
-    yield TimerQueue(client, Scripts.register(client))
+    yield TimerQueue(client)
     await client.aclose()
 
 
@@ -265,10 +264,8 @@ async def test_rearming_in_a_transition_takes_the_lease_from_its_holder(
     assert await timer_queue.due_at("t3:ring") is not None
 
 
-async def test_a_slow_handler_does_not_hold_up_the_rest_of_its_batch(
-    redis: Redis, scripts: Scripts
-) -> None:
-    queue = TimerQueue(redis, scripts)
+async def test_a_slow_handler_does_not_hold_up_the_rest_of_its_batch(redis: Redis) -> None:
+    queue = TimerQueue(redis)
     done: list[str] = []
     release = asyncio.Event()
 

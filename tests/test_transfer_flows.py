@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
-from gateway.settings import Settings
-from gateway.signing import verify
-from gateway.transfers import DIAL_BACKUP_S
+from gateway.core.settings import Settings
+from gateway.core.signing import verify
+from gateway.transfer.service import DIAL_BACKUP_S
 from gateway.web.appkeys import SETTINGS, TRANSFERS
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import (

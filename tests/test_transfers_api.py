@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 
-from gateway import keys
-from gateway.settings import Settings
+from gateway.core import keys
+from gateway.core.settings import Settings
 from tests.conftest import KeyMaker
 from tests.telephony import PSAP, SAFE
 

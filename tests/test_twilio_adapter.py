@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from adapters.twilio_rest import TwilioTelephony
-from gateway.ports import TelephonyError
+from gateway.core.ports import TelephonyError
 
 SID = "AC" + "1" * 32
 TOKEN = "secret-token"

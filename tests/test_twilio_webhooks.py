@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from twilio.request_validator import RequestValidator
 
 from adapters.redis_server import embedded_redis
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PRIMARY, PUBLIC
 

@@ -15,7 +15,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import (
     BACKUP,

@@ -1,7 +1,7 @@
 """Handbacks 988 → 911: the state machine, the store, the service (DESIGN.md §4).
 
-The service is imported on first use: it builds EIDOs (``gateway.eido``), and ``gateway.eido``
-needs this package's models, so importing ``gateway.eido`` first must not pull the service in.
+The service is imported on first use: it builds EIDOs (``gateway.handback.eido``), and the EIDO
+module needs this package's models, so importing it first must not pull the service in.
 """
 
 from __future__ import annotations

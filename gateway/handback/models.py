@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.core.phone import E164
 from gateway.handback.states import HandbackState
-from gateway.phone import E164
 
 HANDBACK_ID_PATTERN = r"^hb_[0-9a-f]{24}$"
 TRANSFER_ID_PATTERN = r"^tr_[0-9a-f]{24}$"

@@ -16,7 +16,8 @@ back to the PSAP:
   bridge line, that leg goes into a conference named by the handback id and the PSAP is dialed
   into it the same way.
 
-Either way the incident goes to the PSAP as an EIDO (``gateway.eido``), through a durable CAD
+Either way the incident goes to the PSAP as an EIDO (``gateway.handback.eido``), through a durable
+CAD
 outbox (a ``cad_delivery`` timer per EIDO, retried with backoff, on whichever instance is up);
 without a ``cad_url`` the EIDO is kept for ``GET /v1/handbacks/{id}/eido`` (and
 ``python -m gateway handbacks eido``). The PSAP confirms contact (``POST …/contact``) and the
@@ -51,10 +52,16 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from gateway import reports
-from gateway.auth import Principal, Role, require_org, require_role
-from gateway.eido import Agency, EidoFacts, build, incident_id
-from gateway.errors import Conflict, Forbidden, Invalid
+from gateway.core.auth import Principal, Role, require_org, require_role
+from gateway.core.errors import Conflict, Forbidden, Invalid
+from gateway.core.liveness import conference_in_progress
+from gateway.core.metrics import Metrics
+from gateway.core.ports import CadError, CadSink, NoticeError, Notifier, Telephony, TelephonyError
+from gateway.core.records import Tally, encode_fields
+from gateway.core.settings import Settings
+from gateway.core.tasks import TaskSet
+from gateway.core.timers import Timer, TimerHandler, TimerQueue
+from gateway.handback.eido import Agency, EidoFacts, build, incident_id
 from gateway.handback.models import (
     NOTICE_PREFIX,
     AttemptOutcome,
@@ -73,20 +80,15 @@ from gateway.handback.store import (
     HandbackNotFound,
     HandbackStore,
 )
-from gateway.liveness import conference_in_progress
-from gateway.metrics import Metrics
-from gateway.models import Transfer, encode_fields
 from gateway.policy.engine import UnknownPsap
 from gateway.policy.models import Destination
 from gateway.policy.service import LoadedPolicy, PolicyService
-from gateway.ports import CadError, CadSink, NoticeError, Notifier, Telephony, TelephonyError
-from gateway.reporting import local_day
-from gateway.settings import Settings
-from gateway.states import TransferState
-from gateway.store import Tally, Timer, TransferNotFound, TransferStore
-from gateway.tasks import TaskSet
-from gateway.timers import TimerHandler, TimerQueue
-from gateway.transfers import DIAL_RETRY_DELAYS_S, code_digest, is_code
+from gateway.reports import counters as reports
+from gateway.reports.figures import local_day
+from gateway.transfer.models import Transfer, recorded_org
+from gateway.transfer.service import DIAL_RETRY_DELAYS_S, code_digest, is_code
+from gateway.transfer.states import TransferState
+from gateway.transfer.store import TransferNotFound, TransferStore
 
 log = logging.getLogger(__name__)
 
@@ -190,15 +192,6 @@ class Center:
     org: str
     destination_id: str
     name: str
-
-
-def recorded_org(loaded: LoadedPolicy, transfer: Transfer, destination_id: str) -> str | None:
-    """The org that acted for ``destination_id`` when ``transfer`` was decided. (A transfer
-    recorded before orgs were recorded falls back to the current policy.)"""
-    if transfer.destination_orgs:
-        return transfer.destination_orgs.get(destination_id)
-    destination = loaded.document.destination(destination_id)
-    return destination.org if destination is not None else None
 
 
 class HandbackService:

@@ -1,11 +1,11 @@
-"""The life of a handback (988 → 911), as data — the same shape as ``gateway.states``.
+"""The life of a handback (988 → 911), as data — the same shape as ``gateway.transfer.states``.
 
 A handback's state follows its phone leg: the PSAP's handback line dialed into the caller's
 conference (live), or first the 988 center's own call into the bridge line (data-only). The
 incident itself goes to the PSAP as an EIDO whatever happens to the phone leg, and contact
 confirmation is recorded beside the state, not as one (a PSAP may confirm contact while its
 line is still being dialed). The Redis scripts are generated from ``TRANSITIONS`` and
-``TERMINAL_STATES`` by ``gateway.scripts.source``.
+``TERMINAL_STATES`` by ``gateway.core.scripts.source``.
 """
 
 from __future__ import annotations

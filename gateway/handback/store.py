@@ -1,9 +1,9 @@
 """Handback state in Redis: the same scripts as transfers, generated from the handback table.
 
-``create`` and ``transition`` are ``gateway/lua/create.lua`` and ``transition.lua`` with the
-handback machine's header (``gateway.scripts.source``); ``annotate`` is the write-once script
+``create`` and ``transition`` are ``gateway/core/lua/create.lua`` and ``transition.lua`` with the
+handback machine's header (``gateway.core.scripts.source``); ``annotate`` is the write-once script
 (contact confirmation, the ``unconfirmed`` flag, notices, CAD delivery). Every key comes from
-``gateway.keys`` and shares the handback's hash tag; the record and its audit trail expire a
+``gateway.core.keys`` and shares the handback's hash tag; the record and its audit trail expire a
 retention period after creation whatever the state, so personal fields never outlive it.
 """
 
@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from gateway import keys
-from gateway.errors import Conflict, NotFound
+from gateway.core import keys
+from gateway.core.errors import Conflict, NotFound
+from gateway.core.records import Ops, Tally, Written, run_transition, text, write_once
+from gateway.core.scripts import source
+from gateway.core.timers import Timer, to_ms
 from gateway.handback.models import Handback
 from gateway.handback.states import TERMINAL_STATES, TRANSITIONS, HandbackEvent, HandbackState
-from gateway.scripts import source
-from gateway.store import Tally, Timer, Written, _Ops, run_transition, to_ms, write_once
 
 
 class HandbackNotFound(NotFound):
@@ -95,10 +96,6 @@ class HandbackScripts:
         )
 
 
-def _text(value: bytes | str | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class HandbackStore:
     def __init__(
         self, redis: Redis, *, retention_s: int = 30 * 86_400, audit_maxlen: int = 1000
@@ -108,8 +105,8 @@ class HandbackStore:
         self.retention_s = retention_s
         self.audit_maxlen = audit_maxlen
 
-    def _ops(self, handback_id: str) -> _Ops:
-        return _Ops([keys.handback(handback_id), keys.handback_audit(handback_id)])
+    def _ops(self, handback_id: str) -> Ops:
+        return Ops([keys.handback(handback_id), keys.handback_audit(handback_id)])
 
     async def create(
         self,
@@ -162,7 +159,7 @@ class HandbackStore:
                 self.retention_s,
             ],
         )
-        status, got_state, version = (_text(v) for v in result)
+        status, got_state, version = (text(v) for v in result)
         if status == "guarded":
             assert transfer_id is not None
             raise HandbackGuarded(transfer_id, got_state)
@@ -173,7 +170,7 @@ class HandbackStore:
         raw = await self.redis.hgetall(keys.handback(handback_id))
         if not raw:
             raise HandbackNotFound(handback_id)
-        return Handback.from_redis(handback_id, {_text(k): _text(v) for k, v in raw.items()})
+        return Handback.from_redis(handback_id, {text(k): text(v) for k, v in raw.items()})
 
     async def newest(
         self,
@@ -198,7 +195,7 @@ class HandbackStore:
             members = await self.redis.zrevrangebyscore(
                 index, high, low, start=offset, num=min(batch, scan - offset)
             )
-            ids = [_text(m) for m in members if isinstance(m, bytes | str)]
+            ids = [text(m) for m in members if isinstance(m, bytes | str)]
             if not ids:
                 break
             offset += len(ids)
@@ -210,7 +207,7 @@ class HandbackStore:
                 if not raw:
                     continue
                 handback = Handback.from_redis(
-                    handback_id, {_text(k): _text(v) for k, v in raw.items()}
+                    handback_id, {text(k): text(v) for k, v in raw.items()}
                 )
                 if keep(handback):
                     found.append(handback)
@@ -223,7 +220,7 @@ class HandbackStore:
         raw = await self.redis.hget(keys.handback(handback_id), "eido")
         if raw is None:
             raise HandbackNotFound(handback_id)
-        return _text(raw)
+        return text(raw)
 
     async def transition(
         self,
@@ -245,7 +242,7 @@ class HandbackStore:
         handback guard (this handback held it: a transfer has one live handback at most)."""
         now = now or datetime.now(UTC)
         ops = self._ops(handback_id)
-        on_terminal = _Ops(ops.keys)
+        on_terminal = Ops(ops.keys)
         on_terminal.add("expire", keys.handback_legs(handback_id), self.retention_s)
         if transfer_id is not None:
             on_terminal.add("del", keys.xfer_handback(transfer_id))
@@ -318,7 +315,7 @@ class HandbackStore:
     async def code_owner(self, code_digest: str) -> str | None:
         """Whose a live bridge code is (a transfer or a handback id), without consuming it."""
         owner = await self.redis.get(keys.bridge_code(code_digest))
-        return None if owner is None else _text(owner)
+        return None if owner is None else text(owner)
 
     async def set_leg(self, handback_id: str, name: str, call_sid: str) -> None:
         key = keys.handback_legs(handback_id)
@@ -330,11 +327,11 @@ class HandbackStore:
     async def live_of_transfer(self, transfer_id: str) -> str | None:
         """The id of the transfer's live (not yet terminal) handback, if it has one."""
         holder = await self.redis.get(keys.xfer_handback(transfer_id))
-        return None if holder is None else _text(holder)
+        return None if holder is None else text(holder)
 
     async def legs(self, handback_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(keys.handback_legs(handback_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {text(k): text(v) for k, v in raw.items()}
 
     async def claim(self, handback_id: str, identity: str, ttl_s: int = 86_400) -> bool:
         """True the first time ``identity`` (a callback, a dial) is seen for the handback."""
@@ -346,7 +343,7 @@ class HandbackStore:
 
     async def audit(self, handback_id: str) -> list[dict[str, str]]:
         entries = await self.redis.xrange(keys.handback_audit(handback_id)) or []
-        return [{_text(k): _text(v) for k, v in (body or {}).items()} for _, body in entries]
+        return [{text(k): text(v) for k, v in (body or {}).items()} for _, body in entries]
 
     async def leave_outbox(self, handback_id: str) -> None:
         await self.redis.zrem(keys.CAD_OUTBOX, handback_id)
@@ -354,4 +351,4 @@ class HandbackStore:
     async def outbox(self) -> list[str]:
         """Handbacks whose EIDO still waits for CAD."""
         members = await self.redis.zrange(keys.CAD_OUTBOX, 0, -1)
-        return [_text(m) for m in members if isinstance(m, bytes | str)]
+        return [text(m) for m in members if isinstance(m, bytes | str)]

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.errors import NotFound
-from gateway.models import Action, Decision, DecisionRequest
+from gateway.core.errors import NotFound
+from gateway.policy.decision import Action, Decision, DecisionRequest
 from gateway.policy.models import (
     DEFAULT_RING_TIMEOUT_S,
     MATCH_DISTANCE,

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from gateway.errors import Invalid
+from gateway.core.errors import Invalid
 from gateway.policy.models import Destination, Policy, PolicyDocument, Psap
 
 FILES: dict[str, str] = {

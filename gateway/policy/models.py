@@ -56,7 +56,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gateway.models import (
+from gateway.core.phone import E164
+from gateway.policy.decision import (
     BCP47,
     EXCLUSION_FLAGS,
     CallerType,
@@ -66,7 +67,6 @@ from gateway.models import (
     ScreeningFlag,
     known_language,
 )
-from gateway.phone import E164
 
 # -- the safety floor: no valid policy is looser (DESIGN.md §5) ----------------------------------
 
@@ -106,7 +106,7 @@ Org = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 Language = Annotated[
     str, StringConstraints(pattern=BCP47, max_length=35), AfterValidator(known_language)
 ]
-"""A BCP 47 tag with registered subtags (``gateway.models.known_language``), as written."""
+"""A BCP 47 tag with registered subtags (``gateway.policy.decision.known_language``), as written."""
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=120, strip_whitespace=True)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
@@ -143,7 +143,8 @@ def language_distance(wanted: str, spoken: str) -> int:
     ``zh-cmn-Hans`` are ``zh-CN``'s Mandarin), larger the worse; not symmetric (``yue`` →
     ``zh-HK`` is 10, ``zh-HK`` → ``yue`` 80).
 
-    Both are BCP 47 tags as validated by ``gateway.models.known_language``; an unparseable tag
+    Both are BCP 47 tags as validated by ``gateway.policy.decision.known_language``; an unparseable
+    tag
     raises ``langcodes.tag_parser.LanguageTagError``. Cached per pair: it is on the call path."""
     distance: int = langcodes.tag_distance(wanted, spoken)
     return distance

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +22,14 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel
 from redis.asyncio import Redis
 
-from gateway import keys
-from gateway.errors import Conflict, NotFound, Unavailable
-from gateway.models import Decision, DecisionRequest
+from gateway.core import keys
+from gateway.core.errors import Conflict, NotFound, Unavailable
+from gateway.core.records import text
 from gateway.policy import engine
 from gateway.policy.changes import summarize
+from gateway.policy.decision import Decision, DecisionRequest
 from gateway.policy.loader import PolicyInvalid, load_config_dir, validate_document
 from gateway.policy.models import Destination, PolicyDocument, Psap
-from gateway.store import TransferStore
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,16 @@ class LoadedPolicy:
         return {"version": self.version, **self.document.model_dump(mode="json")}
 
 
-def _text(value: bytes | str | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+DestinationLoad = Callable[[Iterable[str]], Awaitable[dict[str, int]]]
+"""Destination id → how many transfers ring or are connected there now (live load, handed in by
+the transfer store so that routing needs nothing of transfers)."""
 
 
 class PolicyService:
-    def __init__(self, redis: Redis, config_dir: Path | str, store: TransferStore) -> None:
+    def __init__(self, redis: Redis, config_dir: Path | str, load: DestinationLoad) -> None:
         self.redis = redis
         self.config_dir = Path(config_dir)
-        self.store = store
+        self.load = load
         self._commit = redis.register_script(_COMMIT_LUA)
         self._loaded: LoadedPolicy | None = None
         self._files: LoadedPolicy | None = None
@@ -123,7 +124,7 @@ class PolicyService:
         """The live policy: one GET of the version number; the document only when it moved.
         With no version in Redis yet, the config files are seeded as version 1."""
         raw = await self.redis.get(keys.POLICY_CURRENT)
-        version = int(_text(raw)) if raw is not None else 0
+        version = int(text(raw)) if raw is not None else 0
         if version == 0:
             version = await self.seed()
         cached = self._loaded
@@ -139,7 +140,7 @@ class PolicyService:
         if raw is None:
             raise NotFound(f"no policy version {version}")
         try:
-            return validate_document(json.loads(_text(raw)))
+            return validate_document(json.loads(text(raw)))
         except PolicyInvalid as exc:  # stored by an older release with looser checks
             log.error("stored policy invalid", extra={"policy_version": version})
             raise Unavailable(f"policy version {version} no longer validates") from exc
@@ -148,10 +149,10 @@ class PolicyService:
         raw = await self.redis.hgetall(keys.POLICY_VERSIONS)
         infos = []
         for field, value in raw.items():
-            meta = json.loads(_text(value))
+            meta = json.loads(text(value))
             infos.append(
                 VersionInfo(
-                    version=int(_text(field)),
+                    version=int(text(field)),
                     who=meta["who"],
                     when=meta["when"],
                     summary=meta["summary"],
@@ -161,7 +162,7 @@ class PolicyService:
 
     async def audit(self) -> list[dict[str, str]]:
         entries = await self.redis.xrange(keys.POLICY_AUDIT) or []
-        return [{_text(k): _text(v) for k, v in (body or {}).items()} for _, body in entries]
+        return [{text(k): text(v) for k, v in (body or {}).items()} for _, body in entries]
 
     # -- deciding ------------------------------------------------------------------------------
 
@@ -171,7 +172,7 @@ class PolicyService:
         loaded = await self.current()
         at = now or datetime.now(UTC)
         ids = engine.candidates(loaded.document, request, at=at)
-        load = await self.store.destination_load(ids) if ids else {}
+        load = await self.load(ids) if ids else {}
         return engine.explain(loaded.document, request, at=at, load=load, version=loaded.version)
 
     async def decide(self, request: DecisionRequest, *, now: datetime | None = None) -> Decision:
@@ -250,5 +251,5 @@ class PolicyService:
                 AUDIT_MAXLEN,
             ],
         )
-        status, version = _text(result[0]), int(result[1])
+        status, version = text(result[0]), int(result[1])
         return status, version

@@ -13,26 +13,25 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway import __version__
-from gateway.auth import KEYS_FILE, KeyRing
-from gateway.dispositions import DispositionService
-from gateway.errors import Unavailable
+from gateway.core.auth import KEYS_FILE, KeyRing
+from gateway.core.errors import Unavailable
+from gateway.core.metrics import Metrics
+from gateway.core.outage import OutageWatch
+from gateway.core.redis_client import connect
+from gateway.core.settings import Settings
+from gateway.core.tasks import TaskSet
+from gateway.core.timers import TimerQueue, TimerWorker
 from gateway.handback import HandbackService, HandbackStore
-from gateway.metrics import Metrics
 from gateway.policy.service import PolicyService
-from gateway.reconcile import OutageWatch
-from gateway.redis_client import connect
-from gateway.scripts import Scripts
-from gateway.settings import Settings
-from gateway.store import TransferStore
-from gateway.tasks import TaskSet
-from gateway.timers import TimerQueue, TimerWorker
-from gateway.transfers import (
+from gateway.transfer.dispositions import DispositionService
+from gateway.transfer.service import (
     DIAL_TIMER,
     EXPIRY_TIMER,
     LIVENESS_TIMER,
     RING_TIMER,
     TransferService,
 )
+from gateway.transfer.store import TransferStore
 from gateway.web import handbacks as handback_views
 from gateway.web import health, openapi
 from gateway.web import reports as report_views
@@ -70,12 +69,11 @@ def redis_client(settings: Settings) -> Redis:
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     redis = redis_client(settings)
-    scripts = Scripts.register(redis)
     app[REDIS] = redis
     app[STORE] = TransferStore(
-        redis, scripts, retention_s=settings.retention_s, audit_maxlen=settings.audit_maxlen
+        redis, retention_s=settings.retention_s, audit_maxlen=settings.audit_maxlen
     )
-    app[TIMERS] = TimerQueue(redis, scripts)
+    app[TIMERS] = TimerQueue(redis)
 
     async def redis_ready() -> bool:
         return bool(await redis.ping())
@@ -86,7 +84,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _policy_ctx(app: web.Application) -> AsyncIterator[None]:
-    policy = PolicyService(app[REDIS], app[SETTINGS].config_dir, app[STORE])
+    policy = PolicyService(app[REDIS], app[SETTINGS].config_dir, app[STORE].destination_load)
     app[POLICY] = policy
     try:
         await policy.current()  # seeds version 1 from config/ when Redis has none

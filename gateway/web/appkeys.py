@@ -7,17 +7,17 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from redis.asyncio import Redis
 
-from gateway.auth import KeyRing
-from gateway.dispositions import DispositionService
+from gateway.core.auth import KeyRing
+from gateway.core.metrics import Metrics
+from gateway.core.outage import OutageWatch
+from gateway.core.settings import Settings
+from gateway.core.tasks import TaskSet
+from gateway.core.timers import TimerHandler, TimerQueue
 from gateway.handback import HandbackService
-from gateway.metrics import Metrics
 from gateway.policy.service import PolicyService
-from gateway.reconcile import OutageWatch
-from gateway.settings import Settings
-from gateway.store import TransferStore
-from gateway.tasks import TaskSet
-from gateway.timers import TimerHandler, TimerQueue
-from gateway.transfers import TransferService
+from gateway.transfer.dispositions import DispositionService
+from gateway.transfer.service import TransferService
+from gateway.transfer.store import TransferStore
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 

@@ -47,12 +47,13 @@ from aiohttp import web
 from multidict import MultiDict
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import (
+from gateway.core.errors import (
     BadRequest,
     BodyUnreadable,
     Invalid,
     RequestTimeout,
     UnsupportedMediaType,
+    validation_details,
 )
 from gateway.web.appkeys import SETTINGS
 
@@ -257,18 +258,6 @@ async def read_model(request: web.Request, model: type[M], *, allow_empty: bool 
         if not (await read_body(request)).strip():
             return validate(model, {})
     return validate(model, await read_json(request))
-
-
-def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    """Each error as its path and message — never the offending value, which may be personal."""
-    return [
-        {
-            "path": ".".join(str(part) for part in err["loc"]) or "$",
-            "message": err["msg"],
-            "type": err["type"],
-        }
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -7,9 +7,8 @@ from datetime import date, timedelta
 
 from aiohttp import web
 
-from gateway.auth import Role
-from gateway.dispositions import DispositionRequest
-from gateway.errors import Invalid, NotFound
+from gateway.core.auth import Role
+from gateway.core.errors import Invalid, NotFound
 from gateway.handback.models import (
     HANDBACK_ID_PATTERN,
     PSAP_ID_PATTERN,
@@ -21,7 +20,8 @@ from gateway.handback.models import (
 )
 from gateway.handback.states import HandbackState
 from gateway.handback.store import HandbackNotFound
-from gateway.models import Transfer
+from gateway.transfer.dispositions import DispositionRequest
+from gateway.transfer.models import Transfer
 from gateway.web.appkeys import DISPOSITIONS, HANDBACKS
 from gateway.web.bodies import query_date, query_int, query_text, read_model
 from gateway.web.middlewares import principal_of

@@ -19,15 +19,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
-from gateway.auth import Principal, bearer_token
-from gateway.errors import (
+from gateway.core.auth import Principal, bearer_token
+from gateway.core.errors import (
     BodyUnreadable,
     GatewayError,
     RequestTimeout,
     Unauthorized,
     Unavailable,
 )
-from gateway.logs import request_id_var
+from gateway.core.logs import request_id_var
 from gateway.web.appkeys import KEYRING, METRICS
 
 log = logging.getLogger(__name__)

@@ -2,47 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Any
-
 from aiohttp import web
 
-from gateway import reporting
-from gateway.auth import Role, require_org, require_role
-from gateway.errors import Invalid
-from gateway.policy.service import LoadedPolicy
+from gateway.core.auth import Role, require_org, require_role
+from gateway.reports.figures import build_summary
 from gateway.web.appkeys import POLICY, REDIS
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Route
-
-
-def parse_day(value: str | None, name: str, default: date) -> date:
-    if not value:
-        return default
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise Invalid(
-            f"'{name}' must be a date (YYYY-MM-DD)", [{"path": name, "message": "not a date"}]
-        ) from None
-
-
-async def build_summary(
-    loaded: LoadedPolicy, redis: Any, psap_id: str | None, start: str | None, end: str | None
-) -> dict[str, Any]:
-    """The summary for one PSAP (or, with ``psap_id`` None, every PSAP of the policy)."""
-    psaps = [loaded.psap(psap_id)] if psap_id else list(loaded.document.psaps)
-    today = date.fromisoformat(reporting.local_day(datetime.now(UTC), psaps[0].timezone))
-    first_asked = parse_day(start, "from", today) if start else None
-    last = parse_day(end, "to", max(today, first_asked or today))
-    first = first_asked or min(today, last)
-    return await reporting.summary(
-        redis,
-        [p.id for p in psaps],
-        first,
-        last,
-        destinations=[d.id for d in loaded.document.destinations],
-    )
 
 
 async def summary_view(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
-from gateway.auth import Role
+from gateway.core.auth import Role
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from gateway.auth import Role, require_role
-from gateway.errors import Conflict
-from gateway.models import Decision, DecisionRequest
+from gateway.core.auth import Role, require_role
+from gateway.core.errors import Conflict
 from gateway.policy import PolicyDocument, VersionInfo
+from gateway.policy.decision import Decision, DecisionRequest
 from gateway.web.appkeys import POLICY
 from gateway.web.bodies import read_json, read_model
 from gateway.web.middlewares import principal_of

@@ -6,10 +6,10 @@ import re
 
 from aiohttp import web
 
-from gateway.auth import Role, require_role
-from gateway.errors import NotFound
-from gateway.models import Transfer
-from gateway.transfers import ReleaseRequest, TransferRequest, TransferView
+from gateway.core.auth import Role, require_role
+from gateway.core.errors import NotFound
+from gateway.transfer.models import Transfer
+from gateway.transfer.service import ReleaseRequest, TransferRequest, TransferView
 from gateway.web.appkeys import TRANSFERS
 from gateway.web.bodies import read_model
 from gateway.web.middlewares import principal_of

@@ -20,11 +20,11 @@ from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
-from gateway.errors import NotFound
+from gateway.core.errors import NotFound
 from gateway.handback import Handback
-from gateway.models import AttemptOutcome
 from gateway.policy.service import PolicyService
-from gateway.store import TransferNotFound
+from gateway.transfer.models import AttemptOutcome
+from gateway.transfer.store import TransferNotFound
 from gateway.web.appkeys import HANDBACKS, METRICS, OUTAGES, POLICY, SETTINGS, STORE, TRANSFERS
 from gateway.web.bodies import read_form
 from gateway.web.middlewares import error_response

@@ -2,7 +2,7 @@
 
 ``POST /v1/transfers/{id}/disposition`` (DESIGN.md §4) is allowed to the ``crisis_center`` keys
 of the connected destination's org only, once, and only for a transfer that was connected
-(``connected`` or ``completed``). The write is one Lua call (``gateway/lua/annotate.lua``) that
+(``connected`` or ``completed``). The write is one Lua call (``gateway/core/lua/annotate.lua``) that
 checks the state and that no disposition exists, writes it and appends the audit event — never a
 read-modify-write from Python.
 """
@@ -15,16 +15,17 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway import keys, reports
-from gateway.auth import Principal, Role, require_role
-from gateway.errors import Conflict, Forbidden
-from gateway.handback.service import recorded_org
-from gateway.metrics import Metrics
-from gateway.models import Disposition, DispositionOutcome, Transfer
+from gateway.core import keys
+from gateway.core.auth import Principal, Role, require_role
+from gateway.core.errors import Conflict, Forbidden
+from gateway.core.metrics import Metrics
+from gateway.core.records import Ops, Tally, write_once
+from gateway.core.scripts import source
 from gateway.policy.service import PolicyService
-from gateway.scripts import source
-from gateway.states import TransferState
-from gateway.store import Tally, TransferNotFound, TransferStore, _Ops, write_once
+from gateway.reports import counters as reports
+from gateway.transfer.models import Disposition, DispositionOutcome, Transfer, recorded_org
+from gateway.transfer.states import TransferState
+from gateway.transfer.store import TransferNotFound, TransferStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class DispositionService:
             destination_id=transfer.connected_destination_id,
             recorded_at=datetime.now(UTC),
         )
-        ops = _Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
+        ops = Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
         if transfer.report_day is not None:
             ct, dest = str(transfer.caller_type), disposition.destination_id
             police = "yes" if request.police_involved else "no"

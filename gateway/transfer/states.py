@@ -1,7 +1,8 @@
 """The life of a transfer, as data.
 
 A transfer moves only along ``TRANSITIONS``. ``apply_event`` is the pure function that reads the
-table; the Redis transition script is generated from the same table (see ``gateway.scripts``), so
+table; the Redis transition script is generated from the same table (see ``gateway.core.scripts``),
+so
 the process and the store cannot disagree about what is allowed.
 """
 

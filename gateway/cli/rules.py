@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from gateway.models import SCREENING_FLAGS, CallerType, DecisionRequest
+from gateway.policy.decision import SCREENING_FLAGS, CallerType, DecisionRequest
 from gateway.policy.engine import UnknownPsap, explain
 from gateway.policy.loader import PolicyInvalid, load_config_dir
 

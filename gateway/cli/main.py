@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,40 +13,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.auth import Role, add_key
-from gateway.logs import RequestIdAccessLogger, configure_logging
-from gateway.settings import Settings
-from gateway.web.bodies import validation_details
+from gateway.cli.common import load_settings, redis_for, running_redis_url
+from gateway.core.auth import Role, add_key
+from gateway.core.errors import validation_details
+from gateway.core.logs import RequestIdAccessLogger, configure_logging
 
 log = logging.getLogger("gateway")
-
-
-def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 naming each bad variable."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        lines = [
-            f"  GATEWAY_{d['path'].split('.')[0].upper()}: {d['message']}"
-            if d["path"] != "$"
-            else f"  {d['message'].removeprefix('Value error, ')}"
-            for d in validation_details(exc)
-        ]
-        print("invalid settings:\n" + "\n".join(lines), file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-@contextlib.contextmanager
-def redis_for(settings: Settings) -> Iterator[Settings]:
-    """``settings`` with a Redis URL: the configured one, or an embedded server's."""
-    if settings.redis_url:
-        yield settings
-        return
-    from adapters.redis_server import embedded_redis
-
-    with embedded_redis(settings.state_dir / "redis") as server:
-        log.info("embedded redis started", extra={"data_dir": str(server.data_dir)})
-        yield settings.model_copy(update={"redis_url": server.url})
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -58,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with redis_for(settings) as ready:
         sandbox_ctx = None
         if ready.sandbox_enabled:
-            from gateway.devsandbox import with_sandbox
+            from gateway.cli.devsandbox import with_sandbox
 
             ready, sandbox_ctx = with_sandbox(ready)
         app = create_app(ready)
@@ -102,7 +73,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from gateway.demo import DemoError, demo_key, run_demo
+    from gateway.cli.demo import DemoError, demo_key, run_demo
 
     settings = load_settings()
     key = args.key or os.environ.get("GATEWAY_DEMO_KEY", "")
@@ -124,30 +95,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if final["state"] == "completed" else 1
 
 
-def running_redis_url(settings: Settings) -> str:
-    """GATEWAY_REDIS_URL, else the socket of the embedded Redis a local ``serve`` is running."""
-    if settings.redis_url:
-        return settings.redis_url
-    socket = (settings.state_dir / "redis" / "redis.sock").resolve()
-    if socket.exists():
-        return f"unix://{socket}"
-    raise SystemExit(
-        "no Redis to read: set GATEWAY_REDIS_URL, or start the gateway (make run) first"
-    )
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     import asyncio
 
     from redis.exceptions import RedisError
 
-    from gateway.errors import GatewayError
+    from gateway.cli.report import render
+    from gateway.core.errors import GatewayError
+    from gateway.core.redis_client import connect
     from gateway.policy.service import PolicyService
-    from gateway.redis_client import connect
-    from gateway.report_cli import render
-    from gateway.scripts import Scripts
-    from gateway.store import TransferStore
-    from gateway.web.reports import build_summary
+    from gateway.reports.figures import build_summary
+    from gateway.transfer.store import TransferStore
 
     settings = load_settings()
     url = running_redis_url(settings)
@@ -155,8 +113,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     async def summary() -> dict[str, object]:
         redis = connect(url, socket_timeout_s=settings.redis_socket_timeout_s)
         try:
-            store = TransferStore(redis, Scripts.register(redis))
-            loaded = await PolicyService(redis, settings.config_dir, store).current()
+            store = TransferStore(redis)
+            loaded = await PolicyService(
+                redis, settings.config_dir, store.destination_load
+            ).current()
             return await build_summary(loaded, redis, args.psap, args.from_, args.to)
         finally:
             await redis.aclose()
@@ -178,14 +138,12 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
     from redis.exceptions import RedisError
 
-    from gateway.audit_export import export
-    from gateway.errors import GatewayError
+    from gateway.core.errors import GatewayError
+    from gateway.core.redis_client import connect
     from gateway.policy.service import PolicyService
-    from gateway.redis_client import connect
-    from gateway.reporting import period
-    from gateway.scripts import Scripts
-    from gateway.store import TransferStore
-    from gateway.web.reports import parse_day
+    from gateway.reports.audit import export
+    from gateway.reports.figures import parse_day, period
+    from gateway.transfer.store import TransferStore
 
     settings = load_settings()
     url = running_redis_url(settings)
@@ -193,8 +151,10 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     async def run(out: Any) -> int:
         redis = connect(url, socket_timeout_s=settings.redis_socket_timeout_s)
         try:
-            store = TransferStore(redis, Scripts.register(redis))
-            loaded = await PolicyService(redis, settings.config_dir, store).current()
+            store = TransferStore(redis)
+            loaded = await PolicyService(
+                redis, settings.config_dir, store.destination_load
+            ).current()
             psaps = [loaded.psap(args.psap)] if args.psap else list(loaded.document.psaps)
             start = parse_day(args.from_, "from", datetime.now(UTC).date())
             end = parse_day(args.to, "to", start)
@@ -235,11 +195,11 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--config-dir", help="config directory (default: GATEWAY_CONFIG_DIR)")
     new.set_defaults(func=cmd_keys_new)
 
-    from gateway.policy.cli import add_parser as add_rules_parser
+    from gateway.cli.rules import add_parser as add_rules_parser
 
     add_rules_parser(sub)
 
-    from gateway.handback.cli import add_parser as add_handbacks_parser
+    from gateway.cli.handbacks import add_parser as add_handbacks_parser
 
     add_handbacks_parser(sub)
 

@@ -39,35 +39,28 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from gateway import reports
-from gateway.auth import Principal, Role, require_org, require_role
-from gateway.errors import Forbidden, Unavailable
-from gateway.liveness import conference_in_progress
-from gateway.metrics import Metrics
-from gateway.models import (
-    Action,
-    Attempt,
-    AttemptOutcome,
-    DecisionRequest,
-    Transfer,
-    encode_fields,
-)
-from gateway.phone import E164
+from gateway.core.auth import Principal, Role, require_org, require_role
+from gateway.core.errors import Forbidden, Unavailable
+from gateway.core.liveness import conference_in_progress
+from gateway.core.metrics import Metrics
+from gateway.core.phone import E164
+from gateway.core.ports import Leg, NoticeError, Notifier, Telephony, TelephonyError
+from gateway.core.records import Tally, encode_fields
+from gateway.core.settings import Settings
+from gateway.core.tasks import TaskSet
+from gateway.core.timers import Timer, TimerQueue
+from gateway.policy.decision import Action, DecisionRequest
 from gateway.policy.service import PolicyService
-from gateway.ports import Leg, NoticeError, Notifier, Telephony, TelephonyError
-from gateway.reporting import local_day
-from gateway.settings import Settings
-from gateway.states import TransferEvent, TransferState
-from gateway.store import (
-    Tally,
-    Timer,
+from gateway.reports import counters as reports
+from gateway.reports.figures import local_day
+from gateway.transfer.models import Attempt, AttemptOutcome, Transfer
+from gateway.transfer.states import TransferEvent, TransferState
+from gateway.transfer.store import (
     TransferNotFound,
     TransferStore,
     TransitionConflict,
     TransitionNotAllowed,
 )
-from gateway.tasks import TaskSet
-from gateway.timers import TimerQueue
 
 log = logging.getLogger(__name__)
 
@@ -996,7 +989,7 @@ class TransferService:
         )
 
 
-# The report figure each event counts (gateway.reports), and whose destination it concerns.
+# The report figure each event counts (gateway.reports.counters), and whose destination it concerns.
 _FIGURES: Mapping[TransferEvent, tuple[str, Literal["occupy", "current", "vacate", "none"]]] = {
     E.BRIDGED: (reports.OFFERED, "occupy"),
     E.NEXT_DESTINATION: (reports.OFFERED, "occupy"),

@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
-from gateway import keys
-from gateway.errors import Invalid
-from gateway.reports import summarize
-from gateway.store import STATS_RETENTION_S
+from gateway.core import keys
+from gateway.core.errors import Invalid
+from gateway.core.records import STATS_RETENTION_S
+from gateway.policy.service import LoadedPolicy
+from gateway.reports.counters import summarize
 
 
 def local_day(at: datetime, timezone: str) -> str:
@@ -62,3 +63,32 @@ async def summary(
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_day(value: str | None, name: str, default: date) -> date:
+    if not value:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(
+            f"'{name}' must be a date (YYYY-MM-DD)", [{"path": name, "message": "not a date"}]
+        ) from None
+
+
+async def build_summary(
+    loaded: LoadedPolicy, redis: Any, psap_id: str | None, start: str | None, end: str | None
+) -> dict[str, Any]:
+    """The summary for one PSAP (or, with ``psap_id`` None, every PSAP of the policy)."""
+    psaps = [loaded.psap(psap_id)] if psap_id else list(loaded.document.psaps)
+    today = date.fromisoformat(local_day(datetime.now(UTC), psaps[0].timezone))
+    first_asked = parse_day(start, "from", today) if start else None
+    last = parse_day(end, "to", max(today, first_asked or today))
+    first = first_asked or min(today, last)
+    return await summary(
+        redis,
+        [p.id for p in psaps],
+        first,
+        last,
+        destinations=[d.id for d in loaded.document.destinations],
+    )

@@ -135,7 +135,8 @@ POLICY_AUDIT = f"{PREFIX}policy:audit"
 
 def stats_day(psap_id: str, day: str) -> str:
     """Hash: the PSAP's program counters for one local day (``YYYY-MM-DD``); fields are
-    ``<figure>|<caller type>|<destination id>`` (gateway.reports). Outlives transfer records."""
+    ``<figure>|<caller type>|<destination id>`` (gateway.reports.counters). Outlives transfer
+    records."""
     return f"{PREFIX}stats:{psap_id}:{day}"
 
 

@@ -1,7 +1,7 @@
 """Program figures (DESIGN.md §6 ``GET /v1/reports/summary``), from counters that outlive records.
 
 Every transition that matters to a figure increments a counter in the same Lua call as the
-transition itself (``gateway.store``): one hash per PSAP and local day, each field named
+transition itself (``gateway.core.records``): one hash per PSAP and local day, each field named
 ``<figure>|<caller type>|<destination id or empty>``. Answer times go to a per-day sorted set whose
 members are ``<caller type>|<destination>|<transfer id>`` — opaque ids, no personal data — so
 percentiles are exact. A transfer counts on the PSAP-local day it was considered, so a period's

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from gateway.auth import Role, add_key
+from gateway.core.auth import Role, add_key
 
 PSAP_LINE = "+12065550111"
 CALLER = "+12065550123"

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
-from gateway import keys
+from gateway.core import keys
 from gateway.policy.models import Psap
 
 EXPORTED = frozenset(

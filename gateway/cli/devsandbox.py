@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from adapters.twilio_sandbox import SandboxConfig, run_sandbox
 from adapters.twilio_sandbox.config import NumberConfig
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 
 SANDBOX_BRIDGE_NUMBER = "+12065550199"
 

@@ -3,7 +3,7 @@
 ``redis://``, ``rediss://`` and ``unix://`` URLs go to one server. A Sentinel set is named as
 ``redis+sentinel://[:password@]host:port[,host:port…]/<service name>[/<db>]``: the client asks
 the sentinels for the current primary and follows a failover by itself. Every key carries one
-hash tag (``gateway.keys``), so the scripts also run unchanged on one Redis Cluster slot.
+hash tag (``gateway.core.keys``), so the scripts also run unchanged on one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def retry_policy() -> Retry:
     each fails once. Sent again on a fresh connection it succeeds, so no request fails once Redis
     answers. Only connection errors are retried: a command whose connection broke either never
     reached the server, or — a server dying mid-reply — is one of ours that is safe to repeat (the
-    scripts carry a token, ``gateway.store.write_token``; reads and ``SET``/``HSET``/``SADD`` are
+    scripts carry a token, ``gateway.core.records.write_token``; reads and
+    ``SET``/``HSET``/``SADD`` are
     idempotent). A timeout is not retried: the command may still be running.
     """
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES, (RedisConnectionError,))

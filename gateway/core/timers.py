@@ -17,17 +17,35 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway import keys
-from gateway.scripts import Scripts
-from gateway.store import Timer, to_ms
+from gateway.core import keys
+from gateway.core.scripts import source
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A durable timer: at ``due``, whichever process claims it runs ``kind`` with ``payload``."""
+
+    id: str
+    due: datetime
+    kind: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def encoded(self) -> str:
+        return json.dumps({"kind": self.kind, **self.payload}, sort_keys=True)
+
+
+def to_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
 
 TimerHandler = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 """Called with the timer id and its payload (which includes ``kind``)."""
@@ -46,9 +64,10 @@ class ClaimedTimer:
 class TimerQueue:
     """Arming, disarming, claiming and acknowledging timers outside a transition."""
 
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self.scripts = scripts
+        self._claim = redis.register_script(source("timer_claim"))
+        self._ack = redis.register_script(source("timer_ack"))
 
     async def arm(self, timers: Iterable[Timer]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -72,7 +91,7 @@ class TimerQueue:
         self, token: str, *, lease_s: float, limit: int = 50, now_ms: int | None = None
     ) -> list[ClaimedTimer]:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        flat = await self.scripts.timer_claim(
+        flat = await self._claim(
             keys=[keys.TIMERS_DUE, keys.TIMERS_PAYLOAD, keys.TIMERS_LEASE],
             args=[now_ms, int(lease_s * 1000), limit, token],
         )
@@ -80,7 +99,7 @@ class TimerQueue:
         return [ClaimedTimer(items[i], json.loads(items[i + 1])) for i in range(0, len(items), 2)]
 
     async def ack(self, timer_id: str, token: str) -> bool:
-        removed = await self.scripts.timer_ack(
+        removed = await self._ack(
             keys=[keys.TIMERS_DUE, keys.TIMERS_PAYLOAD, keys.TIMERS_LEASE],
             args=[timer_id, token],
         )
@@ -114,7 +133,7 @@ class TimerWorker:
     ) -> None:
         self.queue = queue
         self.on_redis_error = on_redis_error
-        """Told of every Redis error of a poll (``gateway.reconcile.OutageWatch.note``)."""
+        """Told of every Redis error of a poll (``gateway.core.outage.OutageWatch.note``)."""
         self.handlers = handlers  # the app's registry: handlers added later are seen
         self.poll_s = poll_s
         self.lease_s = lease_s

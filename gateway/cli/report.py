@@ -7,7 +7,7 @@ import io
 import json
 from typing import Any
 
-from gateway.reports import CALLER_TYPES
+from gateway.reports.counters import CALLER_TYPES
 
 # (label, path into the summary) in reading order.
 ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (

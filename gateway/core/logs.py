@@ -22,7 +22,7 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from gateway.phone import redact_phones
+from gateway.core.phone import redact_phones
 
 # Fields whose values are personal or free text, whatever their content looks like.
 SENSITIVE_FIELDS = frozenset(

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 
 class GatewayError(Exception):
     status = 500
@@ -93,3 +95,15 @@ class UnsupportedMediaType(GatewayError):
 
     status = 415
     code = "unsupported_media_type"
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """Each error as its path and message — never the offending value, which may be personal."""
+    return [
+        {
+            "path": ".".join(str(part) for part in err["loc"]) or "$",
+            "message": err["msg"],
+            "type": err["type"],
+        }
+        for err in exc.errors(include_url=False, include_input=False)
+    ]

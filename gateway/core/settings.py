@@ -12,8 +12,8 @@ from typing import Annotated
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.phone import E164
-from gateway.redis_client import SCHEMES, SENTINEL_SCHEME, parse_sentinel
+from gateway.core.phone import E164
+from gateway.core.redis_client import SCHEMES, SENTINEL_SCHEME, parse_sentinel
 
 
 class Settings(BaseSettings):

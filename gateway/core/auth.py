@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.errors import Forbidden, Unauthorized
+from gateway.core.errors import Forbidden, Unauthorized
 
 KEYS_FILE = "api_keys.yaml"
 _ORG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"

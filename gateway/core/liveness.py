@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway.ports import Telephony, TelephonyError
+from gateway.core.ports import Telephony, TelephonyError
 
 log = logging.getLogger(__name__)
 

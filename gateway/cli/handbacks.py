@@ -12,10 +12,10 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.core.redis_client import connect
 from gateway.handback.models import HandbackList, HandbackView
 from gateway.handback.states import HandbackState
 from gateway.handback.store import HandbackNotFound, HandbackStore
-from gateway.redis_client import connect
 
 T = TypeVar("T")
 
@@ -24,7 +24,7 @@ MAX_LIMIT = 1000
 
 def _run(name: str, work: Callable[[Redis], Awaitable[T]]) -> T | int:
     """Run ``work`` against the gateway's Redis; an exit status when it cannot be reached."""
-    from gateway.cli import load_settings, running_redis_url
+    from gateway.cli.common import load_settings, running_redis_url
 
     settings = load_settings()
     url = running_redis_url(settings)
@@ -44,13 +44,14 @@ def _run(name: str, work: Callable[[Redis], Awaitable[T]]) -> T | int:
 
 
 async def _psap_ids(redis: Redis) -> list[str]:
-    from gateway.cli import load_settings
+    from gateway.cli.common import load_settings
     from gateway.policy.service import PolicyService
-    from gateway.scripts import Scripts
-    from gateway.store import TransferStore
+    from gateway.transfer.store import TransferStore
 
-    store = TransferStore(redis, Scripts.register(redis))
-    loaded = await PolicyService(redis, load_settings().config_dir, store).current()
+    store = TransferStore(redis)
+    loaded = await PolicyService(
+        redis, load_settings().config_dir, store.destination_load
+    ).current()
     return [p.id for p in loaded.document.psaps]
 
 
