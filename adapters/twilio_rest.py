@@ -54,7 +54,8 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
                 timeout=timeout or self.timeout_s,
                 follow_redirects=allow_redirects,
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RuntimeError) as exc:
+            # RuntimeError: the client was closed under a request (a shutdown's last work).
             raise TelephonyError(f"twilio request failed: {type(exc).__name__}") from exc
         return Response(response.status_code, response.text, response.headers)
 

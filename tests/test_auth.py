@@ -3,6 +3,7 @@ missing, unknown, malformed and foreign keys."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -356,3 +357,23 @@ async def test_a_psap_cannot_open_a_transfer_for_another_psap(
     resp = await client.post("/v1/transfers", json=FIRST_PERSON_CALL, headers=bearer(key))
     assert resp.status == 403
     assert_error_shape(await resp.json(), "forbidden")
+
+
+@pytest.mark.parametrize("key", [b"\xe9\xe9", b"\xff", b"gw_psap_\xc3\xa9"])
+async def test_a_key_that_is_not_ascii_is_401_not_a_crash(
+    client: TestClient[Any, Any], key: bytes
+) -> None:
+    """A header's bytes that are no key the gateway issues (they would not even encode as
+    UTF-8 once aiohttp decodes them) are an unknown key."""
+    reader_writer = await asyncio.open_connection("127.0.0.1", client.port)
+    reader, writer = reader_writer
+    writer.write(
+        b"GET /v1/admin/routing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Authorization: Bearer " + key + b"\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    assert answer.split(b" ")[1] == b"401", answer[:80]
+    assert b'"code": "unauthorized"' in answer

@@ -9,6 +9,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.core import keys
+from gateway.core.legs import Dial
 from gateway.core.records import encode_fields
 from gateway.core.timers import Timer
 from gateway.handback.models import Contact, HandbackAttempt
@@ -23,6 +25,25 @@ from gateway.handback.states import HandbackState
 from gateway.web.appkeys import HANDBACKS
 
 S = HandbackState
+
+
+def leg_spec(handback_id: str, attempt: int) -> Dial:
+    """The handback's PSAP leg of ``attempt``, as the service dials it."""
+    return Dial(
+        record=keys.handback(handback_id),
+        legs=keys.handback_legs(handback_id),
+        attempt=attempt,
+        conference=handback_id,
+        to="+12065550100",
+        from_="+12065550199",
+        timeout_s=30,
+        status_callback="https://gateway.example.test/twilio/participant/handback/x",
+        label=f"handback-{attempt}",
+    )
+
+
+async def always() -> bool:
+    return True
 
 
 async def record(
@@ -92,8 +113,10 @@ async def test_a_late_answer_before_the_redial_is_taken(client: TestClient[Any, 
     assert handback.connected_at is not None
     assert await service.timers.due_at(dial_timer_id(handback_id, 2)) is None
     assert await service.timers.due_at(ring_timer_id(handback_id, 2)) is None
-    # The redial can never be made now, whatever runs it.
-    assert not await service.store.claim(handback_id, "dial:2")
+    # The redial can never be made now, whatever runs it: a process that read the handback
+    # before the answer and goes on to dial attempt 2 finds the dial forgone.
+    dialed = await service.dialer.dial(leg_spec(handback_id, 2), wanted=always)
+    assert (dialed.kind, dialed.call_sid) == ("dialed", None)
 
 
 async def test_a_late_answer_after_the_redial_was_made_changes_nothing(
@@ -109,7 +132,7 @@ async def test_a_late_answer_after_the_redial_was_made_changes_nothing(
             HandbackAttempt(started_at=start),
         ],
     )
-    assert await service.store.claim(handback_id, "dial:2")  # the redial is out
+    await service.dialer.record(leg_spec(handback_id, 2), "CA" + "2" * 32)  # the redial is out
     await service.answered(handback_id, 1)
     handback = await service.store.get(handback_id)
     assert handback.state is S.DIALING

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
@@ -310,6 +311,35 @@ async def test_the_fallback_answers_a_repeated_key_with_its_twiml(gw: Gateway) -
     assert resp.status == 200, await resp.text()
     assert f'<Dial timeout="30">{PRIMARY}</Dial>' in await resp.text()
     gw.assert_quiet()
+
+
+@pytest.mark.parametrize(
+    ("path", "pairs"),
+    [
+        ("/twilio/voice/code", [*CALL, ("Digits", "000000"), ("Digits", "123456")]),
+        (
+            "/twilio/participant/tr_x?attempt=1",
+            [*CALL, ("CallStatus", "ringing"), ("CallStatus", "busy")],
+        ),
+        (
+            "/twilio/conference/tr_x",
+            [*CALL, ("StatusCallbackEvent", "conference-end"), ("SequenceNumber", "9" * 5000)],
+        ),
+        (
+            "/twilio/conference/tr_x",
+            [*CALL, ("StatusCallbackEvent", "conference-end"), ("SequenceNumber", "\u0663")],
+        ),
+    ],
+    ids=["two codes", "two call statuses", "5,000-digit sequence", "Arabic-Indic sequence"],
+)
+async def test_a_parameter_the_gateway_reads_given_twice_or_malformed_is_400(
+    gw: Gateway, path: str, pairs: list[tuple[str, str]]
+) -> None:
+    """Signed right, but which ``Digits`` or ``CallStatus`` to believe is not a guess to make:
+    400 naming the parameter, and nothing written."""
+    body = urlencode(pairs).encode()
+    error = await refused(gw, path, body, form_headers(path, pairs), 400, "bad_request")
+    assert error["details"][0]["path"] in {"Digits", "CallStatus", "SequenceNumber"}
 
 
 async def test_a_form_in_latin_1_is_read_in_latin_1(gw: Gateway) -> None:

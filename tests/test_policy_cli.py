@@ -241,3 +241,17 @@ def test_explain_on_broken_policy(config_dir: Path) -> None:
     assert result.returncode == 1
     assert "policy.yaml:" in result.stdout
     assert "YAML:" in result.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """``… | head``: the command's output pipe closes early; no traceback on stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "rules", "check", str(ROOT / "config")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before the first line
+    _, stderr = process.communicate(timeout=60)
+    assert b"Traceback" not in stderr
+    assert b"BrokenPipeError" not in stderr

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from gateway.core import keys
 from gateway.core.records import Tally
 from gateway.core.redis_client import connect
+from gateway.core.timers import Timer, TimerQueue
 from gateway.transfer.service import code_digest
 from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import TransferStore
@@ -140,3 +141,23 @@ async def test_once_redis_answers_after_a_restart_no_request_fails(
     assert await burst() == [200] * 30
     decided = await client.post("/v1/transfers", json=body, headers=headers)
     assert decided.status == 201
+
+
+async def test_timers_claimed_by_a_call_whose_reply_was_lost_are_still_handed_out(
+    proxy: ReplyDroppingProxy,
+) -> None:
+    """A claim that ran but lost its reply is retried by redis-py: the retry gets the timers
+    the first send claimed, rather than nothing (they would wait out a whole lease)."""
+    client = connect(proxy.url, socket_timeout_s=2)
+    try:
+        queue = TimerQueue(client)
+        await queue.claim("warm", lease_s=30)  # scripts loaded: the dropped reply is the claim's
+        due = datetime.now(UTC)
+        await queue.arm([Timer("ring:tr_1:1", due, "ring_timeout", {"transfer_id": "tr_1"})])
+        proxy.drop_next_reply(b"EVALSHA")
+        claimed = await queue.claim("worker", lease_s=30)
+        assert proxy.dropped == 1
+        assert [t.id for t in claimed] == ["ring:tr_1:1"]
+        assert await queue.claim("worker", lease_s=30) == []  # not handed out twice
+    finally:
+        await client.aclose()

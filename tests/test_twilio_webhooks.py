@@ -130,3 +130,19 @@ async def test_fallback_works_when_redis_was_never_reachable(
     )
     assert resp.status == 200
     assert PRIMARY in await resp.text()
+
+
+async def test_a_988_center_keying_a_code_while_state_is_down_is_put_through_to_911(
+    make_client: AppFactory, settings: Settings
+) -> None:
+    """A call from one of the destinations' own numbers is a 988 center handing a caller back:
+    when the gateway cannot help (here Twilio's fallback URL), it dials the PSAP's handback
+    line — 911 — not the crisis line the caller came from."""
+    client = await _client(make_client, settings)
+    center = {**PARAMS, "From": PRIMARY}
+    path = "/twilio/fallback?psap=kc-valleycom"
+    resp = await client.post(path, data=center, headers=signed(f"{PUBLIC}{path}", center))
+    assert resp.status == 200
+    twiml = await resp.text()
+    assert "+12065550100</Dial>" in twiml  # kc-valleycom's handback line
+    assert PRIMARY not in twiml

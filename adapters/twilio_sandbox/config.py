@@ -87,6 +87,8 @@ class SandboxConfig(BaseModel):
     participant_create_reply_delay_s: float = Field(default=0.0, ge=0)
     """Real seconds between carrying out a Participants create and answering it: a client that
     dies meanwhile has dialed, but never learned the call id."""
+    rest_unavailable: bool = False
+    """Every REST request answers 503 (an outage of Twilio's API); calls go on meanwhile."""
 
 
 class ConfigUpdate(BaseModel):
@@ -101,6 +103,7 @@ class ConfigUpdate(BaseModel):
     time_scale: float | None = Field(default=None, gt=0)
     participant_create_hold_s: float | None = Field(default=None, ge=0)
     participant_create_reply_delay_s: float | None = Field(default=None, ge=0)
+    rest_unavailable: bool | None = None
 
 
 class InboundCall(BaseModel):

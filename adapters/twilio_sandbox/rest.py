@@ -77,6 +77,8 @@ async def twilio_api_middleware(request: web.Request, handler: Handler) -> web.S
             raise TwilioApiError(401, 20003, "Authenticate")
         if request.match_info.get("account_sid") != engine.config.account_sid:
             raise NotFound(request.path)
+        if engine.config.rest_unavailable:
+            raise TwilioApiError(503, 20503, "Service Unavailable")
         response = await handler(request)
     except TwilioApiError as exc:
         response = web.json_response(exc.as_json(), status=exc.status)

@@ -132,12 +132,17 @@ class KeyRing:
 
 
 def bearer_token(header: str | None) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header; ``Unauthorized`` for anything else,
+    including a key that is not printable ASCII (no key the gateway issues is)."""
     if not header:
         raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Authorization must be 'Bearer <key>'")
-    return token.strip()
+    if not (token.isascii() and token.isprintable()):
+        raise Unauthorized("unknown API key")
+    return token
 
 
 def require_role(principal: Principal, *roles: Role) -> Principal:

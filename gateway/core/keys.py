@@ -37,16 +37,18 @@ def event_claim(transfer_id: str, identity: str) -> str:
     return f"{PREFIX}xfer:{transfer_id}:evt:{digest}"
 
 
-def dial_lease(transfer_id: str, attempt: int) -> str:
-    """String (SET PX): the token of the process dialing the attempt right now. It lapses when
-    that process dies before the provider answered the dial; the durable backup then dials."""
-    return f"{PREFIX}xfer:{transfer_id}:dial:{attempt}"
+def dial_lease(record: str, attempt: int) -> str:
+    """String (SET PX): the token of the process dialing ``attempt`` of the record whose key is
+    ``record`` right now. It lapses when that process dies before the provider answered the
+    dial; the durable backup then dials (``gateway.core.legs``)."""
+    return f"{record}:dial:{attempt}"
 
 
-def transfer_dials(transfer_id: str) -> str:
-    """Hash: ``attempt:<n>`` → how many dial leases were ever taken for the attempt (more than
-    one: an earlier holder may have reached the provider, which is asked before dialing again)."""
-    return f"{PREFIX}xfer:{transfer_id}:dials"
+def dial_claims(record: str) -> str:
+    """Hash: ``attempt:<n>`` → how many dial leases were ever taken for the attempt of the
+    record whose key is ``record`` (more than one: an earlier holder may have reached the
+    provider, which is asked before dialing again)."""
+    return f"{record}:dials"
 
 
 def bridge_code(code_digest: str) -> str:
@@ -119,6 +121,12 @@ TIMERS_PAYLOAD = f"{PREFIX}timers:payload"
 """Hash: timer id → JSON payload (kind and arguments)."""
 TIMERS_LEASE = f"{PREFIX}timers:lease"
 """Hash: timer id → token of the worker holding its lease."""
+
+
+def timer_claim(call_id: str) -> str:
+    """List (PEXPIRE: one lease): what one claim call took, so the same call retried after its
+    reply was lost gets the same timers back."""
+    return f"{PREFIX}timers:claim:{call_id}"
 
 
 # The routing policy (gateway.policy.service). One hash tag, so its commit script is atomic on

@@ -229,3 +229,10 @@ def text(value: bytes | str | int) -> str:
     if isinstance(value, bytes):
         return value.decode()
     return str(value)
+
+
+async def claim_once(script: AsyncScript, key: str, ttl_s: int) -> bool:
+    """True the first time ``key`` is claimed (``gateway/core/lua/claim.lua``), False for a
+    repeat; a claim retried on a fresh connection after its reply was lost is still this
+    caller's (its token)."""
+    return bool(await script(keys=[key], args=[write_token(), ttl_s * 1000]))

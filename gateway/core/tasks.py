@@ -35,10 +35,15 @@ class TaskSet:
         return len(self._tasks)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
-        """Let running work finish (up to ``timeout_s``), then cancel what is left."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        """Let running work finish — including work it spawns meanwhile (a dial's next step,
+        an announcement) — for up to ``timeout_s`` in all, then cancel what is left."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._tasks:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=left)
+        pending = set(self._tasks)
         for task in pending:
             task.cancel()
         for task in pending:

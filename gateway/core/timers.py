@@ -91,8 +91,9 @@ class TimerQueue:
         self, token: str, *, lease_s: float, limit: int = 50, now_ms: int | None = None
     ) -> list[ClaimedTimer]:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        call = keys.timer_claim(secrets.token_hex(8))
         flat = await self._claim(
-            keys=[keys.TIMERS_DUE, keys.TIMERS_PAYLOAD, keys.TIMERS_LEASE],
+            keys=[keys.TIMERS_DUE, keys.TIMERS_PAYLOAD, keys.TIMERS_LEASE, call],
             args=[now_ms, int(lease_s * 1000), limit, token],
         )
         items = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
@@ -166,19 +167,35 @@ class TimerWorker:
             # Left leased: it falls due again when the lease ends and is retried.
             log.exception("timer handler failed", extra={"timer_kind": timer.kind})
             return 0
-        await self.queue.ack(timer.id, self.token)
+        try:
+            await self.queue.ack(timer.id, self.token)
+        except RedisError as exc:  # the lease runs out and the (idempotent) handler runs again
+            log.warning("timer ack failed", extra={"error": type(exc).__name__})
+            return 0
         return 1
 
     async def run(self) -> None:
-        """Tick until stopped. A Redis outage is logged and waited out, never fatal."""
+        """Poll until stopped, running each claimed timer as its own task (at most ``batch`` at
+        once): a handler waiting on a slow partner never holds up a ring timer that falls due
+        meanwhile. A Redis outage is logged and waited out, never fatal. Stopping waits for
+        the timers in hand."""
+        running: set[asyncio.Task[int]] = set()
         while not self._stopping.is_set():
-            try:
-                handled = await self.tick()
-            except RedisError as exc:
-                log.warning("timer poll failed", extra={"error": type(exc).__name__})
-                if self.on_redis_error is not None:
-                    self.on_redis_error("timer poll")
-                handled = 0
-            if not handled:
+            free = self.batch - len(running)
+            claimed: list[ClaimedTimer] = []
+            if free > 0:
+                try:
+                    claimed = await self.queue.claim(self.token, lease_s=self.lease_s, limit=free)
+                except RedisError as exc:
+                    log.warning("timer poll failed", extra={"error": type(exc).__name__})
+                    if self.on_redis_error is not None:
+                        self.on_redis_error("timer poll")
+            for timer in claimed:
+                task = asyncio.create_task(self._run(timer), name=f"timer:{timer.kind}")
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if len(claimed) < free or free <= 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.poll_s)
+        if running:
+            await asyncio.wait(running)

@@ -40,7 +40,6 @@ transition), so a second handback never dials the PSAP again.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -52,9 +51,10 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from gateway.core import keys
 from gateway.core.auth import Principal, Role, require_org, require_role
 from gateway.core.errors import Conflict, Forbidden, Invalid
-from gateway.core.liveness import conference_in_progress
+from gateway.core.legs import Dial, Dialer, conference_in_progress
 from gateway.core.metrics import Metrics
 from gateway.core.ports import CadError, CadSink, NoticeError, Notifier, Telephony, TelephonyError
 from gateway.core.records import Tally, encode_fields
@@ -86,7 +86,7 @@ from gateway.policy.service import LoadedPolicy, PolicyService
 from gateway.reports import counters as reports
 from gateway.reports.figures import local_day
 from gateway.transfer.models import Transfer, recorded_org
-from gateway.transfer.service import DIAL_RETRY_DELAYS_S, code_digest, is_code
+from gateway.transfer.service import DIAL_BACKUP_S, code_digest, is_code
 from gateway.transfer.states import TransferState
 from gateway.transfer.store import TransferNotFound, TransferStore
 
@@ -120,6 +120,17 @@ def is_handback_id(value: str) -> bool:
 
 def ring_timer_id(handback_id: str, attempt: int) -> str:
     return f"hbring:{handback_id}:{attempt}"
+
+
+def dial_timer(handback_id: str, attempt: int, due: datetime) -> Timer:
+    """The durable dial of ``attempt``: a redial at ``due``, or the backup of a dial made at
+    once (``DIAL_BACKUP_S`` later), should its process die first."""
+    return Timer(
+        dial_timer_id(handback_id, attempt),
+        due,
+        DIAL_TIMER,
+        {"handback_id": handback_id, "attempt": attempt},
+    )
 
 
 def dial_timer_id(handback_id: str, attempt: int) -> str:
@@ -202,6 +213,7 @@ class HandbackService:
         transfers: TransferStore,
         policy: PolicyService,
         telephony: Telephony,
+        dialer: Dialer,
         notifier: Notifier,
         cad: CadSink,
         timers: TimerQueue,
@@ -213,6 +225,7 @@ class HandbackService:
         self.transfers = transfers
         self.policy = policy
         self.telephony = telephony
+        self.dialer = dialer
         self.notifier = notifier
         self.cad = cad
         self.timers = timers
@@ -307,6 +320,7 @@ class HandbackService:
             state = S.DIALING
             fields.update(encode_fields(attempts=[HandbackAttempt(started_at=now)]))
             timers.append(self._ring_timer(handback_id, 1, now))
+            timers.append(dial_timer(handback_id, 1, now + timedelta(seconds=DIAL_BACKUP_S)))
         else:
             state = S.AWAITING_BRIDGE
             code, digest = await self._issue_code(handback_id)
@@ -346,7 +360,9 @@ class HandbackService:
         )
         handback = await self.store.get(handback_id)
         if live:
-            self.tasks.spawn(self._dial(handback_id, 1), name=f"handback-dial:{handback_id}:1")
+            self.tasks.spawn(
+                self._dial(handback_id, 1, first=True), name=f"handback-dial:{handback_id}:1"
+            )
             return HandbackView.of(handback)
         return HandbackView.of(
             handback, bridge_code=code, bridge_number=self.settings.bridge_number
@@ -548,7 +564,9 @@ class HandbackService:
 
     def start_dialing(self, handback: Handback) -> None:
         """Dial the PSAP — called once the conference TwiML has been returned."""
-        self.tasks.spawn(self._dial(handback.id, 1), name=f"handback-dial:{handback.id}:1")
+        self.tasks.spawn(
+            self._dial(handback.id, 1, first=True), name=f"handback-dial:{handback.id}:1"
+        )
 
     # ---- dialing the PSAP -------------------------------------------------------------------
 
@@ -579,54 +597,66 @@ class HandbackService:
             and current.outcome is None
         )
 
-    async def _dial(self, handback_id: str, attempt: int) -> None:
+    async def _dial(self, handback_id: str, attempt: int, *, first: bool = False) -> float | None:
+        """Dial the PSAP's handback line for ``attempt`` (``gateway.core.legs``: a dial made
+        once, whatever process dies when); ``first`` is the dial made as the handback starts,
+        any other (the durable backup, a redial) asks the provider first whether an earlier
+        one went through. Returns None when done, or the seconds after which to look again."""
         handback = await self.store.get(handback_id)
         if not self._is_current(handback, attempt):
-            return
-        # A dial is claimed before it is made: a timer that runs again after a crash never
-        # dials the PSAP twice (the gateway's ring timer moves the handback on instead).
-        if not await self.store.claim(handback_id, f"dial:{attempt}"):
-            return
+            return None
         if not await self._call_still_live(handback):
             await self._call_ended(handback_id, attempt)
-            return
+            return None
         try:
             psap = (await self.policy.current()).psap(handback.psap_id)
         except UnknownPsap:
             log.error("handback PSAP no longer configured", extra={"handback_id": handback_id})
             await self.attempt_over(handback_id, attempt, "failed")
-            return
-        callback = self.settings.public_url(
-            f"/twilio/participant/handback/{handback_id}?attempt={attempt}"
+            return None
+        spec = Dial(
+            record=keys.handback(handback_id),
+            legs=keys.handback_legs(handback_id),
+            attempt=attempt,
+            conference=self.conference_of(handback),
+            to=psap.handback_number,
+            from_=self.settings.bridge_number or psap.handback_number,
+            timeout_s=self.settings.handback_ring_timeout_s,
+            status_callback=self.settings.public_url(
+                f"/twilio/participant/handback/{handback_id}?attempt={attempt}"
+            ),
+            label=f"handback-{attempt}",
         )
-        for delay in (*DIAL_RETRY_DELAYS_S, None):
-            try:
-                call_sid = await self.telephony.add_participant(
-                    self.conference_of(handback),
-                    to=psap.handback_number,
-                    from_=self.settings.bridge_number or psap.handback_number,
-                    timeout_s=self.settings.handback_ring_timeout_s,
-                    status_callback=callback,
-                    label=f"handback-{attempt}",
-                )
-            except TelephonyError as exc:
-                if exc.status == 404 and delay is not None:
-                    await asyncio.sleep(delay)
-                    continue
-                log.warning(
-                    "handback dial failed",
-                    extra={"handback_id": handback_id, "attempt": attempt, "error": str(exc)},
-                )
-                await self.attempt_over(handback_id, attempt, "failed")
-                return
-            await self.store.set_leg(handback_id, f"attempt:{attempt}", call_sid)
-            # The handback may have moved on while the dial was in flight (the gateway's ring
-            # timer, the center hanging up): a leg nobody wants any more is cancelled at once.
-            after = await self.store.get(handback_id)
-            answered = after.state in (S.CONNECTED, S.COMPLETED) and len(after.attempts) == attempt
-            if not (answered or self._is_current(after, attempt)):
-                await self._cancel_ringing(handback_id, attempt)
-            return
+
+        async def wanted() -> bool:
+            return self._is_current(await self.store.get(handback_id), attempt)
+
+        dialed = await self.dialer.dial(spec, wanted=wanted, ask_first=not first)
+        if dialed.kind in ("busy", "unknown"):
+            return dialed.retry_in_s
+        if dialed.kind in ("failed", "given_up"):
+            log.warning(
+                "handback dial failed",
+                extra={
+                    "handback_id": handback_id,
+                    "attempt": attempt,
+                    "error": dialed.error or dialed.kind,
+                },
+            )
+            await self.attempt_over(handback_id, attempt, "failed")
+            return None
+        if dialed.kind == "found" and dialed.leg is not None and dialed.leg.answered:
+            await self.answered(handback_id, attempt)
+            return None
+        if dialed.kind != "placed":
+            return None
+        # The handback may have moved on while the dial was in flight (the gateway's ring
+        # timer, the center hanging up): a leg nobody wants any more is cancelled at once.
+        after = await self.store.get(handback_id)
+        answered = after.state in (S.CONNECTED, S.COMPLETED) and len(after.attempts) == attempt
+        if not (answered or self._is_current(after, attempt)):
+            await self._cancel_ringing(handback_id, attempt)
+        return None
 
     @staticmethod
     def _answered_late(handback: Handback, attempt: int) -> bool:
@@ -692,7 +722,8 @@ class HandbackService:
                 # Claiming the redial's dial first means it is never made; if it already was,
                 # that newer leg is the handback's now and this answer changes nothing.
                 if not redial_stopped:
-                    if not await self.store.claim(handback_id, f"dial:{attempt + 1}"):
+                    record, legs = keys.handback(handback_id), keys.handback_legs(handback_id)
+                    if not await self.dialer.forgo(record, legs, attempt + 1):
                         return
                     redial_stopped = True
                 attempts = _closed(handback.attempts[:attempt], "answered", now)
@@ -743,12 +774,7 @@ class HandbackService:
                         E.RETRY,
                         fields=encode_fields(attempts=attempts),
                         arm=[
-                            Timer(
-                                dial_timer_id(handback_id, attempt + 1),
-                                start,
-                                DIAL_TIMER,
-                                {"handback_id": handback_id, "attempt": attempt + 1},
-                            ),
+                            dial_timer(handback_id, attempt + 1, start),
                             self._ring_timer(handback_id, attempt + 1, start),
                         ],
                         disarm=[ring_timer_id(handback_id, attempt)],
@@ -964,7 +990,16 @@ class HandbackService:
         await self.attempt_over(str(payload["handback_id"]), int(payload["attempt"]), "timeout")
 
     async def on_dial_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
-        await self._dial(str(payload["handback_id"]), int(payload["attempt"]))
+        """A redial, or the durable backup of a dial; looks again later while another
+        process's dial is in flight."""
+        handback_id, attempt = str(payload["handback_id"]), int(payload["attempt"])
+        try:
+            again_in = await self._dial(handback_id, attempt)
+        except HandbackNotFound:
+            return
+        if again_in is not None:
+            due = datetime.now(UTC) + timedelta(seconds=again_in)
+            await self.timers.arm([dial_timer(handback_id, attempt, due)])
 
     async def on_expiry_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
         """The bridge code ran out: expire the handback (retried past a concurrent write, such
@@ -1214,8 +1249,12 @@ class HandbackService:
         )
         if error is not None and written.ok:
             self.metrics.notices_failed.labels(f"handback_{kind}").inc()
-            log.error(
-                "988 center not told",
+            # A center without a notice endpoint is the configuration, not a failure: said
+            # once per notice as a warning; a delivery that failed every try is an error.
+            log.log(
+                logging.WARNING if isinstance(endpoint, str) else logging.ERROR,
+                "988 center not told"
+                + (" (no notice endpoint)" if isinstance(endpoint, str) else ""),
                 extra={
                     "handback_id": handback_id,
                     "notice": kind,

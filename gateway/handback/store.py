@@ -19,7 +19,16 @@ from redis.commands.core import AsyncScript
 
 from gateway.core import keys
 from gateway.core.errors import Conflict, NotFound
-from gateway.core.records import Ops, Tally, Written, run_transition, text, write_once
+from gateway.core.legs import read_legs, record_leg
+from gateway.core.records import (
+    Ops,
+    Tally,
+    Written,
+    claim_once,
+    run_transition,
+    text,
+    write_once,
+)
 from gateway.core.scripts import source
 from gateway.core.timers import Timer, to_ms
 from gateway.handback.models import Handback
@@ -80,6 +89,7 @@ class HandbackScripts:
     create: AsyncScript
     transition: AsyncScript
     annotate: AsyncScript
+    claim: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> HandbackScripts:
@@ -93,6 +103,7 @@ class HandbackScripts:
             create=redis.register_script(TRANSFER_GUARD_LUA + load_source("create")),
             transition=load("transition"),
             annotate=load("annotate"),
+            claim=load("claim"),
         )
 
 
@@ -317,12 +328,11 @@ class HandbackStore:
         owner = await self.redis.get(keys.bridge_code(code_digest))
         return None if owner is None else text(owner)
 
-    async def set_leg(self, handback_id: str, name: str, call_sid: str) -> None:
-        key = keys.handback_legs(handback_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, name, call_sid)
-            pipe.expire(key, self.retention_s)
-            await pipe.execute()
+    async def set_leg(self, handback_id: str, name: str, call_sid: str) -> bool:
+        """Remember the call id of a leg (``attempt:<n>``), written once; True when new."""
+        return await record_leg(
+            self.redis, keys.handback_legs(handback_id), name, call_sid, self.retention_s
+        )
 
     async def live_of_transfer(self, transfer_id: str) -> str | None:
         """The id of the transfer's live (not yet terminal) handback, if it has one."""
@@ -330,13 +340,13 @@ class HandbackStore:
         return None if holder is None else text(holder)
 
     async def legs(self, handback_id: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(keys.handback_legs(handback_id))
-        return {text(k): text(v) for k, v in raw.items()}
+        return await read_legs(self.redis, keys.handback_legs(handback_id))
 
     async def claim(self, handback_id: str, identity: str, ttl_s: int = 86_400) -> bool:
         """True the first time ``identity`` (a callback, a dial) is seen for the handback."""
-        key = keys.handback_event(handback_id, identity)
-        return bool(await self.redis.set(key, 1, nx=True, ex=ttl_s))
+        return await claim_once(
+            self.scripts.claim, keys.handback_event(handback_id, identity), ttl_s
+        )
 
     async def unclaim(self, handback_id: str, identity: str) -> None:
         await self.redis.delete(keys.handback_event(handback_id, identity))

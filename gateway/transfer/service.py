@@ -24,8 +24,6 @@ What survives what:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -37,11 +35,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import RedisError
 
+from gateway.core import keys
 from gateway.core.auth import Principal, Role, require_org, require_role
 from gateway.core.errors import Forbidden, Unavailable
-from gateway.core.liveness import conference_in_progress
+from gateway.core.legs import Dial, Dialer, conference_in_progress
 from gateway.core.metrics import Metrics
 from gateway.core.phone import E164
 from gateway.core.ports import Leg, NoticeError, Notifier, Telephony, TelephonyError
@@ -74,15 +72,17 @@ DIAL_BACKUP_S = 2.0
 """Every dial is also armed as a durable timer this long after its transition, in case the
 process that won the transition dies before its own (immediate) dial. A dial is made under a
 lease, and recorded once the provider answered it, so the backup never dials twice."""
-DIAL_LEASE_MARGIN_S = 2.0
-"""The dial lease outlasts one Participants create (the provider's request timeout) by this."""
-DIAL_RECHECK_S = 2.0
-"""When the provider could not say whether an earlier dial went through, ask again this late."""
+RECHECK_S = 2.0
+"""When the provider could not say (a leg's status, the caller's presence), ask again this late."""
+RING_UNKNOWN_TRIES = 3
+"""Times a ring timer asks again when the provider cannot say what the leg is doing, before it
+moves on blind: an answered leg whose callbacks were lost must not be timed out for a blip."""
+JOIN_GRACE_S = 5.0
+"""How long after an attempt starts its conference may still be missing (the caller's TwiML on
+its way): past it, a conference that is not live means the caller is not there."""
 LIVENESS_TIMER = "conference_liveness"
 EXPIRY_TIMER = "bridge_expiry"
-# Twilio may not have created the conference yet when the first dial arrives; a 404 means
-# nothing was dialed, so it alone is safe to retry.
-DIAL_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
+ANNOUNCE_TIMER = "transfer_announce"
 
 
 class TransferRequest(DecisionRequest):
@@ -146,6 +146,15 @@ def liveness_timer_id(transfer_id: str) -> str:
     return f"live:{transfer_id}"
 
 
+def announce_timer(transfer_id: str, message: str, now: datetime) -> Timer:
+    return Timer(
+        f"announce:{transfer_id}:{message}",
+        now,
+        ANNOUNCE_TIMER,
+        {"transfer_id": transfer_id, "message": message},
+    )
+
+
 def attempt_label(attempt: int) -> str:
     """The participant label of an attempt's leg: how the provider is asked about a dial whose
     call id was never recorded."""
@@ -192,9 +201,11 @@ class TransferService:
         settings: Settings,
         metrics: Metrics,
         timers: TimerQueue,
+        dialer: Dialer,
     ) -> None:
         self.store = store
         self.timers = timers
+        self.dialer = dialer
         self.policy = policy
         self.telephony = telephony
         self.notifier = notifier
@@ -401,111 +412,81 @@ class TransferService:
 
     def start_dialing(self, transfer: Transfer) -> None:
         """Dial the first destination — called once the conference TwiML has been returned."""
-        self.tasks.spawn(self._dial(transfer.id, 1), name=f"dial:{transfer.id}:1")
+        self.tasks.spawn(self._dial(transfer.id, 1, first=True), name=f"dial:{transfer.id}:1")
 
-    def _ring_timer(self, transfer: Transfer, attempt: int, now: datetime) -> Timer:
+    def _ring_timer(
+        self, transfer: Transfer, attempt: int, now: datetime, *, unknown: int = 0
+    ) -> Timer:
         due = now + timedelta(seconds=transfer.decision.ring_timeout_s + self.settings.ring_grace_s)
         return Timer(
             ring_timer_id(transfer.id, attempt),
             due,
             RING_TIMER,
-            {"transfer_id": transfer.id, "attempt": attempt},
+            {"transfer_id": transfer.id, "attempt": attempt, "unknown": unknown},
         )
 
-    @property
-    def dial_lease_s(self) -> float:
-        return self.settings.twilio_timeout_s + DIAL_LEASE_MARGIN_S
+    def _leg_spec(self, transfer: Transfer, attempt: int) -> Dial:
+        ref = transfer.decision.destinations[attempt - 1]
+        return Dial(
+            record=keys.transfer(transfer.id),
+            legs=keys.transfer_legs(transfer.id),
+            attempt=attempt,
+            conference=transfer.id,
+            to=ref.number,
+            from_=self.settings.bridge_number or ref.number,
+            timeout_s=transfer.decision.ring_timeout_s,
+            status_callback=self.settings.public_url(
+                f"/twilio/participant/{transfer.id}?attempt={attempt}"
+            ),
+            label=attempt_label(attempt),
+            conference_status_callback=self.settings.public_url(
+                f"/twilio/conference/{transfer.id}"
+            ),
+        )
 
-    async def _dial(self, transfer_id: str, attempt: int) -> float | None:
-        """Dial ``attempt``'s destination into the transfer's conference, unless it needs none.
+    async def _dial(self, transfer_id: str, attempt: int, *, first: bool = False) -> float | None:
+        """Dial ``attempt``'s destination into the transfer's conference, unless it needs none
+        (``gateway.core.legs``). ``first``: the dial made as the caller's conference TwiML goes
+        out; any other (the durable backup, a ring timer, the next destination) first makes
+        sure the caller is still in the conference, and asks the provider whether an earlier
+        dial went through.
 
-        Returns None when nothing is left to do (dialed now, dialed before, no longer wanted, or
-        given up as failed), or the seconds after which to look again: another process's dial
-        is in flight, or the provider could not say whether an earlier dial went through. The
-        screen pop goes out beside the dial, never before it.
+        Returns None when nothing is left to do, or the seconds after which to look again (a
+        dial in flight elsewhere, a provider that could not say). The screen pop goes out once
+        the provider has answered the dial, never before it.
         """
         transfer = await self.store.get(transfer_id)
         if not self._is_current(transfer, attempt):
             return None
-        token = secrets.token_hex(8)
-        claim = await self.store.claim_dial(transfer_id, attempt, token, lease_s=self.dial_lease_s)
-        if claim.status == "dialed":
-            return None
-        if claim.status == "busy":
-            return claim.lease_left_s + 0.05
-        if claim.claims > 1:
-            # An earlier holder's lease lapsed without a call id: it may have reached the
-            # provider before it died. Ask before dialing again.
-            try:
-                found = await self.telephony.find_participant(transfer_id, attempt_label(attempt))
-            except TelephonyError as exc:
-                log.warning(
-                    "dial check failed",
-                    extra={"transfer_id": transfer_id, "attempt": attempt, "error": str(exc)},
-                )
-                await self.store.release_dial(transfer_id, attempt, token)
-                return DIAL_RECHECK_S
-            if found is not None:
-                await self._adopt(transfer, attempt, found)
+        if not first:
+            present = await self._caller_present(transfer)
+            if present is None:
+                return RECHECK_S
+            if not present:
+                log.warning("caller gone before the dial", extra={"transfer_id": transfer_id})
+                await self.caller_left(transfer_id, actor="gateway")
                 return None
-        ref = transfer.decision.destinations[attempt - 1]
-        self.tasks.spawn(self._screen_pop(transfer, ref.id), name=f"screen-pop:{transfer_id}")
-        return await self._place(transfer, attempt, token)
+        spec = self._leg_spec(transfer, attempt)
 
-    async def _place(self, transfer: Transfer, attempt: int, token: str) -> float | None:
-        """The Participants create itself, under the lease ``token`` holds (see ``_dial``)."""
-        transfer_id = transfer.id
-        ref = transfer.decision.destinations[attempt - 1]
-        reached = False  # whether a create may have reached the provider
-        try:
-            for delay in (*DIAL_RETRY_DELAYS_S, None):
-                reached = True
-                try:
-                    call_sid = await self.telephony.add_participant(
-                        transfer_id,
-                        to=ref.number,
-                        from_=self.settings.bridge_number or ref.number,
-                        timeout_s=transfer.decision.ring_timeout_s,
-                        status_callback=self.settings.public_url(
-                            f"/twilio/participant/{transfer_id}?attempt={attempt}"
-                        ),
-                        label=attempt_label(attempt),
-                        conference_status_callback=self.settings.public_url(
-                            f"/twilio/conference/{transfer_id}"
-                        ),
-                    )
-                except TelephonyError as exc:
-                    if exc.status == 404 and delay is not None:
-                        # The conference is not live yet: nothing was dialed; try again soon.
-                        reached = False
-                        await asyncio.sleep(delay)
-                        await self.store.claim_dial(
-                            transfer_id, attempt, token, lease_s=self.dial_lease_s
-                        )
-                        continue
-                    if exc.status is None:
-                        # No answer from the provider: the create may have gone through.
-                        # The lease lapses and the backup asks the provider first.
-                        log.warning(
-                            "dial unanswered",
-                            extra={"transfer_id": transfer_id, "attempt": attempt},
-                        )
-                        return self.dial_lease_s
-                    log.warning(
-                        "dial failed",
-                        extra={"transfer_id": transfer_id, "attempt": attempt, "error": str(exc)},
-                    )
-                    await self.attempt_over(transfer_id, attempt, "failed")
-                    return None
-                break
-        except asyncio.CancelledError:
-            # Stopped mid-dial (shutdown): a create that never left is handed to the backup
-            # at once; one that may have reached the provider is left to the lapsing lease.
-            if not reached:
-                with contextlib.suppress(RedisError):
-                    await self.store.release_dial(transfer_id, attempt, token)
-            raise
-        await self.store.set_leg(transfer_id, f"attempt:{attempt}", call_sid)
+        async def wanted() -> bool:
+            return self._is_current(await self.store.get(transfer_id), attempt)
+
+        dialed = await self.dialer.dial(spec, wanted=wanted, ask_first=not first)
+        context = {"transfer_id": transfer_id, "attempt": attempt}
+        if dialed.kind in ("busy", "unknown"):
+            return dialed.retry_in_s
+        if dialed.kind in ("failed", "given_up"):
+            log.warning("dial failed", extra={**context, "error": dialed.error or dialed.kind})
+            await self.attempt_over(transfer_id, attempt, "failed")
+            return None
+        if dialed.first:
+            self._pop(transfer, attempt)
+        if dialed.kind == "found" and dialed.leg is not None:
+            log.info("dial found at the provider", extra={**context, "status": dialed.leg.status})
+            await self._follow(transfer_id, attempt, dialed.leg, timed_out=False)
+            return None
+        if dialed.kind != "placed" or dialed.call_sid is None:
+            return None  # dialed before, forgone, or no longer wanted
         now = datetime.now(UTC)
         current = transfer.current_attempt
         if current is not None and (now - current.started_at).total_seconds() > DIAL_BACKUP_S:
@@ -514,17 +495,30 @@ class TransferService:
         # The world may have moved while the dial was in flight (a cancel, the caller
         # leaving, the ring timer): a leg that is no longer wanted is cancelled while it rings.
         if not self._is_current(await self.store.get(transfer_id), attempt):
-            self._cancel_ringing_leg(transfer_id, call_sid)
+            self._cancel_ringing_leg(transfer_id, dialed.call_sid)
         return None
 
-    async def _adopt(self, transfer: Transfer, attempt: int, leg: Leg) -> None:
-        """A leg found at the provider that no process recorded: record it and act on it."""
-        await self.store.set_leg(transfer.id, f"attempt:{attempt}", leg.call_sid)
-        log.info(
-            "dial found at the provider",
-            extra={"transfer_id": transfer.id, "attempt": attempt, "status": leg.status},
-        )
-        await self._follow(transfer.id, attempt, leg, timed_out=False)
+    async def _caller_present(self, transfer: Transfer) -> bool | None:
+        """Whether the caller is still in the transfer's conference: it is live. Not live within
+        ``JOIN_GRACE_S`` of the attempt's start may still be the caller joining (None: look
+        again); past it, the caller is not there (the TwiML never reached the provider, or the
+        caller left with the callbacks lost). None too when the provider cannot say."""
+        try:
+            if await self.telephony.conference_live(transfer.id):
+                return True
+        except TelephonyError as exc:
+            log.warning(
+                "conference check failed", extra={"transfer_id": transfer.id, "error": str(exc)}
+            )
+            return None
+        current = transfer.current_attempt
+        since = current.started_at if current is not None else transfer.updated_at
+        if (datetime.now(UTC) - since).total_seconds() < JOIN_GRACE_S:
+            return None
+        return False
+
+    def _pop(self, transfer: Transfer, attempt: int) -> None:
+        self.tasks.spawn(self._screen_pop(transfer, attempt), name=f"screen-pop:{transfer.id}")
 
     async def _follow(self, transfer_id: str, attempt: int, leg: Leg, *, timed_out: bool) -> None:
         """Bring the attempt in line with what the provider says of its leg: answered is
@@ -537,7 +531,11 @@ class TransferService:
         elif timed_out:
             await self.attempt_over(transfer_id, attempt, "timeout")
 
-    async def _screen_pop(self, transfer: Transfer, destination_id: str) -> None:
+    async def _screen_pop(self, transfer: Transfer, attempt: int) -> None:
+        """The signed transfer context to ``attempt``'s destination (its ``notify_url``), sent
+        once its leg exists; the idempotency key is the transfer and attempt, so a receiver
+        told twice (two processes learned of the leg) shows it once."""
+        destination_id = transfer.decision.destinations[attempt - 1].id
         loaded = await self.policy.current()
         destination = loaded.document.destination(destination_id)
         if destination is None or destination.notify_url is None:
@@ -559,14 +557,14 @@ class TransferService:
             "language": transfer.language,
             "screening": transfer.screening.model_dump(),
             "callback_number": transfer.callback_number,
-            "attempt": len(transfer.attempts),
+            "attempt": attempt,
         }
         try:
             await self.notifier.send(
                 str(destination.notify_url),
                 payload,
                 secret=secret,
-                idempotency_key=f"{transfer.id}:{len(transfer.attempts)}",
+                idempotency_key=f"{transfer.id}:{attempt}",
             )
         except NoticeError as exc:
             self.metrics.notices_failed.labels("screen_pop").inc()
@@ -681,16 +679,18 @@ class TransferService:
                         name=f"dial:{transfer_id}:{attempt + 1}",
                     )
                 else:
+                    # The call-taker is told in audio, by a timer armed with the transition:
+                    # the announcement survives the process that decided it.
                     await self._apply(
                         transfer,
                         E.EXHAUSTED,
                         fields=encode_fields(attempts=attempts),
                         vacate=current,
+                        arm=[announce_timer(transfer_id, "exhausted", now)],
                         disarm=[ring_timer_id(transfer_id, attempt)],
                         actor="gateway",
                         audit={"outcome": outcome},
                     )
-                    self.tasks.spawn(self._announce(transfer_id, "exhausted"), name="announce")
             except TransitionConflict:
                 continue
             if outcome == "timeout":
@@ -744,35 +744,32 @@ class TransferService:
 
     async def _cancel_leg(self, transfer_id: str, attempt: int, *, hang_up: bool) -> None:
         """End the leg dialed for ``attempt``: cancel it while it rings; ``hang_up`` also ends
-        it once answered."""
+        it once answered. A dial not made yet is forgone, so it never will be."""
+        record, legs = keys.transfer(transfer_id), keys.transfer_legs(transfer_id)
+        if await self.dialer.forgo(record, legs, attempt):
+            return
         call_sid = (await self.store.legs(transfer_id)).get(f"attempt:{attempt}")
         if call_sid is None:
-            return
+            return  # in flight: its dial cancels it once answered (no longer current)
         if hang_up:
-            self.tasks.spawn(self._cancel_call(transfer_id, call_sid), name=f"cancel:{transfer_id}")
+            self.tasks.spawn(
+                self.dialer.end(call_sid, transfer_id=transfer_id), name=f"cancel:{transfer_id}"
+            )
         else:
             self._cancel_ringing_leg(transfer_id, call_sid)
 
     def _cancel_ringing_leg(self, transfer_id: str, call_sid: str) -> None:
-        self.tasks.spawn(self._cancel_ringing(transfer_id, call_sid), name=f"cancel:{transfer_id}")
+        self.tasks.spawn(
+            self.dialer.cancel_ringing(call_sid, transfer_id=transfer_id),
+            name=f"cancel:{transfer_id}",
+        )
 
-    async def _cancel_ringing(self, transfer_id: str, call_sid: str) -> None:
-        try:
-            await self.telephony.cancel_ringing(call_sid)
-        except TelephonyError as exc:
-            log.warning("cancel failed", extra={"transfer_id": transfer_id, "error": str(exc)})
-
-    async def _cancel_call(self, transfer_id: str, call_sid: str) -> None:
-        try:
-            await self.telephony.cancel_call(call_sid)
-        except TelephonyError as exc:
-            log.warning("cancel failed", extra={"transfer_id": transfer_id, "error": str(exc)})
-
-    async def _announce(self, transfer_id: str, message: str) -> None:
+    async def on_announce_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
+        """Play an announcement to the transfer's conference (the call-taker and the caller)."""
+        transfer_id, message = str(payload["transfer_id"]), str(payload["message"])
         url = self.settings.public_url(f"/twilio/conference/{transfer_id}/announce/{message}")
-        legs = await self.store.legs(transfer_id)
         try:
-            await self.telephony.announce(legs.get("conference", transfer_id), url)
+            await self.telephony.announce(transfer_id, url)
         except TelephonyError as exc:
             log.warning("announce failed", extra={"transfer_id": transfer_id, "error": str(exc)})
 
@@ -792,8 +789,11 @@ class TransferService:
     async def on_ring_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
         """The destination's ring time is up. Twilio's word comes first: a leg in progress is
         connected, a leg that ended ends the attempt with its own outcome, and an attempt whose
-        dial never reached the provider is dialed now with its whole ring time."""
+        dial never reached the provider is dialed now with its whole ring time. When the
+        provider cannot say, it is asked again (``RING_UNKNOWN_TRIES`` times) before the attempt
+        is moved on blind — never ending a chain on a blip."""
         transfer_id, attempt = str(payload["transfer_id"]), int(payload["attempt"])
+        unknown = int(payload.get("unknown", 0))
         try:
             transfer = await self.store.get(transfer_id)
         except TransferNotFound:
@@ -807,7 +807,17 @@ class TransferService:
                 "leg status unknown at ring timeout",
                 extra={"transfer_id": transfer_id, "attempt": attempt, "error": str(exc)},
             )
-            await self.attempt_over(transfer_id, attempt, "timeout")
+            if unknown < RING_UNKNOWN_TRIES:
+                soon = datetime.now(UTC) - timedelta(
+                    seconds=transfer.decision.ring_timeout_s
+                    + self.settings.ring_grace_s
+                    - RECHECK_S
+                )
+                await self.timers.arm(
+                    [self._ring_timer(transfer, attempt, soon, unknown=unknown + 1)]
+                )
+            else:
+                await self.attempt_over(transfer_id, attempt, "timeout")
             return
         if leg is None:
             again_in = await self._dial(transfer_id, attempt)
@@ -817,12 +827,16 @@ class TransferService:
         await self._follow(transfer_id, attempt, leg, timed_out=True)
 
     async def _leg(self, transfer_id: str, attempt: int) -> Leg | None:
-        """The attempt's leg as the provider reports it now; None when no dial of it has
-        reached the provider (or one is in flight). ``TelephonyError`` when it cannot say."""
+        """The attempt's leg as the provider reports it now (recorded when found only there);
+        None when no dial of it has reached the provider (or one is in flight).
+        ``TelephonyError`` when the provider cannot say."""
         call_sid = (await self.store.legs(transfer_id)).get(f"attempt:{attempt}")
         if call_sid is not None:
             return await self.telephony.call(call_sid)
-        return await self.telephony.find_participant(transfer_id, attempt_label(attempt))
+        leg = await self.telephony.find_participant(transfer_id, attempt_label(attempt))
+        if leg is not None:
+            await self.store.set_leg(transfer_id, f"attempt:{attempt}", leg.call_sid)
+        return leg
 
     async def reconcile(self) -> int:
         """Ask the provider about every ringing and connected transfer, and apply what was
@@ -830,7 +844,8 @@ class TransferService:
         gone for good (Twilio does not retry them). Returns the number of transfers checked.
 
         Ringing: the caller's leg ended → abandoned; the attempt's leg answered → connected,
-        ended → the next destination. Connected: the conference is over → completed.
+        ended → the next destination. Connected: the caller's leg or the conference is over →
+        completed.
         """
         loaded = await self.policy.current()
         checked = 0
@@ -850,21 +865,20 @@ class TransferService:
 
     async def _reconcile_one(self, transfer_id: str) -> None:
         transfer = await self.store.get(transfer_id)
-        if transfer.state is S.CONNECTED:
-            if not await self.telephony.conference_live(transfer_id):
-                await self.caller_left(transfer_id, actor="reconcile")
-            return
-        if transfer.state is not S.RINGING:
+        if transfer.state not in (S.RINGING, S.CONNECTED):
             return
         if transfer.psap_call_sid:
             caller = await self.telephony.call(transfer.psap_call_sid)
             if not (caller.answered or caller.ringing):
                 await self.caller_left(transfer_id, actor="reconcile")
                 return
+        if transfer.state is S.CONNECTED:
+            if not await self.telephony.conference_live(transfer_id):
+                await self.caller_left(transfer_id, actor="reconcile")
+            return
         attempt = len(transfer.attempts)
         leg = await self._leg(transfer_id, attempt)
         if leg is not None:
-            await self.store.set_leg(transfer_id, f"attempt:{attempt}", leg.call_sid)
             await self._follow(transfer_id, attempt, leg, timed_out=False)
 
     def _liveness_timer(self, transfer_id: str, now: datetime) -> Timer:
@@ -919,12 +933,21 @@ class TransferService:
         ):
             return  # the connected counselor
         if transfer.state in (S.ABANDONED, S.CANCELLED):
-            await self._cancel_call(transfer_id, call_sid)
+            await self.dialer.end(call_sid, transfer_id=transfer_id)
         else:
-            await self._cancel_ringing(transfer_id, call_sid)
+            await self.dialer.cancel_ringing(call_sid, transfer_id=transfer_id)
 
     async def note_leg(self, transfer_id: str, name: str, sid: str) -> None:
         await self.store.set_leg(transfer_id, name, sid)
+
+    async def leg_seen(self, transfer_id: str, attempt: int, call_sid: str) -> None:
+        """The provider reported ``attempt``'s leg: recorded if no process had (its dialer died
+        before the create answered), and then its screen pop goes out — whoever learns of a
+        leg first sends it, so a counselor is never rung without one."""
+        if await self.store.set_leg(transfer_id, f"attempt:{attempt}", call_sid):
+            transfer = await self.store.get(transfer_id)
+            if 1 <= attempt <= len(transfer.decision.destinations):
+                self._pop(transfer, attempt)
 
     async def attempt_of_call(self, transfer_id: str, call_sid: str) -> int | None:
         for name, sid in (await self.store.legs(transfer_id)).items():

@@ -11,16 +11,17 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from gateway.core import keys
 from gateway.core.errors import Conflict, NotFound
+from gateway.core.legs import read_legs, record_leg
 from gateway.core.records import (
     Ops,
     Tally,
+    claim_once,
     run_transition,
     text,
     write_token,
@@ -79,18 +80,6 @@ REDEEMED_TTL_S = 60
 
 
 @dataclass(frozen=True, slots=True)
-class DialClaim:
-    """What ``claim_dial`` found: ``dialed`` (the leg is recorded: ``call_sid``), ``busy``
-    (another process dials now; its lease lapses in ``lease_left_s``) or ``claimed`` (this token
-    dials; ``claims`` leases were ever taken for the attempt, this one included)."""
-
-    status: Literal["dialed", "busy", "claimed"]
-    call_sid: str | None = None
-    lease_left_s: float = 0.0
-    claims: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class TransferScripts:
     """The transfer store's scripts, with the transfer's transition table. Every one is safe to
     repeat: a call that redis-py retries on a fresh connection (its reply lost) changes nothing
@@ -99,8 +88,6 @@ class TransferScripts:
     create: AsyncScript
     transition: AsyncScript
     claim: AsyncScript
-    release: AsyncScript
-    dial_claim: AsyncScript
     redeem_code: AsyncScript
 
     @classmethod
@@ -112,8 +99,6 @@ class TransferScripts:
             create=load("create"),
             transition=load("transition"),
             claim=load("claim"),
-            release=load("release"),
-            dial_claim=load("dial_claim"),
             redeem_code=load("redeem_code"),
         )
 
@@ -267,17 +252,14 @@ class TransferStore:
             count, _ = await pipe.execute()
         return int(count)
 
-    async def set_leg(self, transfer_id: str, name: str, call_sid: str) -> None:
-        """Remember the call id of a leg (``attempt:<n>``) or the conference's id."""
-        key = keys.transfer_legs(transfer_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, name, call_sid)
-            pipe.expire(key, self.retention_s)
-            await pipe.execute()
+    async def set_leg(self, transfer_id: str, name: str, call_sid: str) -> bool:
+        """Remember the call id of a leg (``attempt:<n>``), written once; True when new."""
+        return await record_leg(
+            self.redis, keys.transfer_legs(transfer_id), name, call_sid, self.retention_s
+        )
 
     async def legs(self, transfer_id: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(keys.transfer_legs(transfer_id))
-        return {text(k): text(v) for k, v in raw.items()}
+        return await read_legs(self.redis, keys.transfer_legs(transfer_id))
 
     async def audit(self, transfer_id: str) -> list[dict[str, str]]:
         entries = await self.redis.xrange(keys.transfer_audit(transfer_id)) or []
@@ -286,37 +268,7 @@ class TransferStore:
     async def claim_event(self, transfer_id: str, identity: str, ttl_s: int = 86_400) -> bool:
         """True the first time ``identity`` is seen for the transfer, False for a repeat (a
         claim retried on a fresh connection after its reply was lost is still this caller's)."""
-        claimed = await self.scripts.claim(
-            keys=[keys.event_claim(transfer_id, identity)], args=[write_token(), ttl_s * 1000]
-        )
-        return bool(claimed)
-
-    async def claim_dial(
-        self, transfer_id: str, attempt: int, token: str, *, lease_s: float
-    ) -> DialClaim:
-        """Take (or renew) the lease to dial ``attempt``, unless its leg is already recorded or
-        another process's lease runs (``gateway/core/lua/dial_claim.lua``)."""
-        status, value = (
-            text(v)
-            for v in await self.scripts.dial_claim(
-                keys=[
-                    keys.transfer_legs(transfer_id),
-                    keys.dial_lease(transfer_id, attempt),
-                    keys.transfer_dials(transfer_id),
-                ],
-                args=[f"attempt:{attempt}", token, int(lease_s * 1000), self.retention_s],
-            )
-        )
-        if status == "dialed":
-            return DialClaim("dialed", call_sid=value)
-        if status == "busy":
-            return DialClaim("busy", lease_left_s=max(0, int(value)) / 1000)
-        return DialClaim("claimed", claims=int(value))
-
-    async def release_dial(self, transfer_id: str, attempt: int, token: str) -> None:
-        """Give the dial lease back (a dial abandoned before it reached the provider), so the
-        durable backup need not wait for it to lapse."""
-        await self.scripts.release(keys=[keys.dial_lease(transfer_id, attempt)], args=[token])
+        return await claim_once(self.scripts.claim, keys.event_claim(transfer_id, identity), ttl_s)
 
     async def release_event(self, transfer_id: str, identity: str) -> None:
         """Forget a claimed event whose handling failed, so its retry is handled."""
@@ -336,7 +288,6 @@ class TransferStore:
 
 
 __all__ = [
-    "DialClaim",
     "IllegalTransition",
     "Tally",
     "Timer",

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from gateway import __version__
 from gateway.core.auth import KEYS_FILE, KeyRing
 from gateway.core.errors import Unavailable
+from gateway.core.legs import Dialer
 from gateway.core.metrics import Metrics
 from gateway.core.outage import OutageWatch
 from gateway.core.redis_client import connect
@@ -25,6 +26,7 @@ from gateway.handback import HandbackService, HandbackStore
 from gateway.policy.service import PolicyService
 from gateway.transfer.dispositions import DispositionService
 from gateway.transfer.service import (
+    ANNOUNCE_TIMER,
     DIAL_TIMER,
     EXPIRY_TIMER,
     LIVENESS_TIMER,
@@ -113,6 +115,12 @@ async def _transfers_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout_s=settings.twilio_timeout_s,
     )
     notifier = HttpNotifier(timeout_s=settings.notice_timeout_s)
+    dialer = Dialer(
+        app[REDIS],
+        telephony,
+        request_timeout_s=settings.twilio_timeout_s,
+        retention_s=settings.retention_s,
+    )
     service = TransferService(
         store=app[STORE],
         policy=app[POLICY],
@@ -122,12 +130,14 @@ async def _transfers_ctx(app: web.Application) -> AsyncIterator[None]:
         settings=settings,
         metrics=app[METRICS],
         timers=app[TIMERS],
+        dialer=dialer,
     )
     app[TRANSFERS] = service
     app[TIMER_HANDLERS][RING_TIMER] = service.on_ring_timer
     app[TIMER_HANDLERS][LIVENESS_TIMER] = service.on_liveness_timer
     app[TIMER_HANDLERS][DIAL_TIMER] = service.on_dial_timer
     app[TIMER_HANDLERS][EXPIRY_TIMER] = service.on_expiry_timer
+    app[TIMER_HANDLERS][ANNOUNCE_TIMER] = service.on_announce_timer
     yield
     await telephony.aclose()
     await notifier.aclose()
@@ -148,6 +158,7 @@ async def _handbacks_ctx(app: web.Application) -> AsyncIterator[None]:
         transfers=app[STORE],
         policy=app[POLICY],
         telephony=transfers.telephony,
+        dialer=transfers.dialer,
         notifier=transfers.notifier,
         cad=cad,
         timers=app[TIMERS],

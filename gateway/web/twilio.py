@@ -9,6 +9,7 @@ acts, so a repeat changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -20,13 +21,13 @@ from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
-from gateway.core.errors import NotFound
+from gateway.core.errors import BadRequest, NotFound
 from gateway.handback import Handback
 from gateway.policy.service import PolicyService
 from gateway.transfer.models import AttemptOutcome
 from gateway.transfer.store import TransferNotFound
 from gateway.web.appkeys import HANDBACKS, METRICS, OUTAGES, POLICY, SETTINGS, STORE, TRANSFERS
-from gateway.web.bodies import read_form
+from gateway.web.bodies import Form, read_form
 from gateway.web.middlewares import error_response
 from gateway.web.routes import Route
 
@@ -57,6 +58,10 @@ ANNOUNCEMENTS = {
     ),
 }
 FALLBACK = "The transfer line is unavailable. Connecting to the crisis line."
+FALLBACK_911 = "The transfer line is unavailable. Connecting to nine one one."
+CALL_STEP_BUDGET_S = 8.0
+"""A step of the call answers within this, or with the fallback: Twilio gives up on a webhook
+after 15 s, and an error (or no answer) from an action URL ends the call."""
 
 
 def _twiml(response: VoiceResponse) -> web.Response:
@@ -83,8 +88,39 @@ async def twilio_signature_middleware(request: web.Request, handler: Handler) ->
         request.app[METRICS].signature_failures.labels(request.path.split("/")[2]).inc()
         log.warning("twilio signature refused", extra={"path": request.path})
         return error_response(403, "forbidden", "invalid or missing X-Twilio-Signature")
-    request[PARAMS] = form.params
+    request[PARAMS] = twilio_params(form)
     return await handler(request)
+
+
+# The parameters the gateway reads, each with the shape Twilio gives it. Anything else may
+# repeat or look like anything: it is signed, and passed over.
+_READ_PARAMS: Mapping[str, re.Pattern[str]] = {
+    "CallSid": re.compile(r"[A-Za-z0-9]{2,64}"),
+    "ConferenceSid": re.compile(r"[A-Za-z0-9]{2,64}"),
+    "CallStatus": re.compile(r"[a-z-]{1,32}"),
+    "ParticipantCallStatus": re.compile(r"[a-z-]{1,32}"),
+    "StatusCallbackEvent": re.compile(r"[a-z-]{1,32}"),
+    "ReasonParticipantLeft": re.compile(r"[a-z_]{1,64}"),
+    "SequenceNumber": re.compile(r"[0-9]{1,9}"),
+    "Digits": re.compile(r"[0-9*#]{0,32}"),
+    "From": re.compile(r"[^\x00-\x1f]{0,64}"),
+    "To": re.compile(r"[^\x00-\x1f]{0,64}"),
+}
+
+
+def twilio_params(form: Form) -> dict[str, str]:
+    """One value per parameter, as handlers read them. A parameter the gateway reads given
+    twice with different values, or not in the shape Twilio gives it, is a 400 naming it:
+    which of two ``CallStatus`` or ``Digits`` to believe is not a guess to make."""
+    multi = form.multi
+    bad = []
+    for name, shape in _READ_PARAMS.items():
+        values = set(multi.getall(name, []))
+        if len(values) > 1 or any(shape.fullmatch(v) is None for v in values):
+            bad.append({"path": name, "message": "repeated with different values, or malformed"})
+    if bad:
+        raise BadRequest("unreadable Twilio parameters", bad)
+    return form.params
 
 
 _ATTEMPT = re.compile(r"[1-9][0-9]?")
@@ -128,16 +164,19 @@ def call_step(handler: Handler) -> Handler:
 
     async def step(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            async with asyncio.timeout(CALL_STEP_BUDGET_S):
+                return await handler(request)
         except Exception as exc:
-            if isinstance(exc, RedisError):
+            if isinstance(exc, RedisError | TimeoutError):
                 request.app[METRICS].redis_errors.inc()
                 request.app[OUTAGES].note("call step")
             log.error(
                 "call step failed; dialing the fallback destination",
                 extra={"path": request.path, "error": type(exc).__name__},
             )
-            return _fallback_twiml(request.app[POLICY], request.query.get("psap"))
+            return _fallback_twiml(
+                request.app[POLICY], request.query.get("psap"), _params(request).get("From", "")
+            )
 
     return step
 
@@ -294,7 +333,7 @@ async def participant_event(request: web.Request) -> web.Response:
         return web.Response(status=204)
     try:
         if call_sid:
-            await service.note_leg(transfer_id, f"attempt:{attempt}", call_sid)
+            await service.leg_seen(transfer_id, attempt, call_sid)
         if status in ("in-progress", "answered"):
             await service.answered(transfer_id, attempt)
         if call_sid and status in ("initiated", "ringing", "in-progress", "answered"):
@@ -319,20 +358,24 @@ async def announcement(request: web.Request) -> web.Response:
 async def fallback(request: web.Request) -> web.Response:
     """Twilio's fallback URL: Redis or the gateway failed. Dial the PSAP's fallback
     destination from the policy this process last loaded (or the config files) — no Redis."""
-    return _fallback_twiml(request.app[POLICY], request.query.get("psap"))
+    return _fallback_twiml(
+        request.app[POLICY], request.query.get("psap"), _params(request).get("From", "")
+    )
 
 
-def _fallback_twiml(policy: PolicyService, psap_id: str | None) -> web.Response:
-    """TwiML dialing the fallback destination of ``psap_id`` (the first PSAP when unknown)."""
+def _fallback_twiml(policy: PolicyService, psap_id: str | None, caller: str = "") -> web.Response:
+    """TwiML dialing the fallback destination of ``psap_id`` (the first PSAP when unknown) —
+    or, for a call from one of the destinations' own numbers (a 988 center keying in a
+    handback code), the PSAP's handback line: a caller handed back to 911 goes to 911."""
     loaded = policy.offline()
-    wanted = psap_id or loaded.document.psaps[0].id
+    psap = loaded.document.psap(psap_id or "") or loaded.document.psaps[0]
     response = VoiceResponse()
-    try:
-        destination = loaded.fallback(wanted)
-    except NotFound:
-        destination = loaded.fallback(loaded.document.psaps[0].id)
+    if caller and any(d.number == caller for d in loaded.document.destinations):
+        response.say(FALLBACK_911)
+        response.dial(psap.handback_number, timeout=60)
+        return _twiml(response)
     response.say(FALLBACK)
-    response.dial(destination.number, timeout=30)
+    response.dial(loaded.fallback(psap.id).number, timeout=30)
     return _twiml(response)
 
 

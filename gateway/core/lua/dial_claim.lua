@@ -1,7 +1,8 @@
--- Claim the dial of one attempt of a transfer, or learn that it needs none.
--- KEYS[1] the transfer's legs hash, KEYS[2] the attempt's dial lease, KEYS[3] dial claims hash
+-- Claim the dial of one attempt of a record (a transfer, a handback), or learn that it needs none.
+-- KEYS[1] the record's legs hash, KEYS[2] the attempt's dial lease, KEYS[3] dial claims hash
 -- ARGV: 1 attempt field ('attempt:<n>'), 2 token, 3 lease (ms), 4 retention (s)
--- Returns {'dialed', call id} once the leg is recorded (the provider answered the dial);
+-- Returns {'dialed', call id} once the leg is recorded (the provider answered the dial), or
+-- the forgone marker once the dial was forgone (gateway.core.legs);
 -- {'busy', lease ms left} while another process holds the lease (its dial is in flight);
 -- {'claimed', n}: this token holds the lease, and n is how many leases were ever taken for the
 -- attempt — n > 1 means an earlier holder may have reached the provider before it died.
