@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all run test lint typecheck format bench clean
+.PHONY: all run test lint typecheck format bench bench-webhooks clean
 
 all: lint typecheck test
 
@@ -34,6 +34,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/transitions.py
+
+bench-webhooks: $(STAMP)
+	$(BIN)/python benchmarks/webhooks.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

@@ -1,10 +1,12 @@
-"""The benchmark runs (tiny N, the test Redis), so it cannot rot. No timing is asserted."""
+"""The benchmarks run (tiny N), so they cannot rot. No timing is asserted."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -53,3 +55,51 @@ async def test_benchmark_leaves_no_keys_behind(redis: Redis, redis_url: str) -> 
     results = await bench.measure(redis_url, transfers=3, concurrency=1)
     assert [r.name for r in results] == ["lua", "watch/multi"]
     assert await redis.dbsize() == 0
+
+
+WEBHOOK_COLUMNS = (
+    "| phase | offered /s | achieved /s | p50 ms | p99 ms | max ms | errors "
+    "| Redis RT / webhook | vs baseline |"
+)
+
+
+@pytest.mark.slow
+def test_webhooks_benchmark_smoke_drives_every_transfer_to_completed(tmp_path: Path) -> None:
+    """The webhooks benchmark as ``make bench-webhooks`` runs it, in its tiny mode: its own
+    Redis, gateway processes, baseline, stub and proxy, a few transfers at a low rate."""
+    figures_file = tmp_path / "figures.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "webhooks.py"),
+            "--smoke",
+            "--json",
+            str(figures_file),
+            "--logs",
+            str(tmp_path / "logs"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert WEBHOOK_COLUMNS in run.stdout
+    figures = json.loads(figures_file.read_text())
+    assert figures["table"] in run.stdout
+
+    round_trips = figures["round_trips"]["whole_transfer_per_webhook"]
+    assert isinstance(round_trips, float)
+    assert round_trips > 0
+    assert figures["round_trips"]["code_step"] > 0
+
+    gateway = [p for p in figures["phases"] if p["target"] == "gateway"]
+    assert {p["mode"] for p in gateway} == {"open", "closed"}
+    for phase in gateway:
+        states = phase["states"]
+        assert states["driven"] > 0, phase["name"]
+        assert states["by_state"] == {"completed": states["driven"]}, (phase["name"], states)
+        assert phase["errors"] == {}, phase["name"]
+    baseline = [p for p in figures["phases"] if p["target"] == "baseline"]
+    assert baseline
+    assert all(p["errors"] == {} for p in baseline)
