@@ -34,4 +34,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/readyz', timeout=3)"]
 
+# One process. For one per core, set GATEWAY_WORKERS=N (or run `serve --workers N`): gunicorn
+# keeps N processes on port 8080, and `docker stop`'s SIGTERM stops them all gracefully (allow
+# 35 s: `docker stop -t 35`, or compose's `stop_grace_period: 35s`).
 CMD ["python", "-m", "gateway", "serve"]

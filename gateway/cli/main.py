@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from gateway.cli.common import load_settings, redis_for, running_redis_url
 from gateway.core.auth import Role, add_key
 from gateway.core.errors import validation_details
 from gateway.core.logs import RequestIdAccessLogger, configure_logging
+from gateway.core.settings import Settings
 
 log = logging.getLogger("gateway")
 
@@ -25,6 +27,9 @@ log = logging.getLogger("gateway")
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
+    workers = args.workers or settings.workers
+    if workers > 1:
+        return serve_workers(settings, workers)
     from gateway.web import create_app
 
     with redis_for(settings) as ready:
@@ -49,6 +54,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log_class=RequestIdAccessLogger,
         )
     return 0
+
+
+def serve_workers(settings: Settings, workers: int) -> int:
+    """``serve --workers N``: what a deployment starts once (the embedded Redis, the sandbox) is
+    started here, in the parent, before gunicorn forks the workers, and stopped after them."""
+    from gateway.cli.devsandbox import SandboxStartError, sandbox_process
+    from gateway.cli.workers import run
+
+    with contextlib.ExitStack() as started:
+        ready = started.enter_context(redis_for(settings))
+        if ready.sandbox_enabled:
+            try:
+                ready = started.enter_context(sandbox_process(ready))
+            except SandboxStartError as exc:
+                print(f"serve: {exc}", file=sys.stderr)
+                return 1
+            log.info(
+                "twilio sandbox running",
+                extra={"api": str(ready.twilio_api_base_url), "bridge_line": "sandbox"},
+            )
+        log.info(
+            "gateway listening", extra={"host": ready.host, "port": ready.port, "workers": workers}
+        )
+        return run(ready, workers)
+
+
+def worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number of processes, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 or more (one per core is typical), got {count}"
+        )
+    return count
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
@@ -185,6 +226,12 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway (settings from GATEWAY_* variables)")
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        metavar="N",
+        help="processes serving the one port, kept by gunicorn (default: $GATEWAY_WORKERS, or 1)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API keys")
