@@ -87,6 +87,7 @@ class ReplyDroppingProxy:
         self.dropped = 0
         self._pattern: bytes | None = None
         self._server: asyncio.base_events.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -102,10 +103,16 @@ class ReplyDroppingProxy:
     async def aclose(self) -> None:
         if self._server is not None:
             self._server.close()
+        for writer in list(self._open):
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+        if self._server is not None:
             await self._server.wait_closed()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._open.update((writer, up_writer))
         upstream = asyncio.create_task(self._relay(up_reader, writer))
         try:
             while chunk := await reader.read(65536):
@@ -122,6 +129,7 @@ class ReplyDroppingProxy:
         finally:
             upstream.cancel()
             for w in (writer, up_writer):
+                self._open.discard(w)
                 w.close()
                 with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                     await w.wait_closed()

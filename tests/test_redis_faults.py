@@ -21,6 +21,7 @@ from gateway.core import keys
 from gateway.core.records import Tally
 from gateway.core.redis_client import connect
 from gateway.core.timers import Timer, TimerQueue
+from gateway.handback.store import HandbackStore
 from gateway.transfer.service import code_digest
 from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import TransferStore
@@ -61,7 +62,7 @@ async def _warm(store: TransferStore) -> None:
     await store.transition(
         "tr_warm", TransferEvent.CANCEL, psap_id=PSAP, expected_state=TransferState.AWAITING_BRIDGE
     )
-    await store.claim_event("tr_warm", "warm")
+    await HandbackStore(store.redis).claim("hb_warm", "warm")
     await store.redeem_code("warm", "CAwarm")
 
 
@@ -97,9 +98,10 @@ async def test_a_claim_whose_reply_was_lost_is_still_its_claimers(
     store, _ = proxied
     await _warm(store)
     proxy.drop_next_reply(b"EVALSHA")
-    assert await store.claim_event("tr_1", "participant:CA1:in-progress") is True
+    claims = HandbackStore(store.redis)
+    assert await claims.claim("hb_1", "participant:CA1:in-progress") is True
     assert proxy.dropped == 1
-    assert await store.claim_event("tr_1", "participant:CA1:in-progress") is False
+    assert await claims.claim("hb_1", "participant:CA1:in-progress") is False
 
 
 async def test_a_code_whose_redemption_reply_was_lost_still_opens_its_transfer(
@@ -110,10 +112,11 @@ async def test_a_code_whose_redemption_reply_was_lost_still_opens_its_transfer(
     digest = code_digest("123456")
     assert await store.issue_code(digest, "tr_1", ttl_s=60)
     proxy.drop_next_reply(b"EVALSHA")
-    assert await store.redeem_code(digest, "CAcaller") == "tr_1"
+    assert (await store.redeem_code(digest, "CAcaller")).owner == "tr_1"
     assert proxy.dropped == 1
-    assert await store.redeem_code(digest, "CAcaller") == "tr_1"  # the same call asking again
-    assert await store.redeem_code(digest, "CAother") is None  # single use for anyone else
+    # The same call asking again gets the same answer; any other call a wrong code.
+    assert (await store.redeem_code(digest, "CAcaller")).owner == "tr_1"
+    assert (await store.redeem_code(digest, "CAother")).owner is None
 
 
 async def test_once_redis_answers_after_a_restart_no_request_fails(

@@ -15,6 +15,7 @@ from gateway.core import keys
 from gateway.core.errors import Conflict
 from gateway.core.records import Tally
 from gateway.core.timers import Timer
+from gateway.handback.store import HandbackStore
 from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import (
     TransferNotFound,
@@ -130,44 +131,53 @@ async def test_transition_of_a_missing_transfer_is_not_found(store: TransferStor
         await store.transition("nobody", E.CANCEL, psap_id="p1")
 
 
-async def test_claim_event_is_true_once_per_identity_and_per_transfer(
-    store: TransferStore, other_store: TransferStore
+@pytest.fixture
+def claims(redis: Redis) -> tuple[HandbackStore, HandbackStore]:
+    """Two stores (two processes) claiming webhook events on one Redis."""
+    return HandbackStore(redis), HandbackStore(redis)
+
+
+async def test_a_claim_is_true_once_per_identity_and_per_record(
+    claims: tuple[HandbackStore, HandbackStore],
 ) -> None:
-    assert await store.claim_event("t1", "CA123:ringing") is True
-    assert await store.claim_event("t1", "CA123:ringing") is False
-    assert await other_store.claim_event("t1", "CA123:ringing") is False
-    # Another status of the same call, or the same status on another transfer, is new.
-    assert await store.claim_event("t1", "CA123:answered") is True
-    assert await store.claim_event("t2", "CA123:ringing") is True
-    assert await store.claim_event("t2", "CA123:ringing") is False
+    one, other = claims
+    assert await one.claim("hb_1", "CA123:ringing") is True
+    assert await one.claim("hb_1", "CA123:ringing") is False
+    assert await other.claim("hb_1", "CA123:ringing") is False
+    # Another status of the same call, or the same status on another record, is new.
+    assert await one.claim("hb_1", "CA123:answered") is True
+    assert await one.claim("hb_2", "CA123:ringing") is True
+    assert await one.claim("hb_2", "CA123:ringing") is False
 
 
 async def test_concurrent_claims_of_one_identity_exactly_one_true(
-    store: TransferStore, other_store: TransferStore
+    claims: tuple[HandbackStore, HandbackStore],
 ) -> None:
-    claims = await asyncio.gather(
-        *((store if i % 2 else other_store).claim_event("t1", "CF9:seq:4") for i in range(30))
+    one, other = claims
+    won = await asyncio.gather(
+        *((one if i % 2 else other).claim("hb_1", "CF9:seq:4") for i in range(30))
     )
-    assert claims.count(True) == 1
+    assert won.count(True) == 1
 
 
-async def test_claim_event_expires(store: TransferStore, redis: Redis) -> None:
-    assert await store.claim_event("t1", "CA1:completed", ttl_s=1) is True
-    ttl = await redis.ttl(keys.event_claim("t1", "CA1:completed"))
+async def test_a_claim_expires(claims: tuple[HandbackStore, HandbackStore], redis: Redis) -> None:
+    one, _ = claims
+    assert await one.claim("hb_1", "CA1:completed", ttl_s=1) is True
+    ttl = await redis.ttl(keys.handback_event("hb_1", "CA1:completed"))
     assert 0 < ttl <= 1
-    assert await store.claim_event("t1", "CA1:completed", ttl_s=1) is False
+    assert await one.claim("hb_1", "CA1:completed", ttl_s=1) is False
     for _ in range(40):  # the key lives 1 s; poll up to 4 s
         await asyncio.sleep(0.1)
-        if not await redis.exists(keys.event_claim("t1", "CA1:completed")):
+        if not await redis.exists(keys.handback_event("hb_1", "CA1:completed")):
             break
-    assert await store.claim_event("t1", "CA1:completed", ttl_s=1) is True
+    assert await one.claim("hb_1", "CA1:completed", ttl_s=1) is True
 
 
-def test_claim_keys_hold_no_raw_identity_and_share_the_transfer_slot() -> None:
-    key = keys.event_claim("t1", "CA0123456789:+12065550123")
+def test_claim_keys_hold_no_raw_identity_and_share_the_record_slot() -> None:
+    key = keys.handback_event("hb_1", "CA0123456789:+12065550123")
     assert "+12065550123" not in key
     assert "CA0123456789" not in key
-    assert key.startswith(keys.transfer("t1"))
+    assert key.startswith(keys.handback("hb_1"))
 
 
 async def test_every_key_a_transition_touches_is_in_one_slot(

@@ -30,13 +30,6 @@ def transfer_legs(transfer_id: str) -> str:
     return f"{PREFIX}xfer:{transfer_id}:legs"
 
 
-def event_claim(transfer_id: str, identity: str) -> str:
-    """String (SET NX EX): a webhook event already applied to the transfer. ``identity`` is the
-    event's own identity (CallSid + status, ConferenceSid + SequenceNumber), digested."""
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
-    return f"{PREFIX}xfer:{transfer_id}:evt:{digest}"
-
-
 def dial_lease(record: str, attempt: int) -> str:
     """String (SET PX): the token of the process dialing ``attempt`` of the record whose key is
     ``record`` right now. It lapses when that process dies before the provider answered the

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
@@ -70,6 +71,9 @@ class Dial:
     status_callback: str
     label: str
     conference_status_callback: str | None = None
+    backup_timer: str | None = None
+    """The durable timer that would dial should this process die: disarmed once the leg is
+    recorded (it has nothing left to do)."""
 
     @property
     def field(self) -> str:
@@ -94,6 +98,12 @@ class Dialed:
     kind: Kind
     call_sid: str | None = None
     first: bool = False
+    state: str | None = None
+    """The record's state as the leg was recorded (``placed``, ``found``), read in the same
+    call: a record that moved on meanwhile no longer wants the leg."""
+    attempts: int = 0
+    """How many attempts the record had then, the last one still open (``current``)."""
+    current: bool = False
     leg: Leg | None = None
     retry_in_s: float = 0.0
     error: str = ""
@@ -145,8 +155,16 @@ class Dialer:
                 await self._give_back(spec, token)
                 return Dialed("unknown", retry_in_s=LEASE_MARGIN_S)
             if found is not None:
-                first = await self.record(spec, found.call_sid)
-                return Dialed("found", call_sid=found.call_sid, leg=found, first=first)
+                first, state, attempts, current = await self._record(spec, found.call_sid)
+                return Dialed(
+                    "found",
+                    call_sid=found.call_sid,
+                    leg=found,
+                    first=first,
+                    state=state,
+                    attempts=attempts,
+                    current=current,
+                )
         return await self._place(spec, token, wanted)
 
     async def _place(self, spec: Dial, token: str, wanted: Wanted) -> Dialed:
@@ -193,8 +211,15 @@ class Dialer:
                 with contextlib.suppress(RedisError):
                     await self._give_back(spec, token)
             raise
-        first = await self.record(spec, call_sid)
-        return Dialed("placed", call_sid=call_sid, first=first)
+        first, state, attempts, current = await self._record(spec, call_sid)
+        return Dialed(
+            "placed",
+            call_sid=call_sid,
+            first=first,
+            state=state,
+            attempts=attempts,
+            current=current,
+        )
 
     @contextlib.contextmanager
     def _heartbeat(self, spec: Dial, token: str) -> Iterator[None]:
@@ -236,7 +261,25 @@ class Dialer:
     async def record(self, spec: Dial, call_sid: str) -> bool:
         """The attempt's leg is ``call_sid`` (from the create's answer, or the provider): True
         when this call recorded it first (whoever learns of a leg first sends its screen pop)."""
-        return await record_leg(self.redis, spec.legs, spec.field, call_sid, self.retention_s)
+        first, *_ = await self._record(spec, call_sid)
+        return first
+
+    async def _record(self, spec: Dial, call_sid: str) -> tuple[bool, str | None, int, bool]:
+        """Record the leg, disarm the backup dial, and read how the record stands — one call:
+        (recorded first, its state, its number of attempts, whether the last is still open)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(spec.legs, spec.field, call_sid)
+            pipe.expire(spec.legs, self.retention_s)
+            if spec.backup_timer is not None:
+                pipe.zrem(keys.TIMERS_DUE, spec.backup_timer)
+                pipe.hdel(keys.TIMERS_PAYLOAD, spec.backup_timer)
+                pipe.hdel(keys.TIMERS_LEASE, spec.backup_timer)
+            pipe.hmget(spec.record, "state", "attempts")
+            results = await pipe.execute()
+        state, attempts = (None if v is None else text(v) for v in results[-1])
+        opened = json.loads(attempts) if attempts else []
+        current = bool(opened) and opened[-1].get("outcome") is None
+        return bool(results[0]), state, len(opened), current
 
     async def forgo(self, record: str, legs: str, attempt: int) -> bool:
         """Make sure ``attempt``'s dial is never made: True when it will not be (forgone now,

@@ -65,6 +65,12 @@ class Metrics:
             "EIDOs waiting in the durable outbox for delivery to CAD",
             registry=self.registry,
         )
+        self.refused = Counter(
+            "gateway_refused_total",
+            "Requests refused because this process was at capacity, by path",
+            ["path"],
+            registry=self.registry,
+        )
         self.timer_lag = Gauge(
             "gateway_timer_lag_seconds",
             "How late the most overdue durable timer is",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,11 +125,13 @@ def write_token() -> str:
 @dataclass(frozen=True, slots=True)
 class ScriptAnswer:
     """What ``transition.lua`` said: ``ok``, ``not_found``, ``conflict`` or ``illegal``, with the
-    record's state and version (the new ones for ``ok``)."""
+    record's state and version (the new ones for ``ok``) and the whole record as it now stands
+    (``record``: its hash fields)."""
 
     status: str
     state: str = ""
     version: int = 0
+    record: dict[str, str] = field(default_factory=dict)
 
 
 async def run_transition(
@@ -170,7 +172,9 @@ async def run_transition(
         return ScriptAnswer(status)
     if status not in ("ok", "conflict", "illegal"):  # pragma: no cover - nothing else comes
         raise GatewayError(f"unexpected script answer {status!r}")
-    return ScriptAnswer(status, rest[0], int(rest[1]))
+    flat = rest[2:]
+    record = dict(zip(flat[::2], flat[1::2], strict=True))
+    return ScriptAnswer(status, rest[0], int(rest[1]), record)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -57,8 +57,24 @@ def retry_policy() -> Retry:
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES, (RedisConnectionError,))
 
 
-def connect(url: str, *, socket_timeout_s: float) -> Redis:
-    """A client for ``url``; timeouts on every socket, never ``wait_for`` around a command."""
+MAX_CONNECTIONS = 64
+"""Connections one process keeps to Redis: more commands in flight than this wait their turn."""
+POOL_WAIT_S = 5.0
+"""How long a command waits for a free connection before it fails (503, not a crash)."""
+
+
+def connect(
+    url: str,
+    *,
+    socket_timeout_s: float,
+    max_connections: int = MAX_CONNECTIONS,
+    pool_wait_s: float = POOL_WAIT_S,
+) -> Redis:
+    """A client for ``url``; timeouts on every socket, never ``wait_for`` around a command.
+
+    Its pool is bounded (``max_connections``) and blocking: past the bound a command waits up
+    to ``pool_wait_s`` for a connection instead of failing at once — a burst queues, it does
+    not fail."""
     common: dict[str, Any] = {
         "socket_timeout": socket_timeout_s,
         "socket_connect_timeout": socket_timeout_s,
@@ -72,4 +88,7 @@ def connect(url: str, *, socket_timeout_s: float) -> Redis:
         sentinel = Sentinel(addresses, sentinel_kwargs=timeouts, **common)  # type: ignore[no-untyped-call]
         primary: Redis = sentinel.master_for(service, db=db, password=password)
         return primary
-    return Redis.from_url(url, **common)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=pool_wait_s, **common
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections

@@ -21,6 +21,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Field(ge=1)] = 1
+    """Processes ``serve`` runs on ``host:port`` (``--workers`` overrides it); one per core is
+    typical. Above 1, gunicorn keeps that many aiohttp workers on one listening socket and
+    replaces any that dies; they share all state through Redis."""
     redis_url: str | None = None
     """Redis: ``redis://``, ``rediss://``, ``unix://``, or a Sentinel set as
     ``redis+sentinel://host:port[,host:port]/<service>[/<db>]``. Unset: ``serve`` starts an
@@ -70,6 +74,13 @@ class Settings(BaseSettings):
     """CAD deliveries tried before the EIDO is given up on (kept, flagged, logged)."""
     sandbox_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     redis_socket_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 64
+    """Requests one process works on at once; the rest wait (``/twilio/voice`` is refused at
+    once when they would, so Twilio takes its fallback URL)."""
+    admission_wait_s: Annotated[float, Field(gt=0, le=14)] = 10.0
+    """Longest a request waits for its turn (Twilio gives up on a webhook after 15 s)."""
+    redis_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
+    """Connections one process keeps to Redis; more commands than this wait for one."""
     body_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     """Longest wait for a whole request body; a slower one gets 408 (Twilio itself gives up on
     a webhook after 15 s)."""

@@ -86,7 +86,7 @@ from gateway.policy.service import LoadedPolicy, PolicyService
 from gateway.reports import counters as reports
 from gateway.reports.figures import local_day
 from gateway.transfer.models import Transfer, recorded_org
-from gateway.transfer.service import DIAL_BACKUP_S, code_digest, is_code
+from gateway.transfer.service import DIAL_BACKUP_S, code_digest
 from gateway.transfer.states import TransferState
 from gateway.transfer.store import TransferNotFound, TransferStore
 
@@ -527,18 +527,11 @@ class HandbackService:
 
     # ---- the bridge line (data-only) --------------------------------------------------------
 
-    async def redeem(self, call_sid: str, digits: str) -> Handback | None:
-        """A code keyed in on the bridge line: the handback it opens (now dialing), or None
-        when the code is not a live handback code (the transfer flow takes it from there)."""
-        if not is_code(digits):
-            return None
-        digest = code_digest(digits)
-        owner = await self.store.code_owner(digest)
-        if owner is None or not is_handback_id(owner):
-            return None
-        if await self.transfers.redeem_code(digest, call_sid) != owner:
-            return None  # another call took it a moment ago
-        return await self._bridge(owner, call_sid)
+    async def bridge(self, handback_id: str, call_sid: str) -> Handback | None:
+        """A handback's code was keyed in on the bridge line (``TransferService.redeem`` took
+        it: one code space): the center's leg is in, and the handback dials (None when the
+        handback is no longer waiting for it)."""
+        return await self._bridge(handback_id, call_sid)
 
     async def _bridge(self, handback_id: str, call_sid: str) -> Handback | None:
         now = datetime.now(UTC)

@@ -28,6 +28,7 @@ from gateway.core.records import (
     run_transition,
     text,
     write_once,
+    write_token,
 )
 from gateway.core.scripts import source
 from gateway.core.timers import Timer, to_ms
@@ -168,6 +169,7 @@ class HandbackStore:
                 guard,
                 handback_id,
                 self.retention_s,
+                write_token(),
             ],
         )
         status, got_state, version = (text(v) for v in result)

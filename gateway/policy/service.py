@@ -167,17 +167,36 @@ class PolicyService:
     # -- deciding ------------------------------------------------------------------------------
 
     async def explain(
-        self, request: DecisionRequest, *, now: datetime | None = None
+        self,
+        request: DecisionRequest,
+        *,
+        now: datetime | None = None,
+        loaded: LoadedPolicy | None = None,
     ) -> engine.Explained:
-        loaded = await self.current()
+        """The decision and its trace on the live policy (or ``loaded``, just read), with the
+        live load of the chain's destinations that have a ``max_concurrent`` (read only for
+        those: the others take any number of calls)."""
+        loaded = loaded or await self.current()
         at = now or datetime.now(UTC)
-        ids = engine.candidates(loaded.document, request, at=at)
+        document = loaded.document
+        ids = [
+            destination_id
+            for destination_id in engine.candidates(document, request, at=at)
+            if (found := document.destination(destination_id)) is not None
+            and found.max_concurrent is not None
+        ]
         load = await self.load(ids) if ids else {}
-        return engine.explain(loaded.document, request, at=at, load=load, version=loaded.version)
+        return engine.explain(document, request, at=at, load=load, version=loaded.version)
 
-    async def decide(self, request: DecisionRequest, *, now: datetime | None = None) -> Decision:
-        """The decision on the live policy, with live load for the chain's destinations."""
-        return (await self.explain(request, now=now)).decision
+    async def decide(
+        self,
+        request: DecisionRequest,
+        *,
+        now: datetime | None = None,
+        loaded: LoadedPolicy | None = None,
+    ) -> Decision:
+        """The decision on the live policy (or ``loaded``), with live load where it matters."""
+        return (await self.explain(request, now=now, loaded=loaded)).decision
 
     # -- changing ------------------------------------------------------------------------------
 

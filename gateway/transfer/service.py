@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,7 @@ from gateway.reports.figures import local_day
 from gateway.transfer.models import Attempt, AttemptOutcome, Transfer
 from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import (
+    CodeTaken,
     TransferNotFound,
     TransferStore,
     TransitionConflict,
@@ -106,6 +108,11 @@ class ReleaseRequest(BaseModel):
     note: str | None = Field(default=None, max_length=200)
 
 
+KNOWN_LEGS = 20_000
+"""Legs one process remembers (transfer, attempt → call id), so a callback about a leg it
+dialed costs no Redis call."""
+CODE_DRAWS = 20
+"""Codes drawn for a new transfer before giving up (a live code is drawn again)."""
 CODE_RE = re.compile(r"[0-9]{6}")
 
 
@@ -113,6 +120,10 @@ def is_code(digits: str) -> bool:
     """Six ASCII digits: the shape of every bridge code (``str.isdigit`` would also take ``²``
     and Arabic-Indic digits)."""
     return CODE_RE.fullmatch(digits) is not None
+
+
+NO_CODE = "-"
+"""The digest looked up for digits that are no code at all: it opens nothing, and counts a try."""
 
 
 def code_digest(code: str) -> str:
@@ -161,6 +172,15 @@ def attempt_label(attempt: int) -> str:
     return f"attempt-{attempt}"
 
 
+_LABEL = re.compile(r"attempt-([1-9][0-9]?)")
+
+
+def attempt_of_label(label: str) -> int | None:
+    """The attempt a participant label names (``attempt_label``), or None."""
+    found = _LABEL.fullmatch(label)
+    return int(found.group(1)) if found else None
+
+
 def is_transfer_id(value: str) -> bool:
     return value.startswith("tr_")
 
@@ -179,10 +199,13 @@ caller still needs a counselor)."""
 
 @dataclass(frozen=True, slots=True)
 class CodeResult:
-    """The outcome of a bridge code keyed in on an inbound call."""
+    """The outcome of a bridge code keyed in on an inbound call: the transfer it bridged (now
+    ringing); or the handback it opens (``handback_id``: the handback service bridges that);
+    or nothing, with ``tries`` wrong codes so far on the call."""
 
     transfer: Transfer | None
     tries: int
+    handback_id: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -206,6 +229,8 @@ class TransferService:
         self.store = store
         self.timers = timers
         self.dialer = dialer
+        self._legs: OrderedDict[tuple[str, int], str] = OrderedDict()
+        """(transfer, attempt) → the leg's call id, as this process recorded or learned it."""
         self.policy = policy
         self.telephony = telephony
         self.notifier = notifier
@@ -219,8 +244,8 @@ class TransferService:
         require_role(principal, Role.PSAP)
         require_org(principal, request.psap_id)
         now = datetime.now(UTC)
-        decision = await self.policy.decide(request, now=request.at or now)
         loaded = await self.policy.current()
+        decision = await self.policy.decide(request, now=request.at or now, loaded=loaded)
         transfer_id = "tr_" + secrets.token_hex(12)
         day = local_day(now, loaded.psap(request.psap_id).timezone)
         fields = encode_fields(
@@ -252,50 +277,55 @@ class TransferService:
                 now=now,
             )
             self.metrics.transitions.labels("created", S.NOT_TRANSFERRED).inc()
-            return TransferView.model_validate((await self.store.get(transfer_id)).model_dump())
+            kept_with_911 = await self.store.get(transfer_id, fresh=False)  # as just written
+            return TransferView.model_validate(kept_with_911.model_dump())
 
-        code, digest = await self._issue_code(transfer_id)
-        expires = now + timedelta(seconds=self.settings.bridge_code_ttl_s)
-        await self.store.create(
-            transfer_id,
-            psap_id=request.psap_id,
-            state=S.AWAITING_BRIDGE,
-            fields={
-                **fields,
-                **encode_fields(bridge_expires_at=expires, bridge_code_digest=digest),
-            },
-            timers=[
-                Timer(
-                    expiry_timer_id(transfer_id),
-                    expires,
-                    EXPIRY_TIMER,
-                    {"transfer_id": transfer_id},
-                )
-            ],
-            tally=Tally(
-                request.psap_id,
-                day,
-                tuple(reports.counter_field(f, ct) for f in (reports.CONSIDERED, reports.ELIGIBLE)),
-            ),
-            actor=principal.actor,
-            now=now,
-        )
-        self.metrics.transitions.labels("created", S.AWAITING_BRIDGE).inc()
-        transfer = await self.store.get(transfer_id)
-        return TransferView.model_validate(
-            {
-                **transfer.model_dump(),
-                "bridge_number": self.settings.bridge_number,
-                "bridge_code": code,
-            }
-        )
-
-    async def _issue_code(self, transfer_id: str) -> tuple[str, str]:
-        for _ in range(20):
+        ttl_s = self.settings.bridge_code_ttl_s
+        expires = now + timedelta(seconds=ttl_s)
+        for _ in range(CODE_DRAWS):
+            # The code is taken in the same call as the record: a live one is drawn again.
             code = f"{secrets.randbelow(1_000_000):06d}"
             digest = code_digest(code)
-            if await self.store.issue_code(digest, transfer_id, self.settings.bridge_code_ttl_s):
-                return code, digest
+            try:
+                await self.store.create(
+                    transfer_id,
+                    psap_id=request.psap_id,
+                    state=S.AWAITING_BRIDGE,
+                    fields={
+                        **fields,
+                        **encode_fields(bridge_expires_at=expires, bridge_code_digest=digest),
+                    },
+                    timers=[
+                        Timer(
+                            expiry_timer_id(transfer_id),
+                            expires,
+                            EXPIRY_TIMER,
+                            {"transfer_id": transfer_id},
+                        )
+                    ],
+                    tally=Tally(
+                        request.psap_id,
+                        day,
+                        tuple(
+                            reports.counter_field(f, ct)
+                            for f in (reports.CONSIDERED, reports.ELIGIBLE)
+                        ),
+                    ),
+                    code=(digest, ttl_s),
+                    actor=principal.actor,
+                    now=now,
+                )
+            except CodeTaken:
+                continue
+            self.metrics.transitions.labels("created", S.AWAITING_BRIDGE).inc()
+            transfer = await self.store.get(transfer_id, fresh=False)  # as just written
+            return TransferView.model_validate(
+                {
+                    **transfer.model_dump(),
+                    "bridge_number": self.settings.bridge_number,
+                    "bridge_code": code,
+                }
+            )
         raise Unavailable("no free bridge code; try again")  # pragma: no cover - 1e6 codes
 
     async def read(self, transfer_id: str, principal: Principal) -> Transfer:
@@ -373,20 +403,24 @@ class TransferService:
     # ---- bridge line ------------------------------------------------------------------------
 
     async def redeem(self, call_sid: str, digits: str) -> CodeResult:
-        """A code keyed in on the bridge line: the transfer it opens (now ringing), or not."""
-        transfer_id = None
-        if is_code(digits):
-            transfer_id = await self.store.redeem_code(code_digest(digits), call_sid)
-        if transfer_id is not None and is_transfer_id(transfer_id):
-            transfer = await self._bridge(transfer_id, call_sid)
-            if transfer is not None:
-                return CodeResult(transfer, 0)
-        return CodeResult(None, await self.store.count_code_try(call_sid))
+        """A code keyed in on the bridge line (one Redis call: the code, or a wrong try
+        counted): the transfer it opens, bridged now (a second call), or the handback it opens,
+        or nothing."""
+        digest = code_digest(digits) if is_code(digits) else NO_CODE
+        redeemed = await self.store.redeem_code(digest, call_sid)
+        if redeemed.owner is None:
+            return CodeResult(None, redeemed.tries)
+        if redeemed.transfer is None:
+            return CodeResult(None, 0, handback_id=redeemed.owner)
+        transfer = await self._bridge(redeemed.transfer, call_sid)
+        return CodeResult(transfer, 0)
 
-    async def _bridge(self, transfer_id: str, call_sid: str) -> Transfer | None:
+    async def _bridge(self, transfer: Transfer, call_sid: str) -> Transfer | None:
+        """Put ``transfer`` (as its code was issued, or as this process last saw it) in
+        ``ringing`` for the caller on ``call_sid``. What a bridge needs of a transfer never
+        changes once it is created, so the write is guarded by its state alone — no read."""
         now = datetime.now(UTC)
         for _ in range(CAS_TRIES):
-            transfer = await self.store.get(transfer_id)
             if transfer.state is S.RINGING and transfer.psap_call_sid == call_sid:
                 return transfer  # this call bridged it already: a repeated request
             if transfer.state is not S.AWAITING_BRIDGE:
@@ -401,13 +435,16 @@ class TransferService:
                         psap_call_sid=call_sid,
                     ),
                     occupy=first.id,
-                    arm=[self._ring_timer(transfer, 1, now), dial_timer(transfer_id, 1, now)],
-                    disarm=[expiry_timer_id(transfer_id)],
+                    arm=[self._ring_timer(transfer, 1, now), dial_timer(transfer.id, 1, now)],
+                    disarm=[expiry_timer_id(transfer.id)],
                     actor="twilio",
+                    any_version=True,
                 )
             except TransitionConflict:
+                # The answer told this process how the transfer stands now.
+                transfer = await self.store.get(transfer.id, fresh=False)
                 continue
-            return await self.store.get(transfer_id)
+            return await self.store.get(transfer.id, fresh=False)
         return None
 
     def start_dialing(self, transfer: Transfer) -> None:
@@ -442,6 +479,7 @@ class TransferService:
             conference_status_callback=self.settings.public_url(
                 f"/twilio/conference/{transfer.id}"
             ),
+            backup_timer=dial_timer_id(transfer.id, attempt),
         )
 
     async def _dial(self, transfer_id: str, attempt: int, *, first: bool = False) -> float | None:
@@ -455,7 +493,10 @@ class TransferService:
         dial in flight elsewhere, a provider that could not say). The screen pop goes out once
         the provider has answered the dial, never before it.
         """
-        transfer = await self.store.get(transfer_id)
+        if first:
+            transfer = await self.view(transfer_id, attempt)
+        else:
+            transfer = await self.store.get(transfer_id)
         if not self._is_current(transfer, attempt):
             return None
         if not first:
@@ -479,6 +520,8 @@ class TransferService:
             log.warning("dial failed", extra={**context, "error": dialed.error or dialed.kind})
             await self.attempt_over(transfer_id, attempt, "failed")
             return None
+        if dialed.call_sid is not None:
+            self._known_leg(transfer_id, attempt, dialed.call_sid)
         if dialed.first:
             self._pop(transfer, attempt)
         if dialed.kind == "found" and dialed.leg is not None:
@@ -494,7 +537,9 @@ class TransferService:
             await self.timers.arm([self._ring_timer(transfer, attempt, now)])
         # The world may have moved while the dial was in flight (a cancel, the caller
         # leaving, the ring timer): a leg that is no longer wanted is cancelled while it rings.
-        if not self._is_current(await self.store.get(transfer_id), attempt):
+        # (How the transfer stood was read with the leg's record, in the same call.)
+        still_wanted = dialed.state == S.RINGING and dialed.attempts == attempt and dialed.current
+        if not still_wanted:
             self._cancel_ringing_leg(transfer_id, dialed.call_sid)
         return None
 
@@ -579,6 +624,26 @@ class TransferService:
 
     # ---- callbacks and timers ---------------------------------------------------------------
 
+    async def view(self, transfer_id: str, attempt: int | None = None) -> Transfer:
+        """The transfer as this process last saw it — enough to act on a callback, since a
+        record only moves forward and every write made from it is guarded by its version —
+        read again only when that view is behind what the callback speaks of: still awaiting
+        the bridge, or ringing an earlier attempt than ``attempt``. ``TransferNotFound`` when
+        Redis has no such transfer."""
+        seen = self.store.seen(transfer_id)
+        if seen is None:
+            return await self.store.get(transfer_id)
+        behind = seen.state is S.AWAITING_BRIDGE or (
+            attempt is not None and seen.state is S.RINGING and len(seen.attempts) < attempt
+        )
+        return await self.store.get(transfer_id) if behind else seen
+
+    def _known_leg(self, transfer_id: str, attempt: int, call_sid: str) -> None:
+        self._legs[(transfer_id, attempt)] = call_sid
+        self._legs.move_to_end((transfer_id, attempt))
+        while len(self._legs) > KNOWN_LEGS:
+            self._legs.popitem(last=False)
+
     @staticmethod
     def _is_current(transfer: Transfer, attempt: int) -> bool:
         current = transfer.current_attempt
@@ -605,7 +670,7 @@ class TransferService:
         (that later leg is then cancelled while it rings)."""
         now = datetime.now(UTC)
         for _ in range(CAS_TRIES):
-            transfer = await self.store.get(transfer_id)
+            transfer = await self.view(transfer_id, attempt)
             current = len(transfer.attempts)
             if self._is_current(transfer, attempt):
                 attempts = _closed(transfer.attempts, "answered", now)
@@ -650,7 +715,7 @@ class TransferService:
         """The destination of ``attempt`` will not answer: dial the next one, or give up."""
         now = datetime.now(UTC)
         for _ in range(CAS_TRIES):
-            transfer = await self.store.get(transfer_id)
+            transfer = await self.view(transfer_id, attempt)
             if not self._is_current(transfer, attempt):
                 return
             attempts = _closed(transfer.attempts, outcome, now)
@@ -702,7 +767,7 @@ class TransferService:
         """The PSAP leg left or the conference ended: a ringing transfer is abandoned and its
         ringing leg cancelled; a connected one completes."""
         for _ in range(CAS_TRIES):
-            transfer = await self.store.get(transfer_id)
+            transfer = await self.view(transfer_id)
             try:
                 if transfer.state is S.RINGING:
                     await self._end_ringing(transfer, E.CALLER_LEFT, "caller_left", actor=actor)
@@ -925,7 +990,7 @@ class TransferService:
         cancelled; otherwise (a ring timer moved on, another counselor answered first) the
         counselor who picked up stays: the gateway never ends a leg that is talking because of
         its own timers."""
-        transfer = await self.store.get(transfer_id)
+        transfer = await self.view(transfer_id, attempt)
         if self._is_current(transfer, attempt):
             return
         if 1 <= attempt <= len(transfer.attempts) and (
@@ -943,13 +1008,27 @@ class TransferService:
     async def leg_seen(self, transfer_id: str, attempt: int, call_sid: str) -> None:
         """The provider reported ``attempt``'s leg: recorded if no process had (its dialer died
         before the create answered), and then its screen pop goes out — whoever learns of a
-        leg first sends it, so a counselor is never rung without one."""
+        leg first sends it, so a counselor is never rung without one. A leg this process
+        already knows costs nothing."""
+        if self._legs.get((transfer_id, attempt)) == call_sid:
+            return
         if await self.store.set_leg(transfer_id, f"attempt:{attempt}", call_sid):
-            transfer = await self.store.get(transfer_id)
+            transfer = await self.view(transfer_id)
             if 1 <= attempt <= len(transfer.decision.destinations):
                 self._pop(transfer, attempt)
+        self._known_leg(transfer_id, attempt, call_sid)
 
-    async def attempt_of_call(self, transfer_id: str, call_sid: str) -> int | None:
+    async def attempt_of_call(
+        self, transfer_id: str, call_sid: str, label: str = ""
+    ) -> int | None:
+        """Which attempt's leg ``call_sid`` is: from the participant's ``label`` when the
+        provider gives it (``attempt-<n>``, as the gateway labels its dials), else from what
+        this process knows, else from the recorded legs. None when it is none of them."""
+        if (attempt := attempt_of_label(label)) is not None:
+            return attempt
+        for (known_transfer, attempt), sid in reversed(self._legs.items()):
+            if known_transfer == transfer_id and sid == call_sid:
+                return attempt
         for name, sid in (await self.store.legs(transfer_id)).items():
             if sid == call_sid and name.startswith("attempt:"):
                 return int(name.split(":", 1)[1])
@@ -971,6 +1050,7 @@ class TransferService:
         actor: str,
         audit: Mapping[str, str] | None = None,
         answering: Attempt | None = None,
+        any_version: bool = False,
         now: datetime | None = None,
     ) -> None:
         """One transition of ``transfer`` by ``event`` (see ``TransferStore.transition``), with
@@ -983,7 +1063,7 @@ class TransferService:
             event,
             psap_id=transfer.psap_id,
             expected_state=transfer.state,
-            expected_version=transfer.version,
+            expected_version=None if any_version else transfer.version,
             fields=fields,
             vacate=vacate,
             occupy=occupy,

@@ -8,6 +8,7 @@ report counters — inside the same call.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,6 @@ from gateway.core.legs import read_legs, record_leg
 from gateway.core.records import (
     Ops,
     Tally,
-    claim_once,
     run_transition,
     text,
     write_token,
@@ -44,6 +44,29 @@ class Transition:
 
     state: TransferState
     version: int
+
+
+SEEN_SIZE = 20_000
+"""Transfers one process remembers as it last saw them (a few KB each)."""
+
+
+TRIES_TTL_S = 3600
+"""How long an inbound call's wrong tries are counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    """What a bridge code keyed in opens: ``owner`` (a handback's id, or a transfer's, then
+    with ``transfer`` as this process knows it or as it was when the code was issued), or, for
+    a code that opens nothing, ``tries``: wrong codes so far on the call."""
+
+    owner: str | None = None
+    transfer: Transfer | None = None
+    tries: int = 0
+
+
+class CodeTaken(Exception):
+    """The bridge code drawn for a new transfer is live already (one in a million)."""
 
 
 class TransferNotFound(NotFound):
@@ -87,7 +110,6 @@ class TransferScripts:
 
     create: AsyncScript
     transition: AsyncScript
-    claim: AsyncScript
     redeem_code: AsyncScript
 
     @classmethod
@@ -98,7 +120,6 @@ class TransferScripts:
         return cls(
             create=load("create"),
             transition=load("transition"),
-            claim=load("claim"),
             redeem_code=load("redeem_code"),
         )
 
@@ -115,6 +136,29 @@ class TransferStore:
         self.scripts = TransferScripts.register(redis)
         self.retention_s = retention_s
         self.audit_maxlen = audit_maxlen
+        self._seen: OrderedDict[str, dict[str, str] | Transfer] = OrderedDict()
+
+    # ---- what this process last saw -----------------------------------------------------
+
+    def _remember(self, transfer_id: str, raw: Mapping[str, str]) -> None:
+        """Keep the record as Redis just said it is (read into a ``Transfer`` when asked for)."""
+        self._seen[transfer_id] = dict(raw)
+        self._seen.move_to_end(transfer_id)
+        while len(self._seen) > SEEN_SIZE:
+            self._seen.popitem(last=False)
+
+    def seen(self, transfer_id: str) -> Transfer | None:
+        """The transfer as this process last wrote or read it, if it remembers it. Never ahead
+        of Redis (a record only moves forward, and only what Redis said is remembered), but
+        possibly behind: a writer that acts on it guards its write with its version."""
+        kept = self._seen.get(transfer_id)
+        if kept is None or isinstance(kept, Transfer):
+            return kept
+        transfer = Transfer.from_redis(transfer_id, kept)
+        self._seen[transfer_id] = transfer
+        return transfer
+
+    # ---- writes ----------------------------------------------------------------------------
 
     async def create(
         self,
@@ -125,10 +169,14 @@ class TransferStore:
         fields: Mapping[str, str],
         timers: Iterable[Timer] = (),
         tally: Tally | None = None,
+        code: tuple[str, int] | None = None,
         actor: str = "",
         now: datetime | None = None,
     ) -> Transition:
-        """Record a new transfer in ``state`` (one of the initial states)."""
+        """Record a new transfer in ``state`` (one of the initial states), in one call; with
+        ``code`` (a bridge code's digest, its time to live in s) the code is taken with it —
+        ``CodeTaken`` when that code is live already (nothing written: draw another). The code
+        maps to the record as created, so redeeming it needs no read (``redeem_code``)."""
         now = now or datetime.now(UTC)
         ops = Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
         index = keys.psap_transfers(psap_id)
@@ -139,29 +187,58 @@ class TransferStore:
         if state not in TERMINAL_STATES:
             ops.add("sadd", keys.psap_active(psap_id), transfer_id)
         ops.arm(timers)
+        token = write_token()
+        stamp = now.isoformat()
+        record = {
+            "psap_id": json.dumps(psap_id),
+            **fields,
+            "state": str(state),
+            "version": "1",
+            "created_at": stamp,
+            "updated_at": stamp,
+            "tx": token,
+        }
+        code_args: list[str | int] = ["", "", ""]
+        if code is not None:
+            ops.keys.append(keys.bridge_code(code[0]))  # declared to Redis, by index
+            code_args = [len(ops.keys), json.dumps({"id": transfer_id, "record": record}), code[1]]
         result = await self.scripts.create(
             keys=ops.keys,
             args=[
                 str(state),
-                now.isoformat(),
+                stamp,
                 self.retention_s,
                 self.audit_maxlen,
-                json.dumps({"psap_id": json.dumps(psap_id), **fields}),
+                json.dumps({"psap_id": record["psap_id"], **fields}),
                 ops.encoded(),
                 json.dumps({"actor": actor}),
-                write_token(),
+                "",
+                "",
+                "",
+                token,
+                *code_args,
             ],
         )
-        status, got_state, version = (text(v) for v in result)
+        status, *rest = (text(v) for v in result)
+        if status == "code_taken":
+            raise CodeTaken(transfer_id)
         if status == "exists":
-            raise TransitionConflict(transfer_id, TransferState(got_state), int(version))
-        return Transition(TransferState(got_state), int(version))
+            raise TransitionConflict(transfer_id, TransferState(rest[0]), int(rest[1]))
+        self._remember(transfer_id, record)
+        return Transition(state, 1)
 
-    async def get(self, transfer_id: str) -> Transfer:
+    async def get(self, transfer_id: str, *, fresh: bool = True) -> Transfer:
+        """The transfer as Redis holds it; with ``fresh=False``, as this process last saw it
+        when it remembers it (``seen``), read otherwise."""
+        if not fresh and (seen := self.seen(transfer_id)) is not None:
+            return seen
         raw = await self.redis.hgetall(keys.transfer(transfer_id))
         if not raw:
+            self._seen.pop(transfer_id, None)
             raise TransferNotFound(transfer_id)
-        return Transfer.from_redis(transfer_id, {text(k): text(v) for k, v in raw.items()})
+        record = {text(k): text(v) for k, v in raw.items()}
+        self._remember(transfer_id, record)
+        return Transfer.from_redis(transfer_id, record)
 
     async def transition(
         self,
@@ -219,7 +296,10 @@ class TransferStore:
             audit_maxlen=self.audit_maxlen,
         )
         if answer.status == "not_found":
+            self._seen.pop(transfer_id, None)
             raise TransferNotFound(transfer_id)
+        if answer.record:
+            self._remember(transfer_id, answer.record)
         state = TransferState(answer.state)
         if answer.status == "conflict":
             raise TransitionConflict(transfer_id, state, answer.version)
@@ -233,24 +313,32 @@ class TransferStore:
             await self.redis.set(keys.bridge_code(code_digest), transfer_id, nx=True, ex=ttl_s)
         )
 
-    async def redeem_code(self, code_digest: str, call_sid: str) -> str | None:
-        """The transfer a live bridge code belongs to, consuming the code; None if unknown.
-        The same call redeeming it again within a minute gets the same transfer (a retried
-        request must not turn a right code into a wrong one); any other call gets None."""
-        found = await self.scripts.redeem_code(
-            keys=[keys.bridge_code(code_digest), keys.bridge_code_redeemed(code_digest)],
-            args=[call_sid or "-", REDEEMED_TTL_S],
+    async def redeem_code(self, code_digest: str, call_sid: str) -> Redeemed:
+        """A code keyed in on the bridge line, in one call: consumed, it names what it opens —
+        a handback's id, or a transfer as recorded when the code was issued (enough to bridge
+        it without reading it again: what a bridge needs of a transfer never changes) — and a
+        wrong code counts one try on the call. The same call redeeming it again within a
+        minute gets the same answer (a retried request must not turn a right code into a
+        wrong one); any other call gets a wrong code."""
+        status, value = (
+            text(v)
+            for v in await self.scripts.redeem_code(
+                keys=[
+                    keys.bridge_code(code_digest),
+                    keys.bridge_code_redeemed(code_digest),
+                    keys.call_code_tries(call_sid or "-"),
+                ],
+                args=[call_sid or "-", REDEEMED_TTL_S, TRIES_TTL_S, write_token()],
+            )
         )
-        return None if found is None else text(found)
-
-    async def count_code_try(self, call_sid: str, ttl_s: int = 3600) -> int:
-        """Count one wrong code on an inbound call; the count so far."""
-        key = keys.call_code_tries(call_sid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, ttl_s)
-            count, _ = await pipe.execute()
-        return int(count)
+        if status == "wrong":
+            return Redeemed(tries=int(value))
+        if not value.startswith("{"):
+            return Redeemed(owner=value)  # a handback's code
+        issued = json.loads(value)
+        transfer_id = str(issued["id"])
+        transfer = self.seen(transfer_id) or Transfer.from_redis(transfer_id, issued["record"])
+        return Redeemed(owner=transfer_id, transfer=transfer)
 
     async def set_leg(self, transfer_id: str, name: str, call_sid: str) -> bool:
         """Remember the call id of a leg (``attempt:<n>``), written once; True when new."""
@@ -264,15 +352,6 @@ class TransferStore:
     async def audit(self, transfer_id: str) -> list[dict[str, str]]:
         entries = await self.redis.xrange(keys.transfer_audit(transfer_id)) or []
         return [{text(k): text(v) for k, v in (body or {}).items()} for _, body in entries]
-
-    async def claim_event(self, transfer_id: str, identity: str, ttl_s: int = 86_400) -> bool:
-        """True the first time ``identity`` is seen for the transfer, False for a repeat (a
-        claim retried on a fresh connection after its reply was lost is still this caller's)."""
-        return await claim_once(self.scripts.claim, keys.event_claim(transfer_id, identity), ttl_s)
-
-    async def release_event(self, transfer_id: str, identity: str) -> None:
-        """Forget a claimed event whose handling failed, so its retry is handled."""
-        await self.redis.delete(keys.event_claim(transfer_id, identity))
 
     async def active_for_psap(self, psap_id: str) -> set[str]:
         members = await self.redis.smembers(keys.psap_active(psap_id))
@@ -288,7 +367,9 @@ class TransferStore:
 
 
 __all__ = [
+    "CodeTaken",
     "IllegalTransition",
+    "Redeemed",
     "Tally",
     "Timer",
     "TransferNotFound",

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway import __version__
+from gateway.core.admission import Admission
 from gateway.core.auth import KEYS_FILE, KeyRing
 from gateway.core.errors import Unavailable
 from gateway.core.legs import Dialer
@@ -40,7 +41,9 @@ from gateway.web import reports as report_views
 from gateway.web import routing as routing_views
 from gateway.web import transfers as transfer_views
 from gateway.web import twilio as twilio_views
+from gateway.web.admission import admission_middleware
 from gateway.web.appkeys import (
+    ADMISSION,
     DISPOSITIONS,
     HANDBACKS,
     KEYRING,
@@ -65,7 +68,11 @@ log = logging.getLogger(__name__)
 def redis_client(settings: Settings) -> Redis:
     if settings.redis_url is None:
         raise ValueError("GATEWAY_REDIS_URL is not set (serve starts an embedded Redis)")
-    return connect(settings.redis_url, socket_timeout_s=settings.redis_socket_timeout_s)
+    return connect(
+        settings.redis_url,
+        socket_timeout_s=settings.redis_socket_timeout_s,
+        max_connections=settings.redis_max_connections,
+    )
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -234,6 +241,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
             request_id_middleware,
+            admission_middleware,
             metrics_middleware,
             error_middleware,
             auth_middleware,
@@ -250,6 +258,7 @@ def create_app(settings: Settings) -> web.Application:
     # Cleanup runs in reverse: the timer worker stops, tracked tasks drain, adapters close,
     # and Redis closes last.
     app[OUTAGES] = OutageWatch(retry_s=settings.timer_poll_s * 4)
+    app[ADMISSION] = Admission(settings.max_in_flight, settings.admission_wait_s)
     app.cleanup_ctx.extend(
         [
             _redis_ctx,

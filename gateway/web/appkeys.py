@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway.core.admission import Admission
 from gateway.core.auth import KeyRing
 from gateway.core.metrics import Metrics
 from gateway.core.outage import OutageWatch
@@ -35,3 +36,4 @@ TRANSFERS = web.AppKey("transfers", TransferService)
 HANDBACKS = web.AppKey("handbacks", HandbackService)
 DISPOSITIONS = web.AppKey("dispositions", DispositionService)
 OUTAGES = web.AppKey("outages", OutageWatch)
+ADMISSION = web.AppKey("admission", Admission)

@@ -10,6 +10,7 @@ acts, so a repeat changes nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -24,9 +25,10 @@ from twilio.twiml.voice_response import VoiceResponse
 from gateway.core.errors import BadRequest, NotFound
 from gateway.handback import Handback
 from gateway.policy.service import PolicyService
-from gateway.transfer.models import AttemptOutcome
+from gateway.transfer.models import AttemptOutcome, Transfer
+from gateway.transfer.service import attempt_of_label
 from gateway.transfer.store import TransferNotFound
-from gateway.web.appkeys import HANDBACKS, METRICS, OUTAGES, POLICY, SETTINGS, STORE, TRANSFERS
+from gateway.web.appkeys import HANDBACKS, METRICS, OUTAGES, POLICY, SETTINGS, TRANSFERS
 from gateway.web.bodies import Form, read_form
 from gateway.web.middlewares import error_response
 from gateway.web.routes import Route
@@ -84,7 +86,7 @@ async def twilio_signature_middleware(request: web.Request, handler: Handler) ->
     signature = request.headers.get("X-Twilio-Signature", "")
     token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
     url = settings.public_url(request.path_qs)
-    if not (token and signature and RequestValidator(token).validate(url, form.multi, signature)):
+    if not (token and signature and _validator(token).validate(url, form.multi, signature)):
         request.app[METRICS].signature_failures.labels(request.path.split("/")[2]).inc()
         log.warning("twilio signature refused", extra={"path": request.path})
         return error_response(403, "forbidden", "invalid or missing X-Twilio-Signature")
@@ -132,6 +134,12 @@ def attempt_param(request: web.Request) -> int:
     if len(raw) != 1 or _ATTEMPT.fullmatch(raw[0]) is None:
         raise NotFound("unknown attempt")
     return int(raw[0])
+
+
+@functools.cache
+def _validator(token: str) -> RequestValidator:
+    """One validator per auth token (a process has one), not one per request."""
+    return RequestValidator(token)
 
 
 def _params(request: web.Request) -> dict[str, str]:
@@ -204,15 +212,17 @@ async def voice(request: web.Request) -> web.Response:
 
 
 async def voice_code(request: web.Request) -> web.StreamResponse:
+    """The code keyed in: one Redis call redeems it (a transfer's or a handback's — one code
+    space) or counts a wrong try; a transfer's is bridged with a second."""
     settings = request.app[SETTINGS]
     params = _params(request)
-    handback = await request.app[HANDBACKS].redeem(
-        params.get("CallSid", ""), params.get("Digits", "").strip()
-    )
-    if handback is not None:
-        return await _handback_bridge(request, handback)
+    call_sid = params.get("CallSid", "")
     service = request.app[TRANSFERS]
-    result = await service.redeem(params.get("CallSid", ""), params.get("Digits", "").strip())
+    result = await service.redeem(call_sid, params.get("Digits", "").strip())
+    if result.handback_id is not None:
+        handback = await request.app[HANDBACKS].bridge(result.handback_id, call_sid)
+        if handback is not None:
+            return await _handback_bridge(request, handback)
     if result.transfer is None:
         response = VoiceResponse()
         if result.tries >= settings.code_tries:
@@ -275,74 +285,64 @@ async def hold(request: web.Request) -> web.Response:
     return _twiml(response)
 
 
-async def _claimed(request: web.Request, transfer_id: str, identity: str) -> bool:
-    store = request.app[STORE]
+async def _transfer(request: web.Request, attempt: int | None = None) -> Transfer:
+    """The transfer a callback is about, as this process knows it (``TransferService.view``);
+    404 for a transfer Redis has no record of."""
     try:
-        await store.get(transfer_id)
+        return await request.app[TRANSFERS].view(request.match_info["id"], attempt)
     except TransferNotFound:
         raise NotFound("unknown transfer") from None
-    return await store.claim_event(transfer_id, identity)
 
 
 async def conference_event(request: web.Request) -> web.Response:
-    transfer_id = request.match_info["id"]
+    """The transfer's conference reports (Twilio's conference status callback). Each event is
+    applied through the transfer's state machine, whose guards make a repeated or late event
+    change nothing — one Redis call when it changes something, none when it cannot."""
     params = _params(request)
     service = request.app[TRANSFERS]
+    transfer = await _transfer(request)
     event = params.get("StatusCallbackEvent", "")
     call_sid = params.get("CallSid", "")
-    conference_sid = params.get("ConferenceSid", "")
-    identity = f"conference:{conference_sid}:{params.get('SequenceNumber') or event + call_sid}"
-    if not await _claimed(request, transfer_id, identity):
-        return web.Response(status=204)
-    try:
-        transfer = await request.app[STORE].get(transfer_id)
-        if event in ("conference-start", "participant-join") and conference_sid:
-            await service.note_leg(transfer_id, "conference", conference_sid)
-        if event == "participant-join" and call_sid != transfer.psap_call_sid:
-            attempt = await service.attempt_of_call(transfer_id, call_sid)
+    label = params.get("ParticipantLabel", "")
+    ours = call_sid == transfer.psap_call_sid or attempt_of_label(label) is not None
+    if event == "participant-join" and call_sid and call_sid != transfer.psap_call_sid:
+        attempt = await service.attempt_of_call(transfer.id, call_sid, label)
+        if attempt is not None:
+            await service.answered(transfer.id, attempt)
+    elif event == "participant-leave":
+        if params.get("ReasonParticipantLeft") == "participant_add_failed":
+            attempt = await service.attempt_of_call(transfer.id, call_sid, label)
+            outcome = _OUTCOMES.get(params.get("ParticipantCallStatus", ""), "failed")
             if attempt is not None:
-                await service.answered(transfer_id, attempt)
-        elif event == "participant-leave":
-            if params.get("ReasonParticipantLeft") == "participant_add_failed":
-                attempt = await service.attempt_of_call(transfer_id, call_sid)
-                outcome = _OUTCOMES.get(params.get("ParticipantCallStatus", ""), "failed")
-                if attempt is not None:
-                    await service.attempt_over(transfer_id, attempt, outcome)
-            elif call_sid and call_sid == transfer.psap_call_sid:
-                await service.caller_left(transfer_id)
-        elif event == "conference-end":
-            await service.caller_left(transfer_id)
-        # The transfer's live handback dialed its PSAP leg into this conference.
+                await service.attempt_over(transfer.id, attempt, outcome)
+        elif call_sid and call_sid == transfer.psap_call_sid:
+            await service.caller_left(transfer.id)
+    elif event == "conference-end":
+        await service.caller_left(transfer.id)
+    if event == "conference-end" or (event == "participant-leave" and not ours):
+        # A leg that is none of the transfer's own may be its live handback's PSAP leg.
         reason = params.get("ReasonParticipantLeft", "")
-        await request.app[HANDBACKS].transfer_conference_event(transfer_id, event, call_sid, reason)
-    except Exception:
-        await request.app[STORE].release_event(transfer_id, identity)
-        raise
+        await request.app[HANDBACKS].transfer_conference_event(transfer.id, event, call_sid, reason)
     return web.Response(status=204)
 
 
 async def participant_event(request: web.Request) -> web.Response:
-    transfer_id = request.match_info["id"]
+    """A dialed leg's call status (the Participants create's status callback), for the attempt
+    its URL names; applied like ``conference_event``."""
     attempt = attempt_param(request)
     params = _params(request)
     service = request.app[TRANSFERS]
+    transfer = await _transfer(request, attempt)
     status = params.get("CallStatus", "")
     call_sid = params.get("CallSid", "")
-    identity = f"participant:{call_sid}:{status}"
-    if not await _claimed(request, transfer_id, identity):
-        return web.Response(status=204)
-    try:
-        if call_sid:
-            await service.leg_seen(transfer_id, attempt, call_sid)
-        if status in ("in-progress", "answered"):
-            await service.answered(transfer_id, attempt)
-        if call_sid and status in ("initiated", "ringing", "in-progress", "answered"):
-            await service.stray_leg(transfer_id, attempt, call_sid)
-        elif status in _OUTCOMES and status != "canceled":
-            await service.attempt_over(transfer_id, attempt, _OUTCOMES[status])
-    except Exception:
-        await request.app[STORE].release_event(transfer_id, identity)
-        raise
+    if call_sid:
+        await service.leg_seen(transfer.id, attempt, call_sid)
+    if status in ("in-progress", "answered"):
+        await service.answered(transfer.id, attempt)
+    if call_sid and status in ("initiated", "ringing", "in-progress", "answered"):
+        await service.stray_leg(transfer.id, attempt, call_sid)
+    elif status in _OUTCOMES and status != "canceled":
+        await service.attempt_over(transfer.id, attempt, _OUTCOMES[status])
     return web.Response(status=204)
 
 
