@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Iterator
@@ -53,3 +55,17 @@ def running_redis_url(settings: Settings) -> str:
     raise SystemExit(
         "no Redis to read: set GATEWAY_REDIS_URL, or start the gateway (make run) first"
     )
+
+
+def uvloop_available() -> bool:
+    """Whether uvloop (a drop-in event loop on libuv, about twice the throughput of the default
+    one for a server like this) can run here."""
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def install_uvloop() -> None:
+    """Serve on uvloop when it is installed (a dependency where it builds); else on asyncio's."""
+    if uvloop_available():
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.cli.common import load_settings, redis_for, running_redis_url
+from gateway.cli.common import install_uvloop, load_settings, redis_for, running_redis_url
 from gateway.core.auth import Role, add_key
 from gateway.core.errors import validation_details
 from gateway.core.logs import RequestIdAccessLogger, configure_logging
@@ -30,7 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = args.workers or settings.workers
     if workers > 1:
         return serve_workers(settings, workers)
-    from gateway.web import create_app
+    from gateway.web import serving_app
 
     with redis_for(settings) as ready:
         sandbox_ctx = None
@@ -38,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from gateway.cli.devsandbox import with_sandbox
 
             ready, sandbox_ctx = with_sandbox(ready)
-        app = create_app(ready)
+        app = serving_app(ready)
         if sandbox_ctx is not None:
             app.cleanup_ctx.append(sandbox_ctx)
             log.info(
@@ -46,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 extra={"api": str(ready.twilio_api_base_url), "bridge_line": "sandbox"},
             )
         log.info("gateway listening", extra={"host": ready.host, "port": ready.port})
+        install_uvloop()
         web.run_app(
             app,
             host=ready.host,

@@ -1,7 +1,7 @@
 """``serve --workers N``: N processes on one port, kept by gunicorn with aiohttp's own worker.
 
 The parent is gunicorn's arbiter: it binds ``GATEWAY_HOST:GATEWAY_PORT`` once and forks N
-workers that accept on that one socket. Each worker builds its own app with ``create_app`` (its
+workers that accept on that one socket. Each worker builds its own app with ``serving_app`` (its
 own Redis client, timer worker and tracked tasks); all of them share state through Redis. A
 worker that dies is replaced; one whose event loop stops beating for ``WORKER_TIMEOUT_S`` is
 killed and replaced.
@@ -25,9 +25,10 @@ from aiohttp import web
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from gateway.cli.common import uvloop_available
 from gateway.core.logs import RequestIdAccessLogger, configure_logging
 from gateway.core.settings import Settings
-from gateway.web import create_app
+from gateway.web import serving_app
 
 GRACEFUL_TIMEOUT_S = 30
 """From the stop signal to SIGKILL for a worker that has not finished its cleanup."""
@@ -74,7 +75,11 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
                 f"[{host}]:{self.settings.port}" if ":" in host else f"{host}:{self.settings.port}"
             ],
             "workers": self.workers,
-            "worker_class": "aiohttp.GunicornWebWorker",
+            "worker_class": (
+                "aiohttp.GunicornUVLoopWebWorker"
+                if uvloop_available()
+                else "aiohttp.GunicornWebWorker"
+            ),
             "timeout": WORKER_TIMEOUT_S,
             "graceful_timeout": GRACEFUL_TIMEOUT_S,
             "logger_class": GatewayLogger,
@@ -93,7 +98,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
         async def runner() -> web.AppRunner:
             return web.AppRunner(
-                create_app(settings),
+                serving_app(settings),
                 access_log_class=RequestIdAccessLogger,
                 keepalive_timeout=KEEPALIVE_S,
                 shutdown_timeout=REQUEST_GRACE_S,

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 
 from gateway.core import keys
 from gateway.core.ports import Leg, Telephony, TelephonyError
-from gateway.core.records import text
+from gateway.core.records import Ops, text
 from gateway.core.scripts import source
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,24 @@ class Dialer:
     def lease_s(self) -> float:
         return self.request_timeout_s + LEASE_MARGIN_S
 
-    async def dial(self, spec: Dial, *, wanted: Wanted, ask_first: bool = False) -> Dialed:
+    def lease_ops(self, ops: Ops, spec: Dial, token: str) -> None:
+        """Take the attempt's lease inside the write that starts the attempt (``ops``: its side
+        effects), so the dial that follows at once needs no claim of its own — ``dial`` with
+        the same ``token``. Should this process die first, the lease lapses as any other."""
+        ops.add(
+            "setpx", keys.dial_lease(spec.record, spec.attempt), token, int(self.lease_s * 1000)
+        )
+        ops.add("hincrby", keys.dial_claims(spec.record), spec.field, 1)
+        ops.add("expire", keys.dial_claims(spec.record), self.retention_s)
+
+    async def dial(
+        self, spec: Dial, *, wanted: Wanted, ask_first: bool = False, leased: str | None = None
+    ) -> Dialed:
         """Dial ``spec`` unless it needs none (see the module's steps); never raises
-        ``TelephonyError``."""
+        ``TelephonyError``. ``leased``: the token of a lease taken with the attempt's start
+        (``lease_ops``) — the first claim of the attempt, so nothing is asked first."""
+        if leased is not None:
+            return await self._place(spec, leased, wanted)
         token = secrets.token_hex(8)
         status, value = await self._take(spec, token)
         if status == "dialed":
@@ -145,14 +160,14 @@ class Dialer:
             return Dialed("busy", retry_in_s=max(0, int(value)) / 1000 + 0.05)
         claims = int(value)
         if claims > MAX_CLAIMS:
-            await self._give_back(spec, token)
+            await self.release(spec, token)
             return Dialed("given_up")
         if ask_first or claims > 1:
             try:
                 found = await self.telephony.find_participant(spec.conference, spec.label)
             except TelephonyError as exc:
                 log.warning("dial check failed", extra={"attempt": spec.attempt, "error": str(exc)})
-                await self._give_back(spec, token)
+                await self.release(spec, token)
                 return Dialed("unknown", retry_in_s=LEASE_MARGIN_S)
             if found is not None:
                 first, state, attempts, current = await self._record(spec, found.call_sid)
@@ -190,7 +205,7 @@ class Dialer:
                             reached = False  # nobody was dialed
                             await asyncio.sleep(delay)
                             if not await wanted():
-                                await self._give_back(spec, token)
+                                await self.release(spec, token)
                                 return Dialed("moot")
                             continue
                         if status is None or status >= 500:
@@ -201,7 +216,7 @@ class Dialer:
                                 extra={"attempt": spec.attempt, "error": type(exc).__name__},
                             )
                             return Dialed("unknown", retry_in_s=self.lease_s)
-                        await self._give_back(spec, token)
+                        await self.release(spec, token)
                         return Dialed("failed", error=str(exc))
                     break
         except asyncio.CancelledError:
@@ -209,7 +224,7 @@ class Dialer:
             # once; one that may have reached the provider is left to the lapsing lease.
             if not reached:
                 with contextlib.suppress(RedisError):
-                    await self._give_back(spec, token)
+                    await self.release(spec, token)
             raise
         first, state, attempts, current = await self._record(spec, call_sid)
         return Dialed(
@@ -255,7 +270,9 @@ class Dialer:
         )
         return status, value
 
-    async def _give_back(self, spec: Dial, token: str) -> None:
+    async def release(self, spec: Dial, token: str) -> None:
+        """Give the lease back (a dial abandoned before it reached the provider), so the next
+        claim need not wait for it to lapse."""
         await self._release(keys=[keys.dial_lease(spec.record, spec.attempt)], args=[token])
 
     async def record(self, spec: Dial, call_sid: str) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
 
 from gateway.core.phone import E164
 from gateway.core.records import STORE_FIELDS
@@ -96,6 +99,21 @@ class Transfer(BaseModel):
             data[field] = value if field in STORE_FIELDS else json.loads(value)
         return cls.model_validate(data)
 
+    def written(self, fields: Mapping[str, str], *, state: str, version: int, at: str) -> Self:
+        """This transfer with a write applied to it: the store's ``fields`` (JSON-encoded, as
+        ``encode_fields`` makes them), the new state, version and time. Only the written fields
+        are read (each by its own type), not the whole record again."""
+        update: dict[str, Any] = {
+            "state": TransferState(state),
+            "version": version,
+            "updated_at": _AT.validate_python(at),
+        }
+        for name, value in fields.items():
+            adapter = _field_adapter(name)
+            if adapter is not None:
+                update[name] = adapter.validate_json(value)
+        return self.model_copy(update=update)
+
 
 def recorded_org(loaded: LoadedPolicy, transfer: Transfer, destination_id: str) -> str | None:
     """The org that acted for ``destination_id`` when ``transfer`` was decided. (A transfer
@@ -104,3 +122,15 @@ def recorded_org(loaded: LoadedPolicy, transfer: Transfer, destination_id: str) 
         return transfer.destination_orgs.get(destination_id)
     destination = loaded.document.destination(destination_id)
     return destination.org if destination is not None else None
+
+
+_AT: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any] | None:
+    """A validator for one field of ``Transfer`` (None for a name it does not have)."""
+    info = Transfer.model_fields.get(name)
+    if info is None or info.annotation is None:
+        return None
+    return TypeAdapter(info.annotation)

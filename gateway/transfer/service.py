@@ -44,7 +44,7 @@ from gateway.core.legs import Dial, Dialer, conference_in_progress
 from gateway.core.metrics import Metrics
 from gateway.core.phone import E164
 from gateway.core.ports import Leg, NoticeError, Notifier, Telephony, TelephonyError
-from gateway.core.records import Tally, encode_fields
+from gateway.core.records import Ops, Tally, encode_fields
 from gateway.core.settings import Settings
 from gateway.core.tasks import TaskSet
 from gateway.core.timers import Timer, TimerQueue
@@ -229,7 +229,14 @@ class TransferService:
         self.store = store
         self.timers = timers
         self.dialer = dialer
-        self._legs: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._legs: OrderedDict[str, str] = OrderedDict()
+        """``<transfer>:<attempt>`` → the leg's call id, as this process recorded or learned
+        it (string keys: one object to the garbage collector, however many)."""
+        self._leg_of: dict[str, str] = {}
+        """A known leg's call id → ``<transfer>:<attempt>``."""
+        self._leases: dict[str, str] = {}
+        """``<transfer>:<attempt>`` → the dial lease its bridge took, for the dial that
+        follows."""
         """(transfer, attempt) → the leg's call id, as this process recorded or learned it."""
         self.policy = policy
         self.telephony = telephony
@@ -426,6 +433,7 @@ class TransferService:
             if transfer.state is not S.AWAITING_BRIDGE:
                 return None
             first = transfer.decision.destinations[0]
+            token = secrets.token_hex(8)
             try:
                 await self._apply(
                     transfer,
@@ -439,11 +447,15 @@ class TransferService:
                     disarm=[expiry_timer_id(transfer.id)],
                     actor="twilio",
                     any_version=True,
+                    lease=(1, token),
                 )
             except TransitionConflict:
                 # The answer told this process how the transfer stands now.
                 transfer = await self.store.get(transfer.id, fresh=False)
                 continue
+            self._leases[f"{transfer.id}:1"] = token
+            while len(self._leases) > KNOWN_LEGS:  # a bridge whose TwiML never went out
+                del self._leases[next(iter(self._leases))]
             return await self.store.get(transfer.id, fresh=False)
         return None
 
@@ -482,7 +494,9 @@ class TransferService:
             backup_timer=dial_timer_id(transfer.id, attempt),
         )
 
-    async def _dial(self, transfer_id: str, attempt: int, *, first: bool = False) -> float | None:
+    async def _dial(
+        self, transfer_id: str, attempt: int, *, first: bool = False, leased: str | None = None
+    ) -> float | None:
         """Dial ``attempt``'s destination into the transfer's conference, unless it needs none
         (``gateway.core.legs``). ``first``: the dial made as the caller's conference TwiML goes
         out; any other (the durable backup, a ring timer, the next destination) first makes
@@ -499,20 +513,26 @@ class TransferService:
             transfer = await self.store.get(transfer_id)
         if not self._is_current(transfer, attempt):
             return None
+        spec = self._leg_spec(transfer, attempt)
         if not first:
             present = await self._caller_present(transfer)
+            if not present and leased is not None:
+                await self.dialer.release(spec, leased)  # the durable backup need not wait
             if present is None:
                 return RECHECK_S
             if not present:
                 log.warning("caller gone before the dial", extra={"transfer_id": transfer_id})
                 await self.caller_left(transfer_id, actor="gateway")
                 return None
-        spec = self._leg_spec(transfer, attempt)
 
         async def wanted() -> bool:
             return self._is_current(await self.store.get(transfer_id), attempt)
 
-        dialed = await self.dialer.dial(spec, wanted=wanted, ask_first=not first)
+        if first:
+            leased = self._leases.pop(f"{transfer_id}:{attempt}", None)
+        dialed = await self.dialer.dial(
+            spec, wanted=wanted, ask_first=not first and leased is None, leased=leased
+        )
         context = {"transfer_id": transfer_id, "attempt": attempt}
         if dialed.kind in ("busy", "unknown"):
             return dialed.retry_in_s
@@ -581,7 +601,9 @@ class TransferService:
         once its leg exists; the idempotency key is the transfer and attempt, so a receiver
         told twice (two processes learned of the leg) shows it once."""
         destination_id = transfer.decision.destinations[attempt - 1].id
-        loaded = await self.policy.current()
+        # The policy this process last loaded (a notice URL changed a moment ago may be missed
+        # once; a Redis call on every dial is not worth it).
+        loaded = self.policy.last_known() or await self.policy.current()
         destination = loaded.document.destination(destination_id)
         if destination is None or destination.notify_url is None:
             return
@@ -639,10 +661,12 @@ class TransferService:
         return await self.store.get(transfer_id) if behind else seen
 
     def _known_leg(self, transfer_id: str, attempt: int, call_sid: str) -> None:
-        self._legs[(transfer_id, attempt)] = call_sid
-        self._legs.move_to_end((transfer_id, attempt))
+        self._legs[f"{transfer_id}:{attempt}"] = call_sid
+        self._legs.move_to_end(f"{transfer_id}:{attempt}")
+        self._leg_of[call_sid] = f"{transfer_id}:{attempt}"
         while len(self._legs) > KNOWN_LEGS:
-            self._legs.popitem(last=False)
+            _, forgotten = self._legs.popitem(last=False)
+            self._leg_of.pop(forgotten, None)
 
     @staticmethod
     def _is_current(transfer: Transfer, attempt: int) -> bool:
@@ -725,6 +749,7 @@ class TransferService:
                 if attempt < len(chain):
                     following = chain[attempt]
                     attempts.append(Attempt(destination_id=following.id, started_at=now))
+                    token = secrets.token_hex(8)
                     await self._apply(
                         transfer,
                         E.NEXT_DESTINATION,
@@ -738,9 +763,10 @@ class TransferService:
                         disarm=[ring_timer_id(transfer_id, attempt)],
                         actor="gateway",
                         audit={"outcome": outcome},
+                        lease=(attempt + 1, token),
                     )
                     self.tasks.spawn(
-                        self._dial(transfer_id, attempt + 1),
+                        self._dial(transfer_id, attempt + 1, leased=token),
                         name=f"dial:{transfer_id}:{attempt + 1}",
                     )
                 else:
@@ -1010,7 +1036,7 @@ class TransferService:
         before the create answered), and then its screen pop goes out — whoever learns of a
         leg first sends it, so a counselor is never rung without one. A leg this process
         already knows costs nothing."""
-        if self._legs.get((transfer_id, attempt)) == call_sid:
+        if self._legs.get(f"{transfer_id}:{attempt}") == call_sid:
             return
         if await self.store.set_leg(transfer_id, f"attempt:{attempt}", call_sid):
             transfer = await self.view(transfer_id)
@@ -1018,17 +1044,15 @@ class TransferService:
                 self._pop(transfer, attempt)
         self._known_leg(transfer_id, attempt, call_sid)
 
-    async def attempt_of_call(
-        self, transfer_id: str, call_sid: str, label: str = ""
-    ) -> int | None:
+    async def attempt_of_call(self, transfer_id: str, call_sid: str, label: str = "") -> int | None:
         """Which attempt's leg ``call_sid`` is: from the participant's ``label`` when the
         provider gives it (``attempt-<n>``, as the gateway labels its dials), else from what
         this process knows, else from the recorded legs. None when it is none of them."""
         if (attempt := attempt_of_label(label)) is not None:
             return attempt
-        for (known_transfer, attempt), sid in reversed(self._legs.items()):
-            if known_transfer == transfer_id and sid == call_sid:
-                return attempt
+        known_transfer, _, attempt_text = self._leg_of.get(call_sid, "").rpartition(":")
+        if known_transfer == transfer_id:
+            return int(attempt_text)
         for name, sid in (await self.store.legs(transfer_id)).items():
             if sid == call_sid and name.startswith("attempt:"):
                 return int(name.split(":", 1)[1])
@@ -1051,6 +1075,7 @@ class TransferService:
         audit: Mapping[str, str] | None = None,
         answering: Attempt | None = None,
         any_version: bool = False,
+        lease: tuple[int, str] | None = None,
         now: datetime | None = None,
     ) -> None:
         """One transition of ``transfer`` by ``event`` (see ``TransferStore.transition``), with
@@ -1058,6 +1083,13 @@ class TransferService:
         event; the current one by default)."""
         now = now or datetime.now(UTC)
         answering = answering or transfer.current_attempt
+        also = None
+        if lease is not None:
+            spec, token = self._leg_spec(transfer, lease[0]), lease[1]
+
+            def also(ops: Ops) -> None:
+                self.dialer.lease_ops(ops, spec, token)
+
         result = await self.store.transition(
             transfer.id,
             event,
@@ -1073,6 +1105,7 @@ class TransferService:
             tally=_tally(
                 transfer, event, occupy=occupy, vacate=vacate, answering=answering, now=now
             ),
+            also=also,
             actor=actor,
             audit=audit,
             now=now,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -46,8 +46,9 @@ class Transition:
     version: int
 
 
-SEEN_SIZE = 20_000
+SEEN_SIZE = 5_000
 """Transfers one process remembers as it last saw them (a few KB each)."""
+_TERMINAL = frozenset(str(state) for state in TERMINAL_STATES)
 
 
 TRIES_TTL_S = 3600
@@ -141,7 +142,9 @@ class TransferStore:
     # ---- what this process last saw -----------------------------------------------------
 
     def _remember(self, transfer_id: str, raw: Mapping[str, str]) -> None:
-        """Keep the record as Redis just said it is (read into a ``Transfer`` when asked for)."""
+        """Keep the record as Redis just said it is, as its raw fields (read into a ``Transfer``
+        when asked for). Raw fields are one object to the garbage collector, a ``Transfer``
+        dozens: only live transfers are kept read, so full collections stay short."""
         self._seen[transfer_id] = dict(raw)
         self._seen.move_to_end(transfer_id)
         while len(self._seen) > SEEN_SIZE:
@@ -155,7 +158,8 @@ class TransferStore:
         if kept is None or isinstance(kept, Transfer):
             return kept
         transfer = Transfer.from_redis(transfer_id, kept)
-        self._seen[transfer_id] = transfer
+        if not transfer.state.terminal:
+            self._seen[transfer_id] = transfer
         return transfer
 
     # ---- writes ----------------------------------------------------------------------------
@@ -255,6 +259,7 @@ class TransferStore:
         disarm: Iterable[str] = (),
         void_code: str | None = None,
         tally: Tally | None = None,
+        also: Callable[[Ops], None] | None = None,
         actor: str = "",
         audit: Mapping[str, str] | None = None,
         now: datetime | None = None,
@@ -265,7 +270,8 @@ class TransferStore:
         before anything is written. ``vacate``/``occupy`` move the transfer between destinations'
         live-load sets; ``arm``/``disarm`` set and clear durable timers in the same call;
         ``void_code`` (a bridge code's digest) makes that code unusable; ``tally`` bumps report
-        counters — all only if the guard holds.
+        counters; ``also`` adds side effects of its own (a dial's lease) — all only if the
+        guard holds.
         """
         now = now or datetime.now(UTC)
         ops = Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
@@ -281,6 +287,8 @@ class TransferStore:
         ops.arm(arm)
         ops.disarm(disarm)
         ops.tally(tally)
+        if also is not None:
+            also(ops)
         answer = await run_transition(
             self.scripts.transition,
             ops,
@@ -298,7 +306,20 @@ class TransferStore:
         if answer.status == "not_found":
             self._seen.pop(transfer_id, None)
             raise TransferNotFound(transfer_id)
-        if answer.record:
+        kept = self._seen.get(transfer_id)
+        if (
+            answer.status == "ok"
+            and isinstance(kept, Transfer)
+            and kept.version == answer.version - 1
+            and answer.state not in _TERMINAL
+        ):
+            # The write landed right on the transfer as last seen: apply it here, reading
+            # only the written fields (``Transfer.written``).
+            self._seen[transfer_id] = kept.written(
+                fields or {}, state=answer.state, version=answer.version, at=now.isoformat()
+            )
+            self._seen.move_to_end(transfer_id)
+        elif answer.record:
             self._remember(transfer_id, answer.record)
         state = TransferState(answer.state)
         if answer.status == "conflict":

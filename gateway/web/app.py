@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -291,4 +292,30 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     add_routes(app, routes)
+    return app
+
+
+GC_THRESHOLDS = (50_000, 20, 100)
+"""The garbage collector's thresholds in a serving process (Python's defaults: 700, 10, 10)."""
+
+
+async def _frozen_heap_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Once every resource is up, move what the process holds so far (its modules, schemas,
+    clients) out of the garbage collector's reach: a full collection then walks only what
+    requests made since — milliseconds, not the tens of milliseconds that showed up as p99
+    spikes under load."""
+    gc.collect()
+    gc.freeze()
+    # Fewer, larger young collections: most of what a request allocates dies with it, so
+    # collecting every 700 allocations only promotes it to be walked again later.
+    gc.set_threshold(*GC_THRESHOLDS)
+    yield
+
+
+def serving_app(settings: Settings) -> web.Application:
+    """``create_app`` as a long-running server runs it: its startup heap frozen out of the
+    garbage collector's full passes (``_frozen_heap_ctx``). Tests build many apps in one
+    process and use ``create_app``, which freezes nothing."""
+    app = create_app(settings)
+    app.cleanup_ctx.append(_frozen_heap_ctx)
     return app

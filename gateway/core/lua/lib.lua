@@ -3,6 +3,7 @@
 -- {"zrem", key_index, member}, {"zremrangebyscore", key_index, min, max},
 -- {"hset", key_index, field, value}, {"hdel", key_index, field},
 -- {"hincrby", key_index, field, amount}, {"expire", key_index, seconds}, {"del", key_index},
+-- {"setpx", key_index, value, milliseconds},
 -- {"hincrby_if", key_index, field, amount, record_key_index, record_field}.
 -- key_index points into KEYS, so every key a script touches is declared to Redis.
 local function apply_ops(ops_json)
@@ -24,6 +25,7 @@ local function apply_ops(ops_json)
       end
     elseif name == 'expire' then redis.call('EXPIRE', key, op[3])
     elseif name == 'del' then redis.call('DEL', key)
+    elseif name == 'setpx' then redis.call('SET', key, op[3], 'PX', op[4])
     else error('unknown op ' .. tostring(name)) end
   end
 end
