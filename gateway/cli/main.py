@@ -23,6 +23,11 @@ from gateway.core.settings import Settings
 
 log = logging.getLogger("gateway")
 
+LISTEN_BACKLOG = 2048
+"""Connections the kernel queues before the process accepts them (gunicorn's default too).
+aiohttp's own default, 128, overflows in a burst of new Twilio connections: the excess SYNs are
+dropped and retried a second or more later — a refusal meant to be immediate arrives late."""
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
@@ -53,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=ready.port,
             print=None,
             access_log_class=RequestIdAccessLogger,
+            backlog=LISTEN_BACKLOG,
         )
     return 0
 
