@@ -151,3 +151,12 @@ def xfer_handback(transfer_id: str) -> str:
     handback. Deleted when that handback ends (its terminal transition), so a transfer has at
     most one handback dialing the PSAP at a time."""
     return f"{PREFIX}xfer:{transfer_id}:handback"
+
+
+# ---- Console sessions (gateway.console.sessions) -------------------------------------------
+
+
+def console_session(token_digest: str) -> str:
+    """String (SET EX): a signed-in person's console session as JSON (org, role, key id, CSRF
+    token), under the SHA-256 digest of the cookie's token — never the token, never the key."""
+    return f"{PREFIX}console:session:{token_digest}"

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     """Longest wait for a whole request body; a slower one gets 408 (Twilio itself gives up on
     a webhook after 15 s)."""
 
+    # ---- consoles (gateway.console) ----
+    console_session_idle_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 4 * 3600
+    """A console session ends this long after its last use (sign in again)."""
+    console_session_max_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 12 * 3600
+    """...and this long after sign-in, however busy (one shift)."""
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

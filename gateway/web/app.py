@@ -292,6 +292,11 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     add_routes(app, routes)
+
+    # ---- web consoles at /console/ (DESIGN.md §10): pages over the services above ----
+    from gateway import console
+
+    console.setup(app)
     return app
 
 

@@ -1,0 +1,27 @@
+"""Web consoles at ``/console/`` (DESIGN.md §10): server-rendered pages (Jinja2) made live with
+htmx and its SSE extension, vendored under ``static/vendor`` — no build step, no CDN.
+
+- ``sessions``: sign-in with a key → a server-side session in Redis, HttpOnly cookie, CSRF.
+- ``views``: what each console shows, as data (tested without a browser).
+- ``charts``: the supervisor board's SVG charts, drawn on the server.
+- ``web``: templates, the signed-in and CSRF guards, errors as notices.
+- ``pages``: the handlers (call-taker, handback inbox, supervisor board) and the live stream.
+"""
+
+from __future__ import annotations
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from gateway.console import pages
+from gateway.console.web import STATIC, environment_options
+
+
+def setup(app: web.Application) -> None:
+    """Serve the consoles from ``app``: templates, static files and every ``/console`` route."""
+    aiohttp_jinja2.setup(app, **environment_options())
+    app.router.add_static("/console/static/", STATIC, name="console_static")
+    pages.add_routes(app)
+
+
+__all__ = ["setup"]

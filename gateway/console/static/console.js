@@ -1,0 +1,68 @@
+// The consoles' only script of their own: the live-stream status, resuming the stream where it
+// left off, a slow refresh while it is down, and the seconds counters. No inline script, no eval.
+(function () {
+  "use strict";
+  var EVENT_TYPES = ["transfer.created", "transfer.state", "handback.created", "handback.state",
+    "handback.flag", "policy.changed", "stream.reset", "message"];
+  var lastEventId = null;
+  var POLL_MS = 3000;
+
+  // The SSE extension calls this for every (re)connection. A browser resumes a dropped stream
+  // by itself with Last-Event-ID; when the extension has to open a new one, the id we saw last
+  // goes along as ?last_event_id= so nothing in between is missed.
+  window.htmx = window.htmx || {};
+  htmx.createEventSource = function (url) {
+    var target = url;
+    if (lastEventId) {
+      target += (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(lastEventId);
+    }
+    var source = new EventSource(target, { withCredentials: true });
+    EVENT_TYPES.forEach(function (type) {
+      source.addEventListener(type, function (event) {
+        if (event.lastEventId) { lastEventId = event.lastEventId; }
+        if (type === "stream.reset") { resync(); }
+      });
+    });
+    return source;
+  };
+
+  function setLive(state) {
+    document.body.dataset.live = state;
+    var banner = document.getElementById("live-status");
+    if (banner) { banner.hidden = state !== "off"; }
+  }
+
+  function resync() { htmx.trigger(document.body, "console:resync"); }
+
+  document.addEventListener("htmx:sseOpen", function () {
+    var wasDown = document.body.dataset.live === "off";
+    setLive("on");
+    if (wasDown) { resync(); }
+  });
+  document.addEventListener("htmx:sseError", function () { setLive("off"); });
+
+  // While the stream is down (or before it ever opened), the live parts refresh themselves.
+  window.setInterval(function () {
+    if (document.body && document.body.dataset.live && document.body.dataset.live !== "on") {
+      htmx.trigger(document.body, "console:poll");
+    }
+  }, POLL_MS);
+
+  function words(seconds) {
+    if (seconds < 60) { return seconds + " s"; }
+    var m = Math.floor(seconds / 60), s = seconds % 60;
+    return m + " min " + (s < 10 ? "0" : "") + s + " s";
+  }
+
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("[data-since]").forEach(function (el) {
+      var out = el.querySelector(".elapsed");
+      var since = Date.parse(el.dataset.since);
+      if (out && !isNaN(since)) { out.textContent = words(Math.max(0, Math.floor((now - since) / 1000))); }
+    });
+  }
+  window.setInterval(tick, 1000);
+  document.addEventListener("htmx:afterSwap", tick);
+  document.addEventListener("DOMContentLoaded", tick);
+})();
