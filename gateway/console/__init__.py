@@ -14,12 +14,13 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.console import pages
-from gateway.console.web import STATIC, environment_options
+from gateway.console.web import STATIC, environment_options, sessions_ctx
 
 
 def setup(app: web.Application) -> None:
     """Serve the consoles from ``app``: templates, static files and every ``/console`` route."""
     aiohttp_jinja2.setup(app, **environment_options())
+    app.cleanup_ctx.append(sessions_ctx)
     app.router.add_static("/console/static/", STATIC, name="console_static")
     pages.add_routes(app)
 

@@ -11,7 +11,7 @@ as a notice in words, not as JSON.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -85,16 +85,18 @@ def public_origin(request: web.Request) -> str:
 
 
 def sessions(app: web.Application) -> SessionStore:
-    store = app.get(SESSIONS)
-    if store is None:
-        settings = app[SETTINGS]
-        store = SessionStore(
-            app[REDIS],
-            ttl_s=settings.console_session_idle_s,
-            max_age_s=settings.console_session_max_s,
-        )
-        app[SESSIONS] = store
-    return store
+    return app[SESSIONS]
+
+
+async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The session store, on the app's Redis client (listed after the context that opens it)."""
+    settings = app[SETTINGS]
+    app[SESSIONS] = SessionStore(
+        app[REDIS],
+        ttl_s=settings.console_session_idle_s,
+        max_age_s=settings.console_session_max_s,
+    )
+    yield
 
 
 def key_still_valid(request: web.Request, session: Session) -> bool:

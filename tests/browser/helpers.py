@@ -1,0 +1,90 @@
+"""Browser-test helpers: Debian's Chromium driven by Playwright, axe-core, screenshots.
+
+Playwright's own browser download is not used: the tests launch the system's Chromium by path
+(``/usr/bin/chromium``, or ``GATEWAY_TEST_CHROMIUM``). Without it they are skipped with how to get
+it (``apt-get install -y chromium``; ``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 720}
+
+
+def chromium_path() -> str | None:
+    named = os.environ.get("GATEWAY_TEST_CHROMIUM")
+    for candidate in (named, "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def need_chromium() -> str:
+    path = chromium_path()
+    if path is None:
+        pytest.skip(
+            "no Chromium: install Debian's (`apt-get install -y chromium`) or set "
+            "GATEWAY_TEST_CHROMIUM to a Chromium binary; .ci/run installs it"
+        )
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright is not installed: pip install -e '.[dev]'")
+    return path
+
+
+@asynccontextmanager
+async def browser_page(**context: Any) -> AsyncIterator[Any]:
+    """A fresh Chromium page at 1280x720 (one browser, one context)."""
+    from playwright.async_api import async_playwright
+
+    executable = need_chromium()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            # bypass_csp: axe-core is injected as an inline script the console CSP forbids.
+            ctx = await browser.new_context(viewport=VIEWPORT, bypass_csp=True, **context)
+            page = await ctx.new_page()
+            yield page
+            await ctx.close()
+        finally:
+            await browser.close()
+
+
+async def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it stands (WCAG 2.1 AA)."""
+    await page.add_script_tag(content=AXE.read_text())
+    result: dict[str, Any] = await page.evaluate(
+        """async () => await axe.run(document, {
+              runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"""
+    )
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+async def no_horizontal_scroll(page: Any) -> bool:
+    width: bool = await page.evaluate(
+        "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
+    return width
+
+
+async def screenshot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

@@ -1,0 +1,191 @@
+"""The consoles over real HTTP, without a browser: sign-in and sessions, CSRF, each role's pages,
+and the call-taker's fragments, against the real app and a real Redis."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.core.keys import console_session
+from tests.conftest import AppFactory, KeyMaker
+from tests.telephony import PSAP
+
+CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
+HTTP = {"public_base_url": "http://127.0.0.1:8080"}
+"""A plain-http public URL: the test client sends no ``Secure`` cookie over http."""
+
+
+async def sign_in(client: TestClient[Any, Any], key: str) -> str:
+    """Sign in; the session's CSRF token as the page carries it."""
+    resp = await client.post("/console/sign-in", data={"key": key}, allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    page = await client.get(resp.headers["Location"])
+    assert page.status == 200
+    found = CSRF_RE.search(await page.text())
+    assert found is not None
+    return found.group(1)
+
+
+def form(csrf: str, **fields: str) -> dict[str, str]:
+    answers = {
+        "caller_type": "first_person",
+        "weapons": "no",
+        "violence": "no",
+        "medical_emergency": "no",
+        "attempt_in_progress": "no",
+        "severe_intoxication": "no",
+        "officer_requested": "no",
+        "imminent_risk": "no",
+        "consent_to_transfer": "yes",
+        "language": "en",
+        "transfers_so_far": "0",
+    }
+    return {"csrf": csrf, **answers, **fields}
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_and_keeps_no_key(
+    make_client: AppFactory, make_key: KeyMaker, redis: Any
+) -> None:
+    secure = await make_client()
+    key = make_key(PSAP, "psap")
+    resp = await secure.post("/console/sign-in", data={"key": key}, allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/console/call-taker"
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Secure" in cookie  # the public URL of the test settings is https
+    client = await make_client(**HTTP)
+    await redis.flushdb()
+    resp = await client.post("/console/sign-in", data={"key": key}, allow_redirects=False)
+    assert "Secure" not in resp.headers["Set-Cookie"]
+    page = await client.get("/console/call-taker")
+    text = await page.text()
+    assert key not in text
+    stored = [k async for k in redis.scan_iter(console_session("*"))]
+    assert len(stored) == 1
+    assert key.encode() not in (await redis.get(stored[0]))
+
+
+async def test_a_wrong_key_is_refused_and_pages_need_a_session(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    client = await make_client(**HTTP)
+    resp = await client.post("/console/sign-in", data={"key": "gw_psap_nope"})
+    assert resp.status == 401
+    assert "not recognised" in await resp.text()
+    resp = await client.get("/console/call-taker", allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"].startswith("/console/sign-in")
+    resp = await client.get("/console/handbacks/list", headers={"HX-Request": "true"})
+    assert resp.status == 401
+    assert resp.headers["HX-Redirect"].startswith("/console/sign-in")
+
+
+async def test_sign_out_ends_the_session(make_client: AppFactory, make_key: KeyMaker) -> None:
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    resp = await client.post("/console/sign-out", data={"csrf": csrf}, allow_redirects=False)
+    assert resp.status == 303
+    resp = await client.get("/console/call-taker", allow_redirects=False)
+    assert resp.status == 303
+
+
+async def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    resp = await client.post("/console/call-taker/transfers", data=form("wrong"))
+    assert resp.status == 403
+    assert "did not come from this console" in await resp.text()
+    resp = await client.post(
+        "/console/call-taker/transfers",
+        data=form(csrf),
+        headers={"Origin": "https://evil.example"},
+    )
+    assert resp.status == 403
+    resp = await client.post(
+        "/console/sign-in", data={"key": "x"}, headers={"Origin": "https://evil.example"}
+    )
+    assert resp.status == 403
+
+
+async def test_each_role_lands_on_its_console(make_client: AppFactory, make_key: KeyMaker) -> None:
+    client = await make_client(**HTTP)
+    resp = await client.post(
+        "/console/sign-in", data={"key": make_key("ops", "admin")}, allow_redirects=False
+    )
+    assert resp.headers["Location"] == "/console/board"
+    board = await client.get("/console/board")
+    assert board.status == 200
+    text = await board.text()
+    assert "Destinations now" in text
+    assert "Crisis Connections" in text or "crisis" in text.lower()
+    # An admin is not a call-taker.
+    resp = await client.get("/console/call-taker")
+    assert resp.status == 403
+
+
+async def test_the_decision_fragment_explains_in_words(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
+    resp = await client.post("/console/call-taker/decision", data=form(csrf), headers=headers)
+    text = await resp.text()
+    assert resp.status == 200, text
+    assert "Transfer to" in text
+    resp = await client.post(
+        "/console/call-taker/decision",
+        data=form(csrf, weapons="yes", consent_to_transfer=""),
+        headers=headers,
+    )
+    text = await resp.text()
+    assert "Keep the call with 911" in text
+    assert "Weapons involved: yes" in text
+    assert "has not consented" in text
+
+
+async def test_transfer_shows_the_code_and_cancel_moves_it_on(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
+    resp = await client.post(
+        "/console/call-taker/transfers",
+        data=form(csrf, callback_number="+12065550123"),
+        headers=headers,
+    )
+    text = await resp.text()
+    assert resp.status == 200, text
+    code = re.search(r'data-testid="bridge-code">(\d{3}) (\d{3})<', text)
+    assert code is not None, text
+    transfer_id = re.search(r'id="progress-(tr_[0-9a-f]{24})"', text)
+    assert transfer_id is not None
+    assert "Waiting for the bridge call" in text
+    resp = await client.post(
+        f"/console/transfers/{transfer_id.group(1)}/cancel", headers=headers
+    )
+    text = await resp.text()
+    assert "Transfer cancelled" in text
+    # Cancelling twice is a notice in words, not a JSON error.
+    resp = await client.post(
+        f"/console/transfers/{transfer_id.group(1)}/cancel", headers=headers
+    )
+    assert resp.headers["X-Console-Status"] == "409"
+    assert "notice" in await resp.text()
+
+
+async def test_another_psaps_transfer_is_not_shown(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
+    resp = await client.get("/console/transfers/tr_000000000000000000000000/progress", headers=headers)
+    assert resp.headers["X-Console-Status"] == "404"
