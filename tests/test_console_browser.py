@@ -66,9 +66,11 @@ async def answer_safe_screening(page: Any) -> None:
         "Imminent risk to life?",
     ):
         await page.get_by_role("group", name=question).get_by_label("No", exact=True).check()
-    await page.get_by_role("group", name="Caller consents to transfer?").get_by_label(
-        "Yes", exact=True
-    ).check()
+    await (
+        page.get_by_role("group", name="Caller consents to transfer?")
+        .get_by_label("Yes", exact=True)
+        .check()
+    )
 
 
 async def test_call_taker_transfer_falls_back_live_and_connects(
@@ -106,9 +108,7 @@ async def test_call_taker_transfer_falls_back_live_and_connects(
             line.dial_bridge(code)
             progress = page.get_by_test_id("progress")
             await progress.filter(has_text="Ringing Crisis Connections").wait_for(timeout=LIVE_S)
-            await progress.filter(has_text="trying Washington 988 backup").wait_for(
-                timeout=LIVE_S
-            )
+            await progress.filter(has_text="trying Washington 988 backup").wait_for(timeout=LIVE_S)
             await screenshot(page, "call-taker-fallback")
             await progress.filter(has_text="Connected to Washington 988 backup").wait_for(
                 timeout=LIVE_S
@@ -134,7 +134,9 @@ async def test_call_taker_works_with_the_keyboard_alone(
             answers = ["No"] * 7 + ["Yes"]
             for answer in answers:
                 await page.keyboard.press("Tab")
-                focused = await page.evaluate("() => document.activeElement.parentElement.innerText")
+                focused = await page.evaluate(
+                    "() => document.activeElement.parentElement.innerText"
+                )
                 if answer == "No":
                     # Yes → No: one arrow down from "Yes" when focus lands on the group's checked
                     # "Not asked" radio.
@@ -159,8 +161,10 @@ async def test_call_taker_works_with_the_keyboard_alone(
             cancel = page.get_by_role("button", name="Cancel transfer")
             await cancel.focus()
             await page.keyboard.press("Enter")
-            await page.get_by_test_id("progress").filter(has_text="Transfer cancelled").wait_for(
-                timeout=LIVE_S
+            await (
+                page.get_by_test_id("progress")
+                .filter(has_text="Transfer cancelled")
+                .wait_for(timeout=LIVE_S)
             )
 
 

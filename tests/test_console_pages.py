@@ -168,15 +168,11 @@ async def test_transfer_shows_the_code_and_cancel_moves_it_on(
     transfer_id = re.search(r'id="progress-(tr_[0-9a-f]{24})"', text)
     assert transfer_id is not None
     assert "Waiting for the bridge call" in text
-    resp = await client.post(
-        f"/console/transfers/{transfer_id.group(1)}/cancel", headers=headers
-    )
+    resp = await client.post(f"/console/transfers/{transfer_id.group(1)}/cancel", headers=headers)
     text = await resp.text()
     assert "Transfer cancelled" in text
     # Cancelling twice is a notice in words, not a JSON error.
-    resp = await client.post(
-        f"/console/transfers/{transfer_id.group(1)}/cancel", headers=headers
-    )
+    resp = await client.post(f"/console/transfers/{transfer_id.group(1)}/cancel", headers=headers)
     assert resp.headers["X-Console-Status"] == "409"
     assert "notice" in await resp.text()
 
@@ -187,5 +183,7 @@ async def test_another_psaps_transfer_is_not_shown(
     client = await make_client(**HTTP)
     csrf = await sign_in(client, make_key(PSAP, "psap"))
     headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
-    resp = await client.get("/console/transfers/tr_000000000000000000000000/progress", headers=headers)
+    resp = await client.get(
+        "/console/transfers/tr_000000000000000000000000/progress", headers=headers
+    )
     assert resp.headers["X-Console-Status"] == "404"

@@ -46,3 +46,7 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
         return await handler(request)
     finally:
         admission.release()
+
+
+# The consoles' live stream (gateway.console) is /v1/events under a session: never held either.
+NEVER_HELD |= {"/console/events"}

@@ -2,8 +2,6 @@
 // left off, a slow refresh while it is down, and the seconds counters. No inline script, no eval.
 (function () {
   "use strict";
-  var EVENT_TYPES = ["transfer.created", "transfer.state", "handback.created", "handback.state",
-    "handback.flag", "policy.changed", "stream.reset", "message"];
   var lastEventId = null;
   var POLL_MS = 3000;
 
@@ -17,11 +15,16 @@
       target += (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(lastEventId);
     }
     var source = new EventSource(target, { withCredentials: true });
-    EVENT_TYPES.forEach(function (type) {
-      source.addEventListener(type, function (event) {
-        if (event.lastEventId) { lastEventId = event.lastEventId; }
-        if (type === "stream.reset") { resync(); }
-      });
+    // Events come unnamed, typed by data.type (transfer.state, handback.created, ...): each
+    // becomes a DOM event on <body> the live parts of a page listen for (live:transfer,
+    // live:handback, live:policy). stream.reset: what was missed cannot be replayed, refetch.
+    source.addEventListener("message", function (event) {
+      if (event.lastEventId) { lastEventId = event.lastEventId; }
+      var type = "";
+      try { type = JSON.parse(event.data).type || ""; } catch (e) { return; }
+      if (type === "stream.reset") { resync(); return; }
+      var kind = type.split(".")[0];
+      if (kind) { htmx.trigger(document.body, "live:" + kind, { type: type }); }
     });
     return source;
   };
