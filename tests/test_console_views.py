@@ -185,7 +185,7 @@ def test_every_end_is_said_in_words_with_no_controls(
     assert view.headline.text == headline
     assert view.headline.tone == tone
     assert view.terminal
-    assert not (view.can_cancel or view.can_release or view.can_new_code)
+    assert (view.can_cancel, view.can_release, view.can_new_code) == (False, False, False)
     assert view.state_words == views.TRANSFER_STATE_WORDS[state]
 
 
