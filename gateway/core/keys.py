@@ -103,6 +103,13 @@ def psap_handbacks(psap_id: str) -> str:
     return f"{PREFIX}psap:{psap_id}:handbacks"
 
 
+def console_session(token_digest: str) -> str:
+    """String (SET EX): a signed-in person's console session as JSON (org, role, key id, CSRF
+    token), under the SHA-256 digest of the cookie's token — never the token, never the key
+    (``gateway.console.sessions``)."""
+    return f"{PREFIX}console:session:{token_digest}"
+
+
 CAD_OUTBOX = f"{PREFIX}cad:outbox"
 """Sorted set: ids of handbacks whose EIDO is still to be delivered to CAD, scored by the time
 it was queued (ms). Each has a durable ``cad_delivery`` timer that retries with backoff."""
@@ -151,12 +158,3 @@ def xfer_handback(transfer_id: str) -> str:
     handback. Deleted when that handback ends (its terminal transition), so a transfer has at
     most one handback dialing the PSAP at a time."""
     return f"{PREFIX}xfer:{transfer_id}:handback"
-
-
-# ---- Console sessions (gateway.console.sessions) -------------------------------------------
-
-
-def console_session(token_digest: str) -> str:
-    """String (SET EX): a signed-in person's console session as JSON (org, role, key id, CSRF
-    token), under the SHA-256 digest of the cookie's token — never the token, never the key."""
-    return f"{PREFIX}console:session:{token_digest}"

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     cad_max_attempts: Annotated[int, Field(ge=1, le=1000)] = 50
     """CAD deliveries tried before the EIDO is given up on (kept, flagged, logged)."""
     sandbox_port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    # ---- consoles (gateway.console) ----
+    console_session_idle_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 4 * 3600
+    """A console session ends this long after its last use (sign in again)."""
+    console_session_max_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 12 * 3600
+    """...and this long after sign-in, however busy (one shift)."""
     redis_socket_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 64
     """Requests one process works on at once; the rest wait (``/twilio/voice`` is refused at
@@ -84,12 +89,6 @@ class Settings(BaseSettings):
     body_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     """Longest wait for a whole request body; a slower one gets 408 (Twilio itself gives up on
     a webhook after 15 s)."""
-
-    # ---- consoles (gateway.console) ----
-    console_session_idle_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 4 * 3600
-    """A console session ends this long after its last use (sign in again)."""
-    console_session_max_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 12 * 3600
-    """...and this long after sign-in, however busy (one shift)."""
 
     @field_validator("log_level")
     @classmethod
