@@ -187,3 +187,14 @@ async def test_another_psaps_transfer_is_not_shown(
         "/console/transfers/tr_000000000000000000000000/progress", headers=headers
     )
     assert resp.headers["X-Console-Status"] == "404"
+
+
+async def test_a_key_taken_out_of_the_key_ring_ends_its_sessions(
+    make_client: AppFactory, make_key: KeyMaker, config_dir: Any
+) -> None:
+    client = await make_client(**HTTP)
+    await sign_in(client, make_key(PSAP, "psap"))
+    assert (await client.get("/console/call-taker", allow_redirects=False)).status == 200
+    (config_dir / "api_keys.yaml").write_text("keys: []\n")
+    resp = await client.get("/console/call-taker", allow_redirects=False)
+    assert resp.status == 303

@@ -89,7 +89,7 @@ async def home(request: web.Request) -> web.StreamResponse:
     session = await current_session(request)
     if session is None:
         raise web.HTTPSeeOther("/console/sign-in")
-    raise web.HTTPSeeOther(HOME[Role(session.role)])
+    raise web.HTTPSeeOther(HOME[session.role])
 
 
 async def sign_in_page(request: web.Request) -> web.StreamResponse:

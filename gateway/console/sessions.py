@@ -2,7 +2,7 @@
 opaque session token in an HttpOnly cookie (DESIGN.md §10).
 
 The session lives in Redis (``gateway.core.keys.console_session``, keyed by the SHA-256 digest of
-the token) as JSON ``{org, role, key_id, digest, csrf, created_at}``: the key itself is never
+the token) as JSON ``{who, digest, csrf, created_at}`` (who: the key's principal): the key is never
 stored, never rendered into a page, never in browser storage. A session expires ``ttl_s`` after
 its last use (sliding) and at most ``max_age_s`` after sign-in; signing out deletes it. Every
 gateway process reads the same Redis, so a session works behind a load balancer.
@@ -21,6 +21,7 @@ import json
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -39,17 +40,26 @@ class Session:
     """A signed-in person: the principal of the key they signed in with, and the session's CSRF
     token (rendered into forms; it proves a request came from a console page)."""
 
-    org: str
-    role: str
-    key_id: str
+    who: dict[str, str]
+    """The key's principal as fields (org, role, key id, and its holder's name when keys have
+    one): the session acts exactly as that key would."""
     digest: str
     """SHA-256 digest of the key signed in with: the session ends when the key is revoked."""
     csrf: str
     created_at: str
 
     @property
+    def org(self) -> str:
+        return self.who["org"]
+
+    @property
+    def role(self) -> Role:
+        return Role(self.who["role"])
+
+    @property
     def principal(self) -> Principal:
-        return Principal(org=self.org, role=Role(self.role), key_id=self.key_id)
+        fields: dict[str, Any] = {**self.who, "role": self.role}
+        return Principal(**fields)
 
 
 def _digest(token: str) -> str:
@@ -68,9 +78,7 @@ class SessionStore:
         """A new session for ``principal``: (the cookie's token, the session)."""
         token = secrets.token_urlsafe(32)
         session = Session(
-            org=principal.org,
-            role=principal.role.value,
-            key_id=principal.key_id,
+            who={k: str(v) for k, v in asdict(principal).items()},
             digest=key_digest,
             csrf=secrets.token_urlsafe(32),
             created_at=datetime.now(UTC).isoformat(),

@@ -100,12 +100,16 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def key_still_valid(request: web.Request, session: Session) -> bool:
-    """The key signed in with is still in the key ring (a revoked or removed key ends its
-    console sessions too)."""
+    """The key signed in with is still in the key ring and not revoked (in the key file or as
+    published to every process): a revoked key ends its console sessions too."""
     ring = request.app[KEYRING]
     ring.reload()
-    records = getattr(ring, "_records", ())
-    return any(getattr(r, "digest", None) == session.digest for r in records)
+    revoked_ids: frozenset[str] = getattr(ring, "revoked", frozenset())
+    for record in getattr(ring, "_records", ()):
+        if record.digest == session.digest:
+            revoked = bool(getattr(record, "revoked", False))
+            return not revoked and getattr(record, "id", None) not in revoked_ids
+    return False
 
 
 async def current_session(request: web.Request) -> Session | None:
@@ -121,7 +125,7 @@ def render(
     session = request.get(SESSION)
     base: dict[str, Any] = {
         "session": session,
-        "nav": NAV.get(Role(session.role), []) if session else [],
+        "nav": NAV.get(session.role, []) if session else [],
         "path": request.path,
         "csrf": session.csrf if session else "",
         "csrf_field": CSRF_FIELD,
@@ -188,7 +192,7 @@ def _guarded(roles: tuple[Role, ...], *, is_page: bool) -> Callable[[ConsoleHand
                         },
                         status=403,
                     )
-            if Role(session.role) not in roles:
+            if session.role not in roles:
                 return notice(request, "This page is not for your role.", status=403)
             try:
                 return await handler(request)
