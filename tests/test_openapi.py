@@ -23,6 +23,7 @@ from gateway.core.settings import Settings
 from gateway.core.signing import verify
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PRIMARY, short_ring_timeouts, wired
+from tests.test_eido import eido_errors
 from tests.test_handback_api import FULL, PSAP, with_notify_url
 from tests.test_handback_flows import FAST, HANDBACK_LINE, answer, connected_transfer
 
@@ -160,6 +161,10 @@ async def test_the_document_is_valid_openapi_3_1_with_webhooks_and_typed_queries
         validator = Draft202012Validator({**media["schema"], "components": document["components"]})
         for example in media.get("examples", {}).values():
             assert list(validator.iter_errors(example["value"])) == [], name
+    (eido,) = document["webhooks"]["eido"]["post"]["requestBody"]["content"]["application/json"][
+        "examples"
+    ].values()
+    assert eido_errors(eido["value"]) == [], "the EIDO example is a valid EIDO (NENA's schema)"
 
 
 async def test_the_handback_notices_and_the_eido_sent_match_the_document(

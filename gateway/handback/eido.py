@@ -25,7 +25,7 @@ import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 from xml.sax.saxutils import escape
@@ -260,9 +260,7 @@ class EidoDocument(Component):
     NENA-STA-021 ``EmergencyIncidentDataObjectType``, as this gateway fills it. Its ``$id`` is
     the incident id (the handback's ``eido_id``)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"externalDocs": {"url": "https://github.com/NENA911/EIDO-JSON"}}
-    )
+    model_config = ConfigDict(json_schema_extra=lambda schema: _eido_schema(schema))
 
     eidoVersion: str
     issuingElementIdentification: str
@@ -482,3 +480,25 @@ def document(facts: EidoFacts) -> EidoDocument:
         notesComponent=notes,
         context=JSON_LD_CONTEXT,
     )
+
+
+def _eido_schema(schema: dict[str, Any]) -> None:
+    """NENA's definition, and an example: the EIDO of a sample data-only handback."""
+    schema["externalDocs"] = {
+        "description": "NENA-STA-021, EIDO JSON schema",
+        "url": "https://github.com/NENA911/EIDO-JSON",
+    }
+    sample = EidoFacts(
+        handback_id="hb_7a1e4c9b0d2f8e3a6c5b1d0e",
+        domain="gateway.example.org",
+        now=datetime(2026, 3, 8, 3, 15, tzinfo=UTC),
+        psap=Agency("kc-valleycom", "Valley Communications Center"),
+        center=Agency("crisis-connections", "Crisis Connections 988"),
+        reason=HandbackReason.IMMINENT_RISK,
+        live=False,
+        location=Location(address="500 Example Ave, Kent, WA"),
+        callback_number="+12065550123",
+        risk=Risk(weapons=False, means_access=True),
+        counselor_ref="c-104",
+    )
+    schema["examples"] = [build(sample)]
