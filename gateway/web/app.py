@@ -62,6 +62,7 @@ from gateway.web.appkeys import (
 )
 from gateway.web.middlewares import auth_middleware, error_middleware, request_id_middleware
 from gateway.web.routes import Route, add_routes
+from gateway.web.webhooks import WEBHOOKS
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,12 @@ def create_app(settings: Settings) -> web.Application:
         Route(
             "GET",
             "/openapi.json",
-            openapi.view(routes, title="911 ⇄ 988 Interoperability Gateway", version=__version__),
+            openapi.view(
+                routes,
+                title="911 ⇄ 988 Interoperability Gateway",
+                version=__version__,
+                webhooks=WEBHOOKS,
+            ),
             "This document",
             "operations",
         )
