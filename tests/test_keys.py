@@ -293,6 +293,21 @@ async def test_a_revoked_key_gets_401_on_every_process_within_5_s(
     assert max(took) < REVOCATION_BOUND_S
 
 
+async def test_keys_list_shows_a_key_revoked_from_another_machine(
+    redis: Redis, redis_url: str, config_dir: Path
+) -> None:
+    key = add_key(config_dir, org="kc-valleycom", role=Role.PSAP, name="console-9")
+    await publish_revocation(redis, digest(key)[:12])  # revoked elsewhere: in Redis only
+    done = await asyncio.to_thread(
+        gateway_cli,
+        "keys", "list", "--format", "json", "--config-dir", str(config_dir),
+        env={"GATEWAY_REDIS_URL": redis_url},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert (row["id"], row["revoked"], row["revoked_at"]) == (digest(key)[:12], True, None)
+
+
 def test_keys_revoke_says_so_when_redis_cannot_be_told(config_dir: Path) -> None:
     key = add_key(config_dir, org="ops", role=Role.ADMIN, name="ops-bot")
     done = gateway_cli(

@@ -34,6 +34,7 @@ from gateway.core.auth import (
     load_key_file,
     publish_revocation,
     revoke_key,
+    revoked_ids,
 )
 from gateway.core.errors import GatewayError, validation_details
 from gateway.core.redis_client import connect
@@ -133,26 +134,47 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(record: KeyRecord) -> dict[str, object]:
+def _row(record: KeyRecord, published: frozenset[str]) -> dict[str, object]:
     return {
         "id": record.id,
         "org": record.org,
         "role": str(record.role),
         "name": record.name,
         "created_at": record.created_at.isoformat() if record.created_at else None,
-        "revoked": record.revoked,
+        "revoked": record.revoked or record.id in published,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
     }
 
 
+async def _published_revocations(url: str) -> frozenset[str]:
+    redis = connect(url, socket_timeout_s=REDIS_TIMEOUT_S)
+    try:
+        return await revoked_ids(redis)
+    finally:
+        await redis.aclose()
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    config_dir = _config_dir(args, None)
+    settings = load_settings()
+    config_dir = _config_dir(args, settings)
     try:
         records = load_key_file(config_dir / KEYS_FILE).keys
     except ValueError as exc:
         print(f"keys list: {exc}", file=sys.stderr)
         return 2
-    rows = [_row(r) for r in records]
+    # A key revoked from another machine is in Redis, not (yet) in this copy of the file.
+    published: frozenset[str] = frozenset()
+    url = _redis_url(settings)
+    if url is not None:
+        try:
+            published = asyncio.run(_published_revocations(url))
+        except (RedisError, OSError) as exc:
+            print(
+                f"keys list: revocations in Redis not read ({type(exc).__name__}); "
+                "showing the key file's alone",
+                file=sys.stderr,
+            )
+    rows = [_row(r, published) for r in records]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
@@ -164,7 +186,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             str(row["role"]),
             str(row["name"]),
             str(row["created_at"] or "-"),
-            str(row["revoked_at"] or "no"),
+            str(row["revoked_at"] or ("yes (in Redis)" if row["revoked"] else "no")),
         ]
         for row in rows
     ]
