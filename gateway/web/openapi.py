@@ -32,7 +32,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 _ERRORS = {
     "400": "Malformed request",
-    "401": "No or unknown API key",
+    "401": "No, unknown or revoked API key",
     "403": "Wrong role, or another organization's resource",
     "404": "Not found",
     "409": "A transition the state does not allow",
