@@ -65,15 +65,15 @@ def test_new_keys_are_unique_and_name_their_role() -> None:
 
 
 def test_add_key_stores_only_the_digest_and_appends(tmp_path: Path) -> None:
-    first = add_key(tmp_path, org="kc-valleycom", role=Role.PSAP, label="console 1")
+    first = add_key(tmp_path, org="kc-valleycom", role=Role.PSAP, name="console 1")
     second = add_key(tmp_path, org="crisis-connections", role=Role.CRISIS_CENTER)
     text = (tmp_path / KEYS_FILE).read_text()
     assert first not in text
     assert second not in text
     records = load_key_file(tmp_path / KEYS_FILE).keys
-    assert [(r.digest, r.org, r.role, r.label) for r in records] == [
-        (digest(first), "kc-valleycom", Role.PSAP, "console 1"),
-        (digest(second), "crisis-connections", Role.CRISIS_CENTER, None),
+    assert [(r.id, r.digest, r.org, r.role, r.name) for r in records] == [
+        (digest(first)[:12], digest(first), "kc-valleycom", Role.PSAP, "console 1"),
+        (digest(second)[:12], digest(second), "crisis-connections", Role.CRISIS_CENTER, "unnamed"),
     ]
     assert all(r.created_at is not None and r.created_at.tzinfo for r in records)
     assert not list(tmp_path.glob("*.tmp"))
@@ -101,7 +101,7 @@ def test_keyring_authenticates_by_digest(tmp_path: Path) -> None:
     principal = ring.authenticate(key)
     assert principal == Principal(org="kc-valleycom", role=Role.PSAP, key_id=digest(key)[:12])
     assert key not in principal.actor
-    assert principal.actor == f"psap:kc-valleycom:{digest(key)[:12]}"
+    assert principal.actor == "psap:kc-valleycom:unnamed"  # made without a name
     assert ring.authenticate(key + "x") is None
     assert ring.authenticate(digest(key)) is None  # the digest itself is not a key
     assert ring.authenticate("") is None
@@ -187,8 +187,8 @@ def run_keys_new(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_keys_new_prints_the_key_last_and_stores_its_digest(tmp_path: Path) -> None:
-    config = tmp_path / "conf"
+def test_cli_keys_new_prints_the_key_last_and_stores_its_digest(config_dir: Path) -> None:
+    config = config_dir
     done = run_keys_new("--org", "kc-valleycom", "--role", "psap", "--config-dir", str(config))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()

@@ -178,7 +178,7 @@ class Demo:
 
 
 def demo_key(config_dir: Path, psap: str) -> str:
-    return add_key(config_dir, org=psap, role=Role.PSAP, label="demo")
+    return add_key(config_dir, org=psap, role=Role.PSAP, name="demo")
 
 
 async def run_demo(

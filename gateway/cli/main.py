@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from gateway.cli.common import install_uvloop, load_settings, redis_for, running_redis_url
-from gateway.core.auth import Role, add_key
-from gateway.core.errors import validation_details
 from gateway.core.logs import RequestIdAccessLogger, configure_logging
 from gateway.core.settings import Settings
 
@@ -99,23 +96,6 @@ def worker_count(text: str) -> int:
     return count
 
 
-def cmd_keys_new(args: argparse.Namespace) -> int:
-    config_dir = Path(args.config_dir) if args.config_dir else load_settings().config_dir
-    try:
-        key = add_key(config_dir, org=args.org, role=Role(args.role), label=args.label)
-    except ValidationError as exc:
-        for detail in validation_details(exc):
-            print(f"keys new: --{detail['path']}: {detail['message']}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # an unreadable key file
-        print(f"keys new: {exc}", file=sys.stderr)
-        return 2
-    print(f"New {args.role} key for {args.org}, recorded in {config_dir}/api_keys.yaml.")
-    print("It is shown once; store it now.")
-    print(key)
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
     import os
@@ -128,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get("GATEWAY_DEMO_KEY", "")
     if not key:
         key = demo_key(Path(args.config_dir) if args.config_dir else settings.config_dir, args.psap)
-        print(f"(created a psap key for {args.psap}, labelled 'demo', in the config directory)")
+        print(f"(created a psap key for {args.psap}, named 'demo', in the config directory)")
     gateway_url = args.gateway_url or f"http://127.0.0.1:{settings.port}"
     sandbox_url = args.sandbox_url or f"http://127.0.0.1:{settings.sandbox_port}"
     try:
@@ -241,14 +221,9 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
-    keys = sub.add_parser("keys", help="API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    new = keys_sub.add_parser("new", help="create a key; prints it once, as the last line")
-    new.add_argument("--org", required=True, help="psap_id for psap keys, org for the others")
-    new.add_argument("--role", required=True, choices=[r.value for r in Role])
-    new.add_argument("--label", help="a note for whoever reads the key file")
-    new.add_argument("--config-dir", help="config directory (default: GATEWAY_CONFIG_DIR)")
-    new.set_defaults(func=cmd_keys_new)
+    from gateway.cli.keys import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
 
     from gateway.cli.rules import add_parser as add_rules_parser
 

@@ -158,3 +158,8 @@ def xfer_handback(transfer_id: str) -> str:
     handback. Deleted when that handback ends (its terminal transition), so a transfer has at
     most one handback dialing the PSAP at a time."""
     return f"{PREFIX}xfer:{transfer_id}:handback"
+
+
+REVOKED_API_KEYS = f"{PREFIX}keys:revoked"
+"""Set: ids of revoked API keys (gateway.core.auth), read by every process each second. Never
+trimmed: revocations are few and permanent."""

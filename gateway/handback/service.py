@@ -73,6 +73,14 @@ from gateway.handback.models import (
     HandbackView,
     Notice,
 )
+from gateway.handback.notices import (
+    CALL_ENDED_MESSAGE,
+    FAILED_MESSAGE,
+    HandbackContact,
+    HandbackFailed,
+    HandbackNotice,
+    HandbackUnconfirmed,
+)
 from gateway.handback.states import HandbackEvent, HandbackState
 from gateway.handback.store import (
     HandbackConflict,
@@ -1148,40 +1156,33 @@ class HandbackService:
             return f"the notify secret ({destination.notify_secret_env}) is not set"
         return str(destination.notify_url), secret
 
-    def _notice_details(self, handback: Handback, kind: str) -> dict[str, Any]:
-        if kind == "failed" and handback.failure == CALL_ENDED:
-            return {
-                "attempts": [a.outcome for a in handback.attempts],
-                "failure": CALL_ENDED,
-                "message": (
-                    "The caller's call through the gateway ended before a call-taker answered "
-                    "the PSAP's handback line, so the handback could not connect (a line still "
-                    "ringing was cancelled). Reach 911 by another line now; the incident data "
-                    "was sent to the PSAP."
-                ),
-            }
-        if kind == "failed":
-            return {
-                "attempts": [a.outcome for a in handback.attempts],
-                "message": (
-                    "The PSAP's handback line did not answer. Nobody was disconnected: the "
-                    "counselor is still with the caller. Reach 911 by another line now; the "
-                    "incident data was sent to the PSAP."
-                ),
-            }
-        if kind == "contact" and handback.contact is not None:
-            return {
-                "contact_made": handback.contact.contact_made,
-                "at": handback.contact.at.isoformat(),
-                "note": handback.contact.note,
-            }
-        return {
-            "confirm_within_s": self.settings.handback_confirm_timeout_s,
-            "message": (
-                "No confirmation from the PSAP that emergency services reached the person. "
-                "Follow up with the PSAP."
-            ),
+    def _notice(self, handback: Handback, kind: str) -> HandbackNotice:
+        """The ``handback.<kind>`` notice for the center (``gateway.handback.notices``)."""
+        common: dict[str, Any] = {
+            "handback_id": handback.id,
+            "transfer_id": handback.transfer_id,
+            "psap_id": handback.psap_id,
+            "eido_id": handback.eido_id,
+            "state": handback.state,
         }
+        if kind == "failed":
+            call_ended = handback.failure == CALL_ENDED
+            return HandbackFailed(
+                **common,
+                attempts=[a.outcome for a in handback.attempts],
+                failure="call_ended" if call_ended else None,
+                message=CALL_ENDED_MESSAGE if call_ended else FAILED_MESSAGE,
+            )
+        if kind == "contact" and handback.contact is not None:
+            return HandbackContact(
+                **common,
+                contact_made=handback.contact.contact_made,
+                at=handback.contact.at,
+                note=handback.contact.note,
+            )
+        return HandbackUnconfirmed(
+            **common, confirm_within_s=self.settings.handback_confirm_timeout_s
+        )
 
     async def on_notice_timer(self, timer_id: str, payload: Mapping[str, Any]) -> None:
         """Send the center its signed ``handback.<kind>`` notice, armed with the change it
@@ -1193,15 +1194,7 @@ class HandbackService:
         handback = await self.store.get(handback_id)
         if kind in handback.notices:
             return  # already told (or given up on): a timer that ran twice
-        payload_out = {
-            "type": f"handback.{kind}",
-            "handback_id": handback.id,
-            "transfer_id": handback.transfer_id,
-            "psap_id": handback.psap_id,
-            "eido_id": handback.eido_id,
-            "state": str(handback.state),
-            **self._notice_details(handback, kind),
-        }
+        payload_out = self._notice(handback, kind).body()
         endpoint = await self._center_endpoint(handback)
         error: str | None = None
         if isinstance(endpoint, str):

@@ -53,6 +53,7 @@ from gateway.policy.service import PolicyService
 from gateway.reports import counters as reports
 from gateway.reports.figures import local_day
 from gateway.transfer.models import Attempt, AttemptOutcome, Transfer
+from gateway.transfer.notices import ScreenPop
 from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import (
     CodeTaken,
@@ -615,21 +616,20 @@ class TransferService:
                 extra={"destination_id": destination_id, "env": destination.notify_secret_env},
             )
             return
-        payload: dict[str, Any] = {
-            "type": "transfer.incoming",
-            "transfer_id": transfer.id,
-            "psap_id": transfer.psap_id,
-            "destination_id": destination_id,
-            "caller_type": transfer.caller_type,
-            "language": transfer.language,
-            "screening": transfer.screening.model_dump(),
-            "callback_number": transfer.callback_number,
-            "attempt": attempt,
-        }
+        pop = ScreenPop(
+            transfer_id=transfer.id,
+            psap_id=transfer.psap_id,
+            destination_id=destination_id,
+            caller_type=transfer.caller_type,
+            language=transfer.language,
+            screening=transfer.screening,
+            callback_number=transfer.callback_number,
+            attempt=attempt,
+        )
         try:
             await self.notifier.send(
                 str(destination.notify_url),
-                payload,
+                pop.model_dump(mode="json"),
                 secret=secret,
                 idempotency_key=f"{transfer.id}:{attempt}",
             )

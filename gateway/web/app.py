@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from gateway import __version__
 from gateway.core.admission import Admission
-from gateway.core.auth import KEYS_FILE, KeyRing
+from gateway.core.auth import KEYS_FILE, KeyRing, RevocationFeed
 from gateway.core.errors import Unavailable
 from gateway.core.legs import Dialer
 from gateway.core.metrics import Metrics
@@ -62,6 +62,7 @@ from gateway.web.appkeys import (
 )
 from gateway.web.middlewares import auth_middleware, error_middleware, request_id_middleware
 from gateway.web.routes import Route, add_routes
+from gateway.web.webhooks import WEBHOOKS
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,20 @@ async def _timer_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     worker.stop()  # finishes the timer in hand; the drain that follows waits for it
 
 
+# --- API key revocation (gateway.core.auth) ---
+async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Revoked key ids published in Redis, re-read every second (read once before serving).
+    Last in the list, so it stops before the task set drains."""
+    feed = RevocationFeed(app[KEYRING], app[REDIS])
+    await feed.refresh()
+    app[TASKS].spawn(feed.run(), name="revocations")
+    yield
+    feed.stop()
+
+
+# --- end API key revocation ---
+
+
 async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
     """After Redis was unreachable (and once at start), ask the provider about live transfers."""
     watch = app[OUTAGES]
@@ -269,6 +284,7 @@ def create_app(settings: Settings) -> web.Application:
             _drain_ctx,
             _timer_worker_ctx,
             _reconcile_ctx,
+            _revocations_ctx,
         ]
     )
 
@@ -286,7 +302,12 @@ def create_app(settings: Settings) -> web.Application:
         Route(
             "GET",
             "/openapi.json",
-            openapi.view(routes, title="911 ⇄ 988 Interoperability Gateway", version=__version__),
+            openapi.view(
+                routes,
+                title="911 ⇄ 988 Interoperability Gateway",
+                version=__version__,
+                webhooks=WEBHOOKS,
+            ),
             "This document",
             "operations",
         )

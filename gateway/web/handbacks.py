@@ -25,7 +25,7 @@ from gateway.transfer.models import Transfer
 from gateway.web.appkeys import DISPOSITIONS, HANDBACKS
 from gateway.web.bodies import query_date, query_int, query_text, read_model
 from gateway.web.middlewares import principal_of
-from gateway.web.routes import Route
+from gateway.web.routes import Query, Route
 from gateway.web.twilio import PARAMS, attempt_param, status_callback
 
 _ID_RE = re.compile(HANDBACK_ID_PATTERN)
@@ -204,7 +204,11 @@ ROUTES = [
             ("psap_id", "one PSAP (a psap key: its own)"),
             ("from", "first PSAP-local date, YYYY-MM-DD"),
             ("to", "last PSAP-local date, inclusive"),
-            ("state", "only handbacks in this state"),
+            Query(
+                "state",
+                "only handbacks in this state",
+                {"type": "string", "enum": [str(state) for state in HandbackState]},
+            ),
             ("limit", "at most this many (1-200, default 50)"),
         ),
     ),

@@ -117,7 +117,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         token = bearer_token(request.headers.get("Authorization"))
         principal = request.app[KEYRING].authenticate(token)
         if principal is None:
-            raise Unauthorized("unknown API key")
+            raise Unauthorized("unknown or revoked API key")
         request[PRINCIPAL] = principal
     return await handler(request)
 
