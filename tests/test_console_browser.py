@@ -166,6 +166,10 @@ async def test_call_taker_works_with_the_keyboard_alone(
                 .filter(has_text="Transfer cancelled")
                 .wait_for(timeout=LIVE_S)
             )
+            # A tablet held upright: still no sideways scrolling.
+            await page.set_viewport_size({"width": 768, "height": 1024})
+            assert await no_horizontal_scroll(page)
+            await screenshot(page, "call-taker-tablet")
 
 
 async def test_a_handback_appears_in_the_inbox_and_is_confirmed(
