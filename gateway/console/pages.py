@@ -32,13 +32,15 @@ from gateway.console.web import (
 from gateway.core import keys
 from gateway.core.auth import Principal, Role, digest
 from gateway.core.errors import Forbidden, NotFound
-from gateway.handback.models import ContactRequest, Handback
+from gateway.handback.models import ContactRequest, Handback, HandbackRequest
 from gateway.policy.decision import SCREENING_FLAGS, DecisionRequest
 from gateway.policy.service import LoadedPolicy
 from gateway.reports.figures import build_summary, local_day
+from gateway.transfer.dispositions import DispositionRequest
 from gateway.transfer.models import Transfer
 from gateway.transfer.service import TransferRequest
-from gateway.web.appkeys import HANDBACKS, KEYRING, POLICY, REDIS, STORE, TRANSFERS
+from gateway.transfer.states import TransferState
+from gateway.web.appkeys import DISPOSITIONS, HANDBACKS, KEYRING, POLICY, REDIS, STORE, TRANSFERS
 from gateway.web.middlewares import PRINCIPAL
 
 _TRANSFER_ID = re.compile(r"^tr_[0-9a-f]{24}$")
@@ -419,9 +421,93 @@ async def board_live(request: web.Request) -> web.StreamResponse:
     return render(request, "_board.html", await board_data(request))
 
 
+# ---- the counselor -------------------------------------------------------------------------------
+
+COUNSELOR_STATES = frozenset(
+    {TransferState.RINGING, TransferState.CONNECTED, TransferState.COMPLETED}
+)
+COUNSELOR_RECENT = timedelta(hours=2)
+"""Calls that ended stay on the counselor's screen this long, for the outcome and a handback."""
+
+
+async def counselor_data(request: web.Request) -> dict[str, Any]:
+    principal = _principal(request)
+    loaded = await request.app[POLICY].current()
+    names = _names(loaded)
+    psaps = {p.id: p.name for p in loaded.document.psaps}
+    zone = _zone(loaded, None)
+    mine = [d.id for d in loaded.document.destinations if d.org == principal.org]
+    since = datetime.now(UTC) - COUNSELOR_RECENT
+    found = await request.app[TRANSFERS].find(
+        principal, states=COUNSELOR_STATES, since=since, limit=50
+    )
+    calls = []
+    for transfer in found.items:
+        call = views.counselor_call(transfer, names, psaps, zone, mine)
+        if call is not None and (call.can_dispose or transfer.state is not TransferState.COMPLETED):
+            calls.append(call)
+    handbacks = await request.app[HANDBACKS].find(principal, limit=20)
+    return {
+        "calls": calls,
+        "handbacks": [views.center_handback(h, psaps, zone) for h in handbacks.items],
+        "outcomes": list(views.DISPOSITION_WORDS.items()),
+        "reasons": [(str(k), v) for k, v in views.REASON_WORDS.items()],
+    }
+
+
 @page(Role.CRISIS_CENTER)
 async def counselor(request: web.Request) -> web.StreamResponse:
-    return render(request, "counselor.html", {"title": "Counselor"})
+    data = await counselor_data(request)
+    return render(request, "counselor.html", {"title": "Counselor", **data})
+
+
+@fragment(Role.CRISIS_CENTER)
+async def counselor_live(request: web.Request) -> web.StreamResponse:
+    return render(request, "_counselor.html", await counselor_data(request))
+
+
+@fragment(Role.CRISIS_CENTER)
+async def disposition(request: web.Request) -> web.StreamResponse:
+    """The outcome of a call this center took (``POST /v1/transfers/{id}/disposition``)."""
+    form = await request.post()
+    body = DispositionRequest.model_validate(
+        {"outcome": form.get("outcome"), "police_involved": form.get("police_involved") == "yes"}
+    )
+    await request.app[DISPOSITIONS].record(_transfer_id(request), body, _principal(request))
+    return render(request, "_counselor.html", await counselor_data(request))
+
+
+def _text(form: MultiDictProxy[Any], name: str) -> str | None:
+    value = str(form.get(name) or "").strip()
+    return value or None
+
+
+@fragment(Role.CRISIS_CENTER)
+async def hand_back(request: web.Request) -> web.StreamResponse:
+    """A handback of this call to its PSAP (``POST /v1/handbacks``), prefilled from the
+    transfer; its progress and the PSAP's confirmation then show under "Your handbacks"."""
+    form = await request.post()
+    address, where = _text(form, "address"), _text(form, "description")
+    body = HandbackRequest.model_validate(
+        {
+            "transfer_id": _transfer_id(request),
+            "reason": form.get("reason"),
+            "location": (
+                None
+                if address is None and where is None
+                else {"address": address, "description": where}
+            ),
+            "callback_number": _text(form, "callback_number"),
+            "risk": {
+                "weapons": _answer(form.get("weapons")),
+                "means_access": _answer(form.get("means_access")),
+                "summary": _text(form, "summary"),
+            },
+            "counselor_ref": _text(form, "counselor_ref"),
+        }
+    )
+    await request.app[HANDBACKS].open(body, _principal(request))
+    return render(request, "_counselor.html", await counselor_data(request))
 
 
 # ---- the live stream ----------------------------------------------------------------------------
@@ -460,3 +546,6 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/console/board", board)
     router.add_get("/console/board/live", board_live)
     router.add_get("/console/counselor", counselor)
+    router.add_get("/console/counselor/live", counselor_live)
+    router.add_post("/console/counselor/transfers/{id}/disposition", disposition)
+    router.add_post("/console/counselor/transfers/{id}/handback", hand_back)

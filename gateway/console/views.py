@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from gateway.handback.models import Handback, HandbackReason
+from gateway.handback.models import Handback, HandbackReason, HandbackView
 from gateway.handback.states import HandbackState
 from gateway.policy.decision import Action, Decision
 from gateway.transfer.models import Attempt, Transfer
@@ -519,3 +519,123 @@ def outcome_counts(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
 
 def percent(share: float | None) -> str:
     return "—" if share is None else f"{share * 100:.0f}%"
+
+
+# ---- the counselor -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CounselorCall:
+    """A transfer as a 988 center's counselor sees it: the screen-pop context while it rings,
+    the connected call with its disposition form, and what a handback form is prefilled with."""
+
+    id: str
+    psap_id: str
+    psap: str
+    destination: str
+    headline: ProgressLine
+    state_words: str
+    caller: str
+    language: str
+    screening: list[str]
+    callback: str
+    callback_number: str | None
+    received: str
+    disposition: str | None
+    can_dispose: bool
+    can_hand_back: bool
+
+
+def counselor_call(
+    transfer: Transfer,
+    names: Mapping[str, str],
+    psaps: Mapping[str, str],
+    zone: ZoneInfo,
+    mine: Iterable[str],
+) -> CounselorCall | None:
+    """What the counselor console shows for ``transfer``; ``mine``: the ids of the org's
+    destinations. None when no destination of the org rings or took the call."""
+    ours = set(mine)
+    state = transfer.state
+    current = transfer.current_attempt
+    destination_id: str | None = None
+    if state is TransferState.RINGING and current is not None and current.outcome is None:
+        if current.destination_id in ours:
+            destination_id = current.destination_id
+            headline = ProgressLine(
+                f"Ringing {_name(names, destination_id)}", "live", current.started_at
+            )
+    elif transfer.connected_destination_id in ours:
+        destination_id = transfer.connected_destination_id
+        name = _name(names, destination_id or "")
+        if state is TransferState.CONNECTED:
+            headline = ProgressLine(f"Connected — {name}", "ok", transfer.connected_at)
+        else:
+            headline = ProgressLine(f"Call ended — {name}", "info")
+    if destination_id is None:
+        return None
+    screening = [
+        f"{FLAG_LABELS[flag]}: {_yes_no(transfer.screening.flag(flag))}"
+        for flag in FLAG_LABELS
+        if transfer.screening.flag(flag) is not None
+    ]
+    disposition = None
+    if transfer.disposition is not None:
+        police = "police involved" if transfer.disposition.police_involved else "no police"
+        outcome = DISPOSITION_WORDS.get(transfer.disposition.outcome, "other")
+        disposition = f"{outcome} · {police}"
+    taken = state in (TransferState.CONNECTED, TransferState.COMPLETED)
+    return CounselorCall(
+        id=transfer.id,
+        psap_id=transfer.psap_id,
+        psap=psaps.get(transfer.psap_id, transfer.psap_id),
+        destination=_name(names, destination_id),
+        headline=headline,
+        state_words=TRANSFER_STATE_WORDS[state],
+        caller=CALLER_TYPES.get(str(transfer.caller_type), str(transfer.caller_type)),
+        language=transfer.language,
+        screening=screening,
+        callback=phone(transfer.callback_number),
+        callback_number=transfer.callback_number,
+        received=local_time(transfer.created_at, zone),
+        disposition=disposition,
+        can_dispose=taken and transfer.disposition is None,
+        can_hand_back=taken,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CenterHandback:
+    """A 988 center's own handback: where it stands and whether the PSAP confirmed contact."""
+
+    id: str
+    reason: str
+    psap: str
+    state_words: str
+    contact: str
+    received: str
+    tone: Tone
+
+
+def center_handback(view: HandbackView, psaps: Mapping[str, str], zone: ZoneInfo) -> CenterHandback:
+    flags = {str(f) for f in view.flags}
+    tone: Tone
+    if view.contact is not None:
+        made = "contact made" if view.contact.contact_made else "could not make contact"
+        contact = f"911 confirmed: {made} ({local_time(view.contact.at, zone)})"
+        tone = "ok" if view.contact.contact_made else "warn"
+    elif "unconfirmed" in flags:
+        contact, tone = "911 has not confirmed contact in time", "alarm"
+    else:
+        contact, tone = "waiting for 911 to confirm contact", "live"
+    if view.state is HandbackState.FAILED:
+        tone = "alarm"
+    return CenterHandback(
+        id=view.id,
+        reason=REASON_WORDS.get(view.reason, str(view.reason)),
+        psap=psaps.get(view.psap_id, view.psap_id),
+        state_words=HANDBACK_STATE_WORDS[view.state],
+        contact=contact,
+        received=local_time(view.created_at, zone),
+        tone=tone,
+    )
