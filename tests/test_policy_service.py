@@ -54,10 +54,10 @@ async def test_seed_once_even_when_two_processes_start_together(make_service: An
     loaded = await asyncio.gather(a.current(), b.current(), a.current(), b.current())
     assert {x.version for x in loaded} == {1}
     versions = await a.versions()
-    assert [(v.version, v.who, v.summary) for v in versions] == [
+    assert [(v.version, v.actor, v.summary) for v in versions] == [
         (1, "system:config-files", "seeded from config/")
     ]
-    assert versions[0].when.tzinfo is not None
+    assert versions[0].at.tzinfo is not None
     last = a.last_known()
     assert last is not None
     assert last.version == 1
@@ -69,15 +69,20 @@ async def test_put_is_seen_by_another_process_on_its_next_decision(make_service:
     data = copy.deepcopy((await a.current()).as_json())
     data["policy"]["rules"][0]["chain"] = ["national-988-backup"]
     data["policy"]["rules"][0]["ring_timeout_s"] = 30
-    assert await a.put(data, "admin:ops:abc") == 2
+    change = await a.put(data, "admin:ops:abc")
+    assert (change.version, change.previous_version, change.changed) == (2, 1, True)
     decision = await b.decide(req())
     assert decision.policy_version == 2
     assert [d.id for d in decision.destinations] == ["national-988-backup"]
     assert decision.ring_timeout_s == 30
     versions = await b.versions()
     assert versions[-1].version == 2
-    assert versions[-1].who == "admin:ops:abc"
-    assert versions[-1].summary == "rule first-person changed"
+    assert versions[-1].actor == "admin:ops:abc"
+    assert versions[-1].summary == (
+        "policy.rules.first-person.chain: "
+        "[crisis-connections-988, wa-988-backup, national-988-backup] → [national-988-backup]; "
+        "policy.rules.first-person.ring_timeout_s: 20 → 30"
+    )
 
 
 async def test_rollback_makes_a_new_version_with_old_content(make_service: Any) -> None:
@@ -87,7 +92,7 @@ async def test_rollback_makes_a_new_version_with_old_content(make_service: Any) 
     data["policy"]["hop_limit"] = 1
     await a.put(data, "admin:ops:abc")
     assert (await b.decide(req(transfers_so_far=1))).reasons == ["hop_limit"]
-    assert await a.rollback(1, "admin:ops:def") == 3
+    assert (await a.rollback(1, "admin:ops:def")).version == 3
     loaded = await b.current()
     assert loaded.version == 3
     assert loaded.document == original
@@ -95,8 +100,8 @@ async def test_rollback_makes_a_new_version_with_old_content(make_service: Any) 
     assert decision.action is Action.TRANSFER
     assert decision.policy_version == 3
     last = (await a.versions())[-1]
-    assert last.summary == "rollback to version 1: hop_limit 1 → 2"
-    assert last.who == "admin:ops:def"
+    assert last.summary == "rollback to version 1: policy.hop_limit: 1 → 2"
+    assert last.actor == "admin:ops:def"
 
 
 async def test_rollback_to_unknown_version(make_service: Any) -> None:
@@ -126,16 +131,17 @@ async def test_invalid_put_changes_nothing(make_service: Any, redis: Redis) -> N
 async def test_every_change_is_audited(make_service: Any) -> None:
     a = make_service()
     data = (await a.current()).as_json()
+    data["policy"]["hop_limit"] = 1
     await a.put(data, "admin:ops:abc")
     await a.rollback(1, "admin:ops:def")
     audit = await a.audit()
-    assert [(e["version"], e["action"], e["who"]) for e in audit] == [
+    assert [(e["version"], e["action"], e["actor"]) for e in audit] == [
         ("1", "seed", "system:config-files"),
         ("2", "put", "admin:ops:abc"),
         ("3", "rollback", "admin:ops:def"),
     ]
-    assert all(datetime.fromisoformat(e["when"]).tzinfo is not None for e in audit)
-    assert audit[1]["summary"] == "no change"
+    assert all(datetime.fromisoformat(e["at"]).tzinfo is not None for e in audit)
+    assert audit[1]["summary"] == "policy.hop_limit: 2 → 1"
 
 
 async def test_live_load_from_transfers_in_redis(
