@@ -384,3 +384,8 @@ async def test_openapi_documents_if_match_and_versions(client: Client) -> None:
     assert one["parameters"][0]["name"] == "version"
     schema = doc["components"]["schemas"]["VersionInfo"]
     assert set(schema["properties"]) == {"version", "at", "actor", "summary"}
+    for method, path in (("put", ROUTING), ("post", ROLLBACK)):
+        operation = doc["paths"][path][method]
+        assert [p["name"] for p in operation["parameters"] if p["in"] == "header"] == ["If-Match"]
+        assert "412" in operation["responses"]
+    assert "412" not in doc["paths"][ROUTING]["get"]["responses"]

@@ -61,6 +61,11 @@ def build(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any
              "schema": {"type": "string"}}
             for name, text in route.query
         ]  # fmt: skip
+        parameters += [
+            {"name": name, "in": "header", "required": False, "description": text,
+             "schema": {"type": "string"}}
+            for name, text in route.headers
+        ]  # fmt: skip
         if parameters:
             operation["parameters"] = parameters
         if route.roles is not None:
@@ -82,6 +87,7 @@ def build(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any
         operation["responses"] = {
             str(route.status): ok,
             **{code: {"description": text, **error} for code, text in _ERRORS.items()},
+            **{code: {"description": text, **error} for code, text in route.responses},
         }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {

@@ -26,6 +26,11 @@ class Route:
     status: int = 200
     query: tuple[tuple[str, str], ...] = ()
     """Query parameters, as (name, description), for the document."""
+    # -- request headers and extra answers (policy administration: If-Match, 412) --
+    headers: tuple[tuple[str, str], ...] = ()
+    """Request headers the route reads, as (name, description), for the document."""
+    responses: tuple[tuple[str, str], ...] = ()
+    """Statuses beyond the common error set, as (status, description), for the document."""
 
 
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:

@@ -139,6 +139,16 @@ async def post_rollback(request: web.Request) -> web.Response:
     return live_response(change.live)
 
 
+IF_MATCH_HEADER = (
+    "If-Match",
+    'The version the edit was made from, "<version>" (quoted or bare; the GET\'s ETag). '
+    "Another version live: 412. Absent: applied on top of the live version.",
+)
+PRECONDITION_FAILED = (
+    "412",
+    "If-Match names a version that is not live; details[0].live_version and ETag give the live one",
+)
+
 ROUTES: list[Route] = [
     Route(
         "POST",
@@ -163,11 +173,14 @@ ROUTES: list[Route] = [
         "PUT",
         "/v1/admin/routing",
         put_policy,
-        "Replace the routing policy (validated; becomes the next version)",
+        "Replace the routing policy (validated; becomes the next version; the live policy "
+        "again: the same version, no new one)",
         "routing",
         roles=(Role.ADMIN,),
         request=PolicyDocument,
         response=LivePolicy,
+        headers=(IF_MATCH_HEADER,),
+        responses=(PRECONDITION_FAILED,),
     ),
     Route(
         "GET",
@@ -191,10 +204,13 @@ ROUTES: list[Route] = [
         "POST",
         "/v1/admin/routing/rollback",
         post_rollback,
-        "Make a new version equal to an earlier one",
+        "Make a new version a copy of an earlier one (no body: the version before the live "
+        "one; the content already live: the same version, no new one)",
         "routing",
         roles=(Role.ADMIN,),
         request=RollbackRequest,
         response=LivePolicy,
+        headers=(IF_MATCH_HEADER,),
+        responses=(PRECONDITION_FAILED,),
     ),
 ]
