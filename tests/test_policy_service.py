@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from redis.asyncio import Redis
 
 from gateway.core import keys
 from gateway.core.errors import NotFound, Unavailable
-from gateway.policy import PolicyInvalid, PolicyService
+from gateway.policy import PolicyChange, PolicyInvalid, PolicyService, VersionMismatch
 from gateway.policy.decision import Action, DecisionRequest
 from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import TransferStore
@@ -194,3 +195,49 @@ async def test_invalid_files_and_no_version_is_unavailable(
     (config_dir / "policy.yaml").write_text("policy: {}\n")
     with pytest.raises(Unavailable):
         await make_service().current()
+
+
+async def test_of_many_edits_from_one_version_exactly_one_commits(
+    make_service: Any, redis: Redis
+) -> None:
+    """Ten edits from version 1 on two processes at once, each with ``if_match=1``, every one
+    past the early check (the pool is warm, so all read version 1 before any writes): the check
+    and the write are one script, so one commits and nine get ``VersionMismatch``."""
+    a, b = make_service(), make_service()
+    base = (await a.current()).as_json()
+    await b.current()
+    await asyncio.gather(*(redis.ping() for _ in range(20)))  # a connection for each edit
+    edits = []
+    for timeout in range(21, 31):
+        data = copy.deepcopy(base)
+        data["policy"]["rules"][0]["ring_timeout_s"] = timeout
+        edits.append(data)
+    results = await asyncio.gather(
+        *(
+            (a if i % 2 else b).put(data, "admin:ops:abc", if_match=1)
+            for i, data in enumerate(edits)
+        ),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, PolicyChange)]
+    lost = [r for r in results if isinstance(r, VersionMismatch)]
+    assert (len(won), len(lost)) == (1, 9), results
+    assert {e.live_version for e in lost} <= {1, 2}
+    assert won[0].version == 2
+    assert [v.version for v in await b.versions()] == [1, 2]
+    assert (await b.current()).document == won[0].live.document
+
+
+async def test_versions_written_by_an_older_release_still_list(
+    make_service: Any, redis: Redis
+) -> None:
+    service = make_service()
+    await service.current()
+    old = {"who": "admin:ops:old", "when": "2026-01-02T03:04:05+00:00", "summary": "x"}
+    await redis.hset(keys.POLICY_VERSIONS, "1", json.dumps({**old, "action": "seed"}))
+    [listed] = await service.versions()
+    assert (listed.actor, listed.at.isoformat(), listed.summary) == (
+        "admin:ops:old",
+        "2026-01-02T03:04:05+00:00",
+        "x",
+    )
