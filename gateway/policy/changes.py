@@ -97,7 +97,12 @@ def summarize(old: PolicyDocument | None, new: PolicyDocument) -> str:
     ``initial policy`` without an ``old``), at most ``MAX_SUMMARY`` characters."""
     if old is None:
         return "initial policy"
-    lines = changes(old, new)
+    return join(changes(old, new))
+
+
+def join(lines: list[str]) -> str:
+    """``lines`` joined with ``; `` (``no change`` for none), at most ``MAX_SUMMARY``
+    characters: the lines past it are counted (``; … 12 more``), never cut in the middle."""
     if not lines:
         return NO_CHANGE
     shown: list[str] = []
