@@ -19,7 +19,7 @@ from gateway.reports.counters import (
     counter_field,
     summarize,
 )
-from gateway.reports.glossary import ENVELOPE, FIGURES, markdown_table
+from gateway.reports.glossary import FIGURES, GLOSSARY, REPORT_FIELDS, markdown_table
 from gateway.web.reports import ReportSummary
 from tests.conftest import ROOT
 
@@ -97,7 +97,7 @@ def test_every_figure_is_in_the_glossary_and_nothing_else() -> None:
         assert glossary_names(figures) <= set(FIGURES)
     envelope = {"psap_id": "x", "psap_ids": ["x"], "from": "2026-11-01", "to": "2026-11-01"}
     ReportSummary.model_validate({**envelope, **summary})
-    assert set(ENVELOPE) == {*envelope, "by_caller_type", "by_destination"}
+    assert {*envelope, "by_caller_type", "by_destination"} == REPORT_FIELDS
 
 
 async def test_openapi_describes_every_figure_from_the_glossary(client: Client) -> None:
@@ -108,7 +108,7 @@ async def test_openapi_describes_every_figure_from_the_glossary(client: Client) 
         "$ref": "#/components/schemas/ReportSummary"
     }
     summary = schemas["ReportSummary"]["properties"]
-    for name, text in {**FIGURES, **ENVELOPE}.items():
+    for name, text in GLOSSARY.items():
         parent, _, member = name.partition(".")
         if not member:
             assert summary[parent]["description"] == text, name
@@ -116,7 +116,7 @@ async def test_openapi_describes_every_figure_from_the_glossary(client: Client) 
         nested = {"answer_time_s": "AnswerTime", "ring_time_s": "RingTime"}.get(parent, "Handbacks")
         assert schemas[nested]["properties"][member]["description"] == text, name
     per_destination = schemas["DestinationFigures"]["properties"]
-    assert per_destination["answer_time_s"]["description"] == FIGURES["answer_time_s"]
+    assert per_destination["answer_time_s"]["description"] == GLOSSARY["answer_time_s"]
     assert "considered" not in per_destination
 
 

@@ -1,6 +1,6 @@
 """What every figure of ``GET /v1/reports/summary`` means (DESIGN.md §6): the one glossary.
 
-``FIGURES`` is read by the OpenAPI document's report schema (``gateway.web.reports``: each
+``GLOSSARY`` is read by the OpenAPI document's report schema (``gateway.web.reports``: each
 property's description) and is the README's "Figures" table (``markdown_table``; a test keeps
 the two equal). A dotted name is a member of an object figure (``answer_time_s.p50``).
 
@@ -15,21 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-ENVELOPE: Mapping[str, str] = {
-    "psap_id": "The PSAP reported on; null when the report covers several.",
-    "psap_ids": "Every PSAP whose calls the report counts.",
-    "from": "First PSAP-local date of the period (YYYY-MM-DD).",
-    "to": "Last PSAP-local date of the period, inclusive.",
-    "by_caller_type": "The same figures for each caller type (`first_person`, `third_party`, "
-    "`unknown`).",
-    "by_destination": "The figures that concern a destination, for each destination id: a "
-    "call counts under the destination it was rung at, connected to, abandoned or cancelled "
-    "at, or disposed by (no `considered`, `kept_with_911`, `kept_by_reason`, `eligible`, "
-    "`capture_rate`, `failed`, `expired` or `handbacks`).",
-}
-"""The report's own fields around the figures."""
-
-FIGURES: Mapping[str, str] = {
+GLOSSARY: Mapping[str, str] = {
     "considered": "Calls the policy decided on (one per transfer request).",
     "kept_with_911": "Calls the policy kept with 911 (decision `stay_with_911`).",
     "kept_by_reason": "Calls kept with 911, by reason code (`excluded:weapons`, "
@@ -80,18 +66,33 @@ FIGURES: Mapping[str, str] = {
     "confirmation timeout) and not confirmed since.",
     "handbacks.no_contact": "Handbacks whose PSAP reported it could not reach the caller.",
     "handbacks.confirmation_rate": "`confirmed` ÷ `total`; null without handbacks.",
+    # The report's own fields around the figures.
+    "psap_id": "The PSAP reported on; null when the report covers several.",
+    "psap_ids": "Every PSAP whose calls the report counts.",
+    "from": "First PSAP-local date of the period (YYYY-MM-DD).",
+    "to": "Last PSAP-local date of the period, inclusive.",
+    "by_caller_type": "The same figures for each caller type (`first_person`, `third_party`, "
+    "`unknown`).",
+    "by_destination": "The figures that concern a destination, for each destination id: a "
+    "call counts under the destination it was rung at, connected to, abandoned or cancelled "
+    "at, or disposed by (no `considered`, `kept_with_911`, `kept_by_reason`, `eligible`, "
+    "`capture_rate`, `failed`, `expired` or `handbacks`).",
 }
-"""Figure name → what it counts, in the order the report gives them."""
+"""Every figure and report field → what it means, in the order the report gives them."""
+
+REPORT_FIELDS = frozenset({"psap_id", "psap_ids", "from", "to", "by_caller_type", "by_destination"})
+"""The entries of ``GLOSSARY`` that are the report's own fields, not figures."""
+FIGURES = frozenset(GLOSSARY) - REPORT_FIELDS
+"""The figure names (a scope's keys, objects' members dotted)."""
 
 
 def describe(name: str) -> str:
     """The description of a figure or report field; ``KeyError`` for an undocumented one."""
-    return FIGURES[name] if name in FIGURES else ENVELOPE[name]
+    return GLOSSARY[name]
 
 
 def markdown_table() -> str:
-    """The README's "Figures" table: every figure, then the report's own fields."""
+    """The README's "Figures" table: every entry of ``GLOSSARY``, in its order."""
     rows = ["| figure | meaning |", "|---|---|"]
-    rows += [f"| `{name}` | {text} |" for name, text in FIGURES.items()]
-    rows += [f"| `{name}` | {text} |" for name, text in ENVELOPE.items()]
+    rows += [f"| `{name}` | {text} |" for name, text in GLOSSARY.items()]
     return "\n".join(rows)
