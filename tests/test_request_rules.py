@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -400,14 +401,26 @@ def test_config_numbers_are_read_and_kept_in_e164(config_dir: Path) -> None:
     assert uk.handback_number == "+442079460100"
 
 
+def test_a_psap_without_country_reads_us_numbers(config_dir: Path) -> None:
+    psaps = config_dir / "psaps.yaml"
+    psaps.write_text(
+        psaps.read_text()
+        .replace("    country: US\n", "")
+        .replace('"+12065550100"', '"(206) 555-0100"')
+    )
+    assert "country" not in yaml.safe_load(psaps.read_text())["psaps"][0]
+    psap = load_config_dir(config_dir).psap(PSAP)
+    assert psap is not None
+    assert (psap.country, psap.handback_number) == ("US", "+12065550100")
+
+
 @pytest.mark.parametrize(
     ("old", "new", "path"),
     [
         ('handback_number: "+12065550100"', 'handback_number: "555-0100"', "handback_number"),
-        ("timezone: America/Los_Angeles", "timezone: America/Los_Angeles\n    country: us",
-         "country"),
-        ("timezone: America/Los_Angeles", "timezone: America/Los_Angeles\n    country: XX",
-         "country"),
+        ("country: US", "country: us", "country"),
+        ("country: US", "country: XX", "country"),
+        ("country: US", 'country: "1"', "country"),
     ],
 )  # fmt: skip
 def test_bad_config_numbers_and_countries_are_refused(
