@@ -3,6 +3,7 @@ difference from live, save refused when someone else saved first, versions and r
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import yaml
@@ -18,13 +19,10 @@ async def editor(make_client: AppFactory, make_key: KeyMaker) -> tuple[Any, dict
 
 
 async def live_draft(client: Any) -> dict[str, Any]:
-    page = await client.get("/console/policy")
-    assert page.status == 200
     resp = await client.get("/console/policy")
+    assert resp.status == 200
     text = await resp.text()
     start = text.index('spellcheck="false">') + len('spellcheck="false">')
-    import html
-
     draft: dict[str, Any] = yaml.safe_load(html.unescape(text[start : text.index("</textarea>")]))
     return draft
 
