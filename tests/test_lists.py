@@ -238,6 +238,8 @@ async def test_every_filter(api: Api) -> None:
     assert await api.ids(api.psap, since=since) == [cancelled["id"], kept["id"], third["id"]]
     later = (datetime.fromisoformat(cancelled["created_at"]) + timedelta(seconds=1)).isoformat()
     assert await api.ids(api.psap, since=later) == []
+    assert await api.ids(api.psap, since="0001-01-01T00:00:00+14:00") == everything
+    assert await api.ids(api.psap, since="9999-12-31T23:59:59-14:00") == []
     assert await api.ids(api.psap, limit=2) == everything[:2]
     _, page = await api.list(api.psap, limit=2)
     assert page["next_cursor"] is not None
