@@ -105,6 +105,7 @@ async def test_paging_repeats_nothing_and_skips_nothing_while_transfers_arrive(
     other_instance = await make_client()  # a second gateway process creates meanwhile
     arrived: list[str] = []
     paging_done = asyncio.Event()
+    arrival = asyncio.Event()
 
     async def keep_creating() -> None:
         body = {"psap_id": PSAP, "caller_type": "first_person", "screening": SAFE}
@@ -112,6 +113,7 @@ async def test_paging_repeats_nothing_and_skips_nothing_while_transfers_arrive(
             resp = await other_instance.post("/v1/transfers", json=body, headers=api.psap)
             assert resp.status == 201
             arrived.append((await resp.json())["id"])
+            arrival.set()
             await asyncio.sleep(0.005)
 
     creating = asyncio.create_task(keep_creating())
@@ -120,9 +122,10 @@ async def test_paging_repeats_nothing_and_skips_nothing_while_transfers_arrive(
     pages = 0
     while True:
         # Transfers arrive between pages: at least one more before each of the first pages.
-        deadline = asyncio.get_running_loop().time() + 10
-        while len(arrived) < min(pages, 5) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(10):
+            while len(arrived) < min(pages, 5):
+                await arrival.wait()
+                arrival.clear()
         query = {"limit": 4, **({"cursor": cursor} if cursor else {})}
         status, page = await api.list(api.psap, **query)
         assert status == 200, page
