@@ -73,6 +73,10 @@ async def test_the_old_code_is_refused_and_the_new_one_bridges(
         connected = await line.wait_state(opened["id"], "connected")
         assert connected["psap_call_sid"] == call_sid
         assert connected["attempts"][0]["destination_id"] == "crisis-connections-988"
+        listed = await line.client.get("/v1/transfers", headers=line.headers)
+        item = (await listed.json())["items"][0]
+        assert item == await line.get(opened["id"]), "listed exactly as GET shows it"
+        assert item["attempts"][0]["call_sid"]
 
         # Bridged: no new code any more.
         status, body = await renew(line.client, opened["id"], psap_key)
