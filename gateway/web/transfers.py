@@ -1,4 +1,4 @@
-"""``/v1/transfers``: open, read, cancel and release warm transfers."""
+"""``/v1/transfers``: open, list, read, cancel and release warm transfers; a new bridge code."""
 
 from __future__ import annotations
 
