@@ -367,6 +367,47 @@ async def test_entries_older_than_the_retention_are_trimmed_on_create(
         assert await redis.zrange(index, 0, -1) == [b"tr_" + b"1" * 24], index
 
 
+async def test_records_made_before_the_indexes_existed_are_entered_at_start(
+    api: Api, redis: Redis, make_client: AppFactory
+) -> None:
+    first = await api.open()
+    third = await api.open("third_party")
+    status, created = await api.list(api.admin)  # made with every index
+    assert status == 200
+    resp = await api.client.post(
+        "/v1/handbacks",
+        json={"psap_id": PSAP, "reason": "other"},
+        headers=api.center["wa-988"],
+    )
+    handback = await resp.json()
+    assert resp.status == 201, handback
+    # As an older gateway left them: only each PSAP's own index, and no mark.
+    newer = [
+        rkeys.TRANSFERS_ALL,
+        rkeys.HANDBACKS_ALL,
+        rkeys.org_handbacks("wa-988"),
+        rkeys.LISTS_INDEXED,
+        *[rkeys.destination_transfers(d["id"]) for d in first["decision"]["destinations"]],
+        *[rkeys.destination_transfers(d["id"]) for d in third["decision"]["destinations"]],
+        *[rkeys.org_transfers(o) for o in ("crisis-connections", "wa-988", "national-988")],
+        rkeys.org_transfers("kc-clinicians"),
+    ]
+    await redis.delete(*newer)
+    assert await api.ids(api.admin) == []
+
+    restarted = await make_client()
+    assert await redis.get(rkeys.LISTS_INDEXED) == b"1"
+    listed = await restarted.get("/v1/transfers", headers=api.admin)
+    assert (await listed.json()) == created
+    api.client = restarted
+    assert await api.ids(api.center["kc-clinicians"]) == [third["id"]]
+    assert await api.ids(api.admin, destination_id="wa-988-backup") == [first["id"]]
+    assert [h["id"] for h in await api.walk(api.center["wa-988"], "/v1/handbacks")] == [
+        handback["id"]
+    ]
+    assert [h["id"] for h in await api.walk(api.admin, "/v1/handbacks")] == [handback["id"]]
+
+
 async def test_listing_uses_no_scan(api: Api, redis: Redis) -> None:
     for _ in range(3):
         await api.open()

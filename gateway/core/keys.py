@@ -93,6 +93,11 @@ HANDBACKS_ALL = f"{PREFIX}handbacks"
 """Sorted set: every handback, scored by creation time (ms): an admin's list."""
 
 
+LISTS_INDEXED = f"{PREFIX}lists:indexed"
+"""String: set once the records made before the list indexes existed were entered in them
+(``gateway.web.lists.index_existing_ctx``)."""
+
+
 def org_handbacks(org: str) -> str:
     """Sorted set: every handback made by the crisis-center ``org``, scored by creation time."""
     return f"{PREFIX}org:{org}:handbacks"

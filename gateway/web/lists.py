@@ -5,17 +5,23 @@ Anything else there is 422 naming the parameter, in the JSON error shape."""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
-from gateway.core.errors import Invalid
+from gateway.core import keys
+from gateway.core.errors import Invalid, Unavailable
 from gateway.core.paging import DEFAULT_LIMIT, MAX_LIMIT, Position, decode_cursor
+from gateway.web.appkeys import HANDBACKS, POLICY, REDIS, STORE
 from gateway.web.bodies import query_int, query_text
+
+log = logging.getLogger(__name__)
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 """A PSAP's or a destination's id, as the policy spells them."""
@@ -85,4 +91,31 @@ def list_query(request: web.Request, states: type[StrEnum]) -> ListQuery:
     )
 
 
-__all__ = ["ListQuery", "list_query", "query_id", "query_instant", "query_states"]
+async def index_existing_ctx(app: web.Application) -> AsyncIterator[None]:
+    """At start: records made before the list indexes existed (each PSAP kept its own) are
+    entered in them, once — the first process to finish marks it done (``keys.LISTS_INDEXED``);
+    processes starting together repeat harmless work. Redis down or no policy: tried again at
+    the next start."""
+    redis = app[REDIS]
+    try:
+        if not await redis.exists(keys.LISTS_INDEXED):
+            loaded = await app[POLICY].current()
+            entered = 0
+            for psap in loaded.document.psaps:
+                entered += await app[STORE].index_existing(psap.id)
+                entered += await app[HANDBACKS].store.index_existing(psap.id)
+            await redis.set(keys.LISTS_INDEXED, "1")
+            log.info("list indexes filled from existing records", extra={"records": entered})
+    except (RedisError, Unavailable) as exc:
+        log.warning("list indexes not filled at start", extra={"error": type(exc).__name__})
+    yield
+
+
+__all__ = [
+    "ListQuery",
+    "index_existing_ctx",
+    "list_query",
+    "query_id",
+    "query_instant",
+    "query_states",
+]
