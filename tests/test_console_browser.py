@@ -17,6 +17,7 @@ from adapters.twilio_sandbox.config import Behaviour, PartyConfig
 from gateway.core.settings import Settings
 from gateway.web.appkeys import STORE
 from tests.browser.helpers import (
+    BlipProxy,
     axe_violations,
     browser_page,
     need_chromium,
@@ -156,7 +157,17 @@ async def test_call_taker_works_with_the_keyboard_alone(
             else:
                 raise AssertionError("Transfer is not reachable with Tab")
             await page.keyboard.press("Enter")
-            await page.get_by_test_id("bridge-code").wait_for(timeout=LIVE_S)
+            code_box = page.get_by_test_id("bridge-code")
+            await code_box.wait_for(timeout=LIVE_S)
+            first_code = await code_box.inner_text()
+            # A new code, by keyboard: the old one stops working, the new one is shown.
+            await page.get_by_role("button", name="New code").focus()
+            await page.keyboard.press("Enter")
+            await page.wait_for_function(
+                "old => document.querySelector('[data-testid=bridge-code]').innerText !== old",
+                arg=first_code,
+                timeout=LIVE_S,
+            )
             # Cancel by keyboard too.
             cancel = page.get_by_role("button", name="Cancel transfer")
             await cancel.focus()
@@ -274,6 +285,86 @@ async def test_a_cross_site_form_post_is_refused(
         finally:
             await server.close()
         assert await line.client.app[STORE].active_for_psap(PSAP) == set()
+
+
+async def test_counselor_sees_the_call_ring_records_the_outcome_and_hands_back(
+    make_client: AppFactory, settings: Settings, make_key: KeyMaker
+) -> None:
+    psap_key = make_key(PSAP, "psap")
+    center = make_key("crisis-connections", "crisis_center")
+    parties = {PRIMARY: PartyConfig(behaviour=Behaviour.ANSWER, answer_after_s=3)}
+    async with (
+        wired(make_client, settings, psap_key, parties=parties, time_scale=1.0) as line,
+        browser_page() as page,
+    ):
+        await sign_in(page, origin(line), center)
+        await page.get_by_text("No calls ringing or connected.").wait_for(timeout=LIVE_S)
+        opened = await line.open("first_person", callback_number="+12065550123")
+        line.dial_bridge(opened["bridge_code"])
+        call = page.get_by_test_id("call")
+        await call.filter(has_text="Ringing Crisis Connections").wait_for(timeout=LIVE_S)
+        text = await call.inner_text()
+        assert "+1 206-555-0123" in text
+        assert "Weapons involved: no" in text
+        await screenshot(page, "counselor-ringing")
+        await call.filter(has_text="Connected — Crisis Connections").wait_for(timeout=LIVE_S)
+        await assert_accessible(page)
+        await call.get_by_label("Outcome").select_option("resolved_by_phone")
+        await call.get_by_role("button", name="Record outcome").click()
+        await call.filter(has_text="Resolved by phone · no police").wait_for(timeout=LIVE_S)
+
+        await call.get_by_text("Hand back to 911").click()
+        await call.get_by_label("Address (if known)").fill("500 Example Ave, Kent")
+        assert await call.get_by_label("Callback number").input_value() == "+12065550123"
+        await call.get_by_role("group", name="Weapons?").get_by_label("No", exact=True).check()
+        await call.get_by_role("button", name=re.compile("^Hand back to")).click()
+        mine = page.get_by_test_id("my-handback")
+        await mine.first.wait_for(timeout=LIVE_S)
+        await call.get_by_text("Hand back to 911").wait_for(state="detached", timeout=LIVE_S)
+        assert "Imminent risk" in await mine.first.inner_text()
+        await assert_accessible(page)
+        await screenshot(page, "counselor-handback")
+
+
+async def test_a_network_blip_is_shown_and_the_inbox_catches_up(
+    make_client: AppFactory, settings: Settings, make_key: KeyMaker
+) -> None:
+    """The stream drops (every connection cut, new ones refused): the page says so; a handback
+    made meanwhile shows once the stream is back (resumed by Last-Event-ID), and the notice
+    goes."""
+    key = make_key(PSAP, "psap")
+    center = make_key("crisis-connections", "crisis_center")
+    async with wired(make_client, settings, key) as line, browser_page() as page:
+        served = {r.resource.canonical for r in line.client.app.router.routes() if r.resource}
+        if "/v1/events" not in served:
+            pytest.skip("this gateway has no GET /v1/events: the consoles fall back to polling")
+        proxy = BlipProxy(line.client.port)
+        await proxy.up()
+        base = f"http://localhost:{proxy.port}"
+        try:
+            await sign_in(page, base, key)
+            await page.goto(f"{base}/console/handbacks")
+            await page.wait_for_function("document.body.dataset.live === 'on'", timeout=LIVE_S)
+            banner = page.locator("#live-status")
+            assert await banner.is_hidden()
+            await proxy.down()
+            await banner.wait_for(state="visible", timeout=LIVE_S)
+            await screenshot(page, "live-interrupted")
+            resp = await line.client.post(
+                "/v1/handbacks",
+                json={"psap_id": PSAP, "reason": "medical", "callback_number": "+12065550123"},
+                headers={"Authorization": f"Bearer {center}"},
+            )
+            assert resp.status == 201, await resp.text()
+            await proxy.up()
+            await (
+                page.get_by_test_id("handback")
+                .filter(has_text="Medical emergency")
+                .wait_for(timeout=LIVE_S)
+            )
+            await banner.wait_for(state="hidden", timeout=LIVE_S)
+        finally:
+            await proxy.down()
 
 
 async def test_policy_editor_checks_a_draft_and_saves_it(

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.console import charts, views
-from gateway.handback.models import Contact, Handback, Location, Risk
+from gateway.handback.models import Contact, Handback, HandbackView, Location, Risk
 from gateway.handback.states import HandbackState
 from gateway.policy.decision import Decision
 from gateway.transfer.models import Attempt, Transfer
@@ -189,7 +189,11 @@ def test_every_end_is_said_in_words_with_no_controls(
     assert view.state_words == views.TRANSFER_STATE_WORDS[state]
 
 
-def handback(**extra: Any) -> Handback:
+def handback(**extra: Any) -> HandbackView:
+    return HandbackView.of(record(**extra), readable=True)
+
+
+def record(**extra: Any) -> Handback:
     return Handback.model_validate(
         {
             "id": "hb_" + "b" * 24,
@@ -295,3 +299,68 @@ def test_charts_are_labelled_images() -> None:
     assert "<title>Where calls ended</title>" in svg
     assert "no eligible calls yet" in str(charts.meter("Capture rate", None))
     assert ">75%<" in str(charts.meter("Capture rate", 0.75))
+
+
+MINE = ["wa"]
+PSAPS = {"kc-valleycom": "Valley Com"}
+
+
+def test_the_counselor_sees_a_call_ringing_at_its_line_with_the_screen_pop() -> None:
+    attempts = [ringing("cc", T0, "no_answer"), ringing("wa", T0 + timedelta(seconds=20))]
+    ringing_here = transfer(
+        TransferState.RINGING,
+        attempts,
+        callback_number="+12065550123",
+        screening={"weapons": False, "consent_to_transfer": True},
+    )
+    call = views.counselor_call(ringing_here, NAMES, PSAPS, ZONE, MINE)
+    assert call is not None
+    assert call.headline.text == "Ringing WA 988 backup"
+    assert call.headline.since == T0 + timedelta(seconds=20)
+    assert call.psap == "Valley Com"
+    assert call.callback == "+1 206-555-0123"
+    assert call.screening == ["Weapons involved: no", "Caller consents to transfer: yes"]
+    assert (call.can_dispose, call.can_hand_back) == (False, False)
+    # Another center's line ringing: not shown.
+    elsewhere = transfer(TransferState.RINGING, [ringing("cc", T0)])
+    assert views.counselor_call(elsewhere, NAMES, PSAPS, ZONE, MINE) is None
+
+
+def test_the_counselor_records_an_outcome_once_and_may_hand_back() -> None:
+    connected = transfer(
+        TransferState.CONNECTED,
+        [ringing("wa", T0, "answered")],
+        connected_destination_id="wa",
+        connected_at=T0,
+    )
+    call = views.counselor_call(connected, NAMES, PSAPS, ZONE, MINE)
+    assert call is not None
+    assert call.headline.text == "Connected — WA 988 backup"
+    assert (call.can_dispose, call.can_hand_back) == (True, True)
+    done = Transfer.model_validate(
+        {
+            **connected.model_dump(),
+            "state": TransferState.COMPLETED,
+            "disposition": {
+                "outcome": "resolved_by_phone",
+                "police_involved": False,
+                "destination_id": "wa",
+                "recorded_at": T0,
+            },
+        }
+    )
+    call = views.counselor_call(done, NAMES, PSAPS, ZONE, MINE)
+    assert call is not None
+    assert call.disposition == "Resolved by phone · no police"
+    assert not call.can_dispose
+
+
+def test_a_center_sees_whether_911_confirmed_its_handback() -> None:
+    waiting = views.center_handback(handback(), PSAPS, ZONE)
+    assert (waiting.contact, waiting.tone) == ("waiting for 911 to confirm contact", "live")
+    made = handback(contact=Contact(contact_made=True, at=T0, recorded_at=T0))
+    assert views.center_handback(made, PSAPS, ZONE).contact == (
+        "911 confirmed: contact made (12:00:00 PST)"
+    )
+    late = views.center_handback(handback(unconfirmed_at=T0), PSAPS, ZONE)
+    assert late.tone == "alarm"

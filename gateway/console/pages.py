@@ -6,6 +6,7 @@ person's principal, so a console can show nothing an integrator could not get fr
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,6 @@ from gateway.console.web import (
     SESSION,
     current_session,
     fragment,
-    notice,
     page,
     public_origin,
     render,
@@ -32,7 +32,7 @@ from gateway.console.web import (
 from gateway.core import keys
 from gateway.core.auth import Principal, Role, digest
 from gateway.core.errors import Forbidden, NotFound
-from gateway.handback.models import ContactRequest, Handback, HandbackRequest
+from gateway.handback.models import ContactRequest, HandbackRequest, HandbackView
 from gateway.policy.decision import SCREENING_FLAGS, DecisionRequest
 from gateway.policy.service import LoadedPolicy
 from gateway.reports.figures import build_summary, local_day
@@ -263,11 +263,7 @@ async def release(request: web.Request) -> web.StreamResponse:
 @fragment(Role.PSAP)
 async def new_code(request: web.Request) -> web.StreamResponse:
     """A new bridge code (``POST /v1/transfers/{id}/code``); the old one stops working."""
-    service = request.app[TRANSFERS]
-    reissue = getattr(service, "new_code", None)
-    if reissue is None:
-        return notice(request, "A new code cannot be issued by this gateway version.", status=501)
-    issued = await reissue(_transfer_id(request), _principal(request))
+    issued = await request.app[TRANSFERS].new_code(_transfer_id(request), _principal(request))
     return render(
         request,
         "_code.html",
@@ -278,14 +274,10 @@ async def new_code(request: web.Request) -> web.StreamResponse:
 # ---- the handback inbox -------------------------------------------------------------------------
 
 
-async def _handbacks(request: web.Request, limit: int = 50) -> list[Handback]:
-    """The person's handbacks, newest first, as ``GET /v1/handbacks`` scopes them."""
-    service = request.app[HANDBACKS]
-    found = await service.find(_principal(request), limit=limit)
-    records = []
-    for view in found:
-        records.append(await service.store.get(view.id))
-    return records
+async def _handbacks(request: web.Request, limit: int = 50) -> list[HandbackView]:
+    """The person's handbacks, newest first, as ``GET /v1/handbacks`` shows them."""
+    found = await request.app[HANDBACKS].find(_principal(request), limit=limit)
+    return list(found.items)
 
 
 async def _inbox(request: web.Request) -> list[views.HandbackAlert]:
@@ -323,30 +315,15 @@ async def contact(request: web.Request) -> web.StreamResponse:
 
 RECENT = timedelta(hours=12)
 """Ended transfers stay on the board this long (alarms such as a chain exhausted)."""
-RECENT_MAX = 50
+RECENT_MAX = 200
 
 
-async def _transfers(request: web.Request, psap_ids: list[str]) -> list[Transfer]:
-    """Live transfers and those created in the last ``RECENT``, newest first (from the PSAP
-    indexes in Redis)."""
-    store = request.app[STORE]
-    redis = request.app[REDIS]
-    since_ms = int((datetime.now(UTC) - RECENT).timestamp() * 1000)
-    ids: set[str] = set()
-    for psap_id in psap_ids:
-        ids |= await store.active_for_psap(psap_id)
-        recent = await redis.zrevrangebyscore(
-            keys.psap_transfers(psap_id), "+inf", since_ms, start=0, num=RECENT_MAX
-        )
-        ids |= {r.decode() if isinstance(r, bytes) else str(r) for r in recent}
-    found = []
-    for transfer_id in ids:
-        try:
-            found.append(await request.app[TRANSFERS].read(transfer_id, _principal(request)))
-        except NotFound:
-            continue
-    found.sort(key=lambda t: t.created_at, reverse=True)
-    return found
+async def _transfers(request: web.Request) -> list[Transfer]:
+    """Transfers created in the last ``RECENT``, newest first, as ``GET /v1/transfers`` lists
+    them to the person (a PSAP its own, an admin all)."""
+    since = datetime.now(UTC) - RECENT
+    found = await request.app[TRANSFERS].find(_principal(request), since=since, limit=RECENT_MAX)
+    return list(found.items)
 
 
 async def board_data(request: web.Request) -> dict[str, Any]:
@@ -361,7 +338,7 @@ async def board_data(request: web.Request) -> dict[str, Any]:
     names = _names(loaded)
     rows: list[views.BoardRow] = []
     alarms: list[views.Alarm] = []
-    for transfer in await _transfers(request, psap_ids):
+    for transfer in await _transfers(request):
         row, more = views.transfer_row(transfer, names, now)
         if not transfer.state.terminal or more:
             rows.append(row)
@@ -441,12 +418,15 @@ async def counselor_data(request: web.Request) -> dict[str, Any]:
     found = await request.app[TRANSFERS].find(
         principal, states=COUNSELOR_STATES, since=since, limit=50
     )
+    handbacks = await request.app[HANDBACKS].find(principal, limit=20)
+    handed_back = {h.transfer_id for h in handbacks.items if not h.state.terminal}
     calls = []
     for transfer in found.items:
         call = views.counselor_call(transfer, names, psaps, zone, mine)
+        if call is not None and transfer.id in handed_back:
+            call = dataclasses.replace(call, can_hand_back=False)  # one live handback a call
         if call is not None and (call.can_dispose or transfer.state is not TransferState.COMPLETED):
             calls.append(call)
-    handbacks = await request.app[HANDBACKS].find(principal, limit=20)
     return {
         "calls": calls,
         "handbacks": [views.center_handback(h, psaps, zone) for h in handbacks.items],

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from gateway.handback.models import Handback, HandbackReason, HandbackView
+from gateway.handback.models import HandbackReason, HandbackView, Location, Risk
 from gateway.handback.states import HandbackState
 from gateway.policy.decision import Action, Decision
 from gateway.transfer.models import Attempt, Transfer
@@ -312,13 +312,12 @@ class HandbackAlert:
     flags: list[str] = field(default_factory=list)
 
 
-def location_words(handback: Handback) -> str | None:
-    loc = handback.location
-    if loc is None:
+def location_words(location: Location | None) -> str | None:
+    if location is None:
         return None
-    parts = [p for p in (loc.address, loc.description) if p]
-    if loc.lat is not None and loc.lon is not None:
-        parts.append(f"{loc.lat:.5f}, {loc.lon:.5f}")
+    parts = [p for p in (location.address, location.description) if p]
+    if location.lat is not None and location.lon is not None:
+        parts.append(f"{location.lat:.5f}, {location.lon:.5f}")
     return " · ".join(parts) or None
 
 
@@ -334,18 +333,17 @@ CAD_WORDS: Mapping[str, str] = {
 }
 
 
-def handback_alert(handback: Handback, zone: ZoneInfo) -> HandbackAlert:
-    where = location_words(handback)
+def handback_alert(handback: HandbackView, zone: ZoneInfo) -> HandbackAlert:
+    """A handback as ``GET /v1/handbacks/{id}`` shows it to its PSAP, as the inbox shows it."""
+    where = location_words(handback.location)
     flags = [str(f) for f in handback.flags]
     confirmed = handback.contact is not None
     overdue = "unconfirmed" in flags and not confirmed
-    cad_status = str(handback.cad_status)
-    risk = [
-        f"Weapons: {_yes_no(handback.risk.weapons)}",
-        f"Access to means: {_yes_no(handback.risk.means_access)}",
-    ]
-    if handback.risk.summary:
-        risk.append(handback.risk.summary)
+    cad_status = str(handback.cad.status)
+    risk = handback.risk or Risk()
+    risks = [f"Weapons: {_yes_no(risk.weapons)}", f"Access to means: {_yes_no(risk.means_access)}"]
+    if risk.summary:
+        risks.append(risk.summary)
     contact: str | None = None
     if handback.contact is not None:
         made = "Contact made" if handback.contact.contact_made else "Could not make contact"
@@ -357,7 +355,7 @@ def handback_alert(handback: Handback, zone: ZoneInfo) -> HandbackAlert:
         location=where or "location unknown",
         location_known=where is not None,
         callback=phone(handback.callback_number),
-        risk=risk,
+        risk=risks,
         state_words=HANDBACK_STATE_WORDS[handback.state],
         received=local_time(handback.created_at, zone),
         contact=contact,
@@ -439,7 +437,7 @@ def transfer_row(
     return row, alarms
 
 
-def handback_row(handback: Handback, now: datetime) -> tuple[BoardRow, list[Alarm]]:
+def handback_row(handback: HandbackView, now: datetime) -> tuple[BoardRow, list[Alarm]]:
     """A handback on the board, and its alarms: unconfirmed past the configured time, not
     delivered to CAD, the handback line never answered."""
     alarms: list[Alarm] = []
@@ -448,7 +446,7 @@ def handback_row(handback: Handback, now: datetime) -> tuple[BoardRow, list[Alar
     if "unconfirmed" in flags and handback.contact is None:
         alarms.append(Alarm("Handback unconfirmed: nobody recorded contact in time", handback.id))
         tone = "alarm"
-    if str(handback.cad_status) == "failed":
+    if str(handback.cad.status) == "failed":
         alarms.append(Alarm("Handback not delivered to CAD", handback.id))
         tone = "alarm"
     if handback.state is HandbackState.FAILED:
