@@ -182,7 +182,8 @@ def build(
             operation["x-roles"] = [r.value for r in route.roles]
         if route.request is not None:
             operation["requestBody"] = {
-                "required": True,
+                # A body whose every field is optional may be left out (e.g. a rollback).
+                "required": any(f.is_required() for f in route.request.model_fields.values()),
                 "content": {"application/json": {"schema": _schema_ref(route.request, components)}},
             }
         ok: dict[str, Any] = {"description": "OK"}
