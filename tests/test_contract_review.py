@@ -204,3 +204,46 @@ async def test_openapi_says_which_request_bodies_may_be_left_out(client: Client)
         ("post", "/v1/handbacks/{id}/contact"),
     }
     assert doc["paths"][ROUTING]["put"]["requestBody"]["required"] is True
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("max_concurrent", True),
+        ("max_concurrent", "2"),
+        ("max_concurrent", 2.0),
+        ("ring_timeout_s", "21"),
+        ("ring_timeout_s", True),
+        ("hop_limit", True),
+    ],
+)
+async def test_numbers_in_a_policy_are_json_integers(
+    client: Client, keys: dict[str, dict[str, str]], where: str, value: Any
+) -> None:
+    """``max_concurrent: true`` must not become a cap of 1 call, nor ``"21"`` a ring timeout:
+    422 naming the path, and the live policy untouched (DESIGN.md §5: a bad policy gets 422
+    with the path of every error)."""
+    admin = keys["admin"]
+    doc = {k: v for k, v in (await live(client, admin)).items() if k != "version"}
+    edited = copy.deepcopy(doc)
+    if where == "max_concurrent":
+        edited["destinations"][0]["max_concurrent"] = value
+        path = "destinations.0.max_concurrent"
+    elif where == "ring_timeout_s":
+        edited["policy"]["rules"][0]["ring_timeout_s"] = value
+        path = "policy.rules.0.ring_timeout_s"
+    else:
+        edited["policy"]["hop_limit"] = value
+        path = "policy.hop_limit"
+    resp = await client.put(ROUTING, json=edited, headers=admin)
+    error = await assert_error(resp, 422)
+    assert [d["path"] for d in error["error"]["details"]] == [path]
+    assert (await live(client, admin))["version"] == 1
+    # The same edit as a true integer is accepted.
+    if where != "hop_limit":
+        fixed = copy.deepcopy(edited)
+        if where == "max_concurrent":
+            fixed["destinations"][0]["max_concurrent"] = 2
+        else:
+            fixed["policy"]["rules"][0]["ring_timeout_s"] = 21
+        assert (await client.put(ROUTING, json=fixed, headers=admin)).status == 200
