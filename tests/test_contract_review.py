@@ -6,11 +6,16 @@ a stale ``If-Match`` is 412 whatever the body, a 401 names the bearer scheme, an
 from __future__ import annotations
 
 import copy
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 
+from gateway.core.auth import KEYS_FILE
 from tests.conftest import KeyMaker
 
 Client = TestClient[Any, Any]
@@ -247,3 +252,24 @@ async def test_numbers_in_a_policy_are_json_integers(
         else:
             fixed["policy"]["rules"][0]["ring_timeout_s"] = 21
         assert (await client.put(ROUTING, json=fixed, headers=admin)).status == 200
+
+
+async def test_a_key_file_broken_by_hand_is_no_500(
+    client: Client, keys: dict[str, dict[str, str]], config_dir: Path
+) -> None:
+    """An operator's half-done edit of api_keys.yaml must not turn every request into a 500
+    (DESIGN.md §6): the keys last read stay in force until the file parses again."""
+    path = config_dir / KEYS_FILE
+    good = path.read_text()
+    assert (await client.get(VERSIONS, headers=keys["admin"])).status == 200
+    path.write_text("keys: [[[\n")
+    os.utime(path, (time.time() + 5, time.time() + 5))  # a change the mtime check sees
+    assert (await client.get(VERSIONS, headers=keys["admin"])).status == 200
+    await assert_error(await client.get(VERSIONS, headers={"Authorization": "Bearer x"}), 401)
+    # Fixed without one of the keys: that key is refused at once.
+    kept = yaml.safe_load(good)
+    kept["keys"] = [k for k in kept["keys"] if k["role"] != "admin"]
+    path.write_text(yaml.safe_dump(kept))
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    await assert_error(await client.get(VERSIONS, headers=keys["admin"]), 401)
+    assert (await client.get(VERSIONS, headers=keys["psap"])).status == 200
