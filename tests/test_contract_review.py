@@ -6,7 +6,11 @@ a stale ``If-Match`` is 412 whatever the body, a 401 names the bearer scheme, an
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ import yaml
 from aiohttp.test_utils import TestClient
 
 from gateway.core.auth import KEYS_FILE
-from tests.conftest import KeyMaker
+from tests.conftest import ROOT, KeyMaker
 
 Client = TestClient[Any, Any]
 ROUTING = "/v1/admin/routing"
@@ -273,3 +277,24 @@ async def test_a_key_file_broken_by_hand_is_no_500(
     os.utime(path, (time.time() + 10, time.time() + 10))
     await assert_error(await client.get(VERSIONS, headers=keys["admin"]), 401)
     assert (await client.get(VERSIONS, headers=keys["psap"])).status == 200
+
+
+def test_keys_new_names_the_id_that_keys_revoke_takes(config_dir: Path) -> None:
+    """``keys new`` prints the new key's id (what ``keys list`` shows and ``keys revoke``
+    takes) — two keys may share a holder's name — and the key itself as the last line."""
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_REDIS_URL"}
+    env.update(GATEWAY_CONFIG_DIR=str(config_dir), GATEWAY_STATE_DIR=str(config_dir / "state"))
+    made = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "new", "--org", "ops", "--role", "admin",
+         "--name", "dana", "--config-dir", str(config_dir)],
+        capture_output=True, text=True, env=env, check=True, cwd=ROOT,
+    )  # fmt: skip
+    key = made.stdout.splitlines()[-1]
+    key_id = hashlib.sha256(key.encode()).hexdigest()[:12]
+    assert f"key {key_id} " in made.stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "list", "--format", "json",
+         "--config-dir", str(config_dir)],
+        capture_output=True, text=True, env=env, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert [k["id"] for k in json.loads(listed.stdout) if k["name"] == "dana"] == [key_id]
