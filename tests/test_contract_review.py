@@ -298,3 +298,26 @@ def test_keys_new_names_the_id_that_keys_revoke_takes(config_dir: Path) -> None:
         capture_output=True, text=True, env=env, check=True, cwd=ROOT,
     )  # fmt: skip
     assert [k["id"] for k in json.loads(listed.stdout) if k["name"] == "dana"] == [key_id]
+
+
+async def test_openapi_documents_the_policy_etag(
+    client: Client, keys: dict[str, dict[str, str]]
+) -> None:
+    """Every answer that carries the policy's ``ETag`` says so in /openapi.json, and the answer
+    really carries it, quoted, equal to the body's version."""
+    doc = await (await client.get("/openapi.json")).json()
+    carrying = [
+        ("get", ROUTING, "200"),
+        ("put", ROUTING, "200"),
+        ("put", ROUTING, "412"),
+        ("get", VERSIONS + "/{version}", "200"),
+        ("post", ROLLBACK, "200"),
+        ("post", ROLLBACK, "412"),
+    ]
+    for method, path, status in carrying:
+        assert "ETag" in doc["paths"][path][method]["responses"][status]["headers"], (path, status)
+    assert "headers" not in doc["paths"][VERSIONS]["get"]["responses"]["200"]
+    admin = keys["admin"]
+    for url in (ROUTING, VERSIONS + "/1"):
+        resp = await client.get(url, headers=admin)
+        assert resp.headers["ETag"] == f'"{(await resp.json())["version"]}"'

@@ -162,6 +162,10 @@ IF_MATCH_HEADER = (
     'The version the edit was made from, "<version>" (quoted or bare; the GET\'s ETag). '
     "Another version live: 412. Absent: applied on top of the live version.",
 )
+ETAG_HEADER = (
+    "ETag",
+    'The policy version, quoted: "<version>" (send it back as If-Match on a PUT or rollback)',
+)
 PRECONDITION_FAILED = (
     "412",
     "If-Match names a version that is not live; details[0].live_version and ETag give the live one",
@@ -186,6 +190,7 @@ ROUTES: list[Route] = [
         "routing",
         roles=ANY_ROLE,
         response=LivePolicy,
+        response_headers=(ETAG_HEADER,),
     ),
     Route(
         "PUT",
@@ -199,6 +204,7 @@ ROUTES: list[Route] = [
         response=LivePolicy,
         headers=(IF_MATCH_HEADER,),
         responses=(PRECONDITION_FAILED,),
+        response_headers=(ETAG_HEADER,),
     ),
     Route(
         "GET",
@@ -217,6 +223,7 @@ ROUTES: list[Route] = [
         "routing",
         roles=ANY_ROLE,
         response=LivePolicy,
+        response_headers=(ETAG_HEADER,),
     ),
     Route(
         "POST",
@@ -230,5 +237,6 @@ ROUTES: list[Route] = [
         response=LivePolicy,
         headers=(IF_MATCH_HEADER,),
         responses=(PRECONDITION_FAILED,),
+        response_headers=(ETAG_HEADER,),
     ),
 ]
