@@ -31,6 +31,8 @@ from gateway.core.auth import (
     Role,
     UnknownKeyId,
     add_key,
+    digest,
+    key_id_of,
     load_key_file,
     publish_revocation,
     revoke_key,
@@ -127,9 +129,10 @@ def cmd_new(args: argparse.Namespace) -> int:
         print(f"keys new: {exc}", file=sys.stderr)
         return 2
     print(
-        f"New {role} key for {args.org}, held by {args.name}, recorded in {config_dir / KEYS_FILE}."
+        f"New {role} key {key_id_of(digest(key))} for {args.org}, held by {args.name}, "
+        f"recorded in {config_dir / KEYS_FILE}."
     )
-    print("It is shown once; store it now.")
+    print("It is shown once; store it now. `keys revoke` takes the id above.")
     print(key)
     return 0
 

@@ -283,13 +283,23 @@ class KeyRing:
         self._records: tuple[KeyRecord, ...] = ()
         self.revoked: frozenset[str] = frozenset()
         """Ids published as revoked in Redis, as last read."""
-        self.reload()
+        self._records = tuple(load_key_file(path).keys)  # unreadable at start: ValueError
+        self._mtime = path.stat().st_mtime if path.exists() else None
 
     def reload(self) -> None:
+        """Re-read the file when it changed. A file that no longer parses (a hand edit half
+        done) leaves the keys last read in force and is logged once per change: otherwise every
+        request would be a 500 until it is fixed. Revocations published in Redis still apply."""
         mtime = self.path.stat().st_mtime if self.path.exists() else None
         if mtime != self._mtime:
-            self._records = tuple(load_key_file(self.path).keys)
             self._mtime = mtime
+            try:
+                self._records = tuple(load_key_file(self.path).keys)
+            except (ValueError, OSError):
+                log.error(
+                    "key file unreadable; the keys last read stay in force",
+                    extra={"path": str(self.path), "keys": len(self._records)},
+                )
 
     def authenticate(self, key: str) -> Principal | None:
         """The principal of ``key``; None for a key that is unknown or revoked."""

@@ -16,7 +16,8 @@ rule, and no policy may loosen it —
 
 A policy that would loosen any of these is rejected whole. Booleans in a policy are strict JSON
 booleans everywhere (``StrictBool``): ``"no"``, ``"false"``, ``0``, ``1`` or ``"true"`` is an
-error, never read as a boolean.
+error, never read as a boolean. Counts and durations are strict JSON integers (``StrictInt``):
+``true``, ``"20"`` or ``20.0`` is an error, never read as ``1`` or ``20``.
 
 Every semantic check (the floor, repeats, schedules, signing secrets) runs on the raw input even
 when other fields of the same object fail, and reports at the most precise location, e.g.
@@ -439,7 +440,7 @@ class Destination(_Frozen):
     languages: tuple[Language, ...] = Field(min_length=1)
     hours: tuple[Window, ...] | None = Field(default=None, min_length=1)
     """Weekly hours in the deciding PSAP's local time; absent: open 24/7."""
-    max_concurrent: int | None = Field(default=None, ge=1, le=10_000)
+    max_concurrent: StrictInt | None = Field(default=None, ge=1, le=10_000)
     """Ringing plus connected transfers it takes at once; absent: no limit."""
     notify_url: HttpUrl | None = None
     """Receives the signed transfer context (screen pop) before the counselor answers."""
@@ -498,7 +499,7 @@ class Rule(_Frozen):
         tuple[Id, ...], _checked(_no_repeats(_ID, "chain must not name a destination twice"))
     ] = Field(min_length=1, max_length=10)
     """Destinations to try, in order (before hours, capacity and language preference)."""
-    ring_timeout_s: int = Field(default=DEFAULT_RING_TIMEOUT_S, ge=5, le=600)
+    ring_timeout_s: StrictInt = Field(default=DEFAULT_RING_TIMEOUT_S, ge=5, le=600)
     """How long each destination rings (Twilio accepts 5 to 600 s)."""
 
 

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 from aiohttp import web
 
-from gateway.core.auth import Role
+from gateway.core.auth import Role, require_role
 from gateway.core.errors import NotFound
 from gateway.handback.models import (
     HANDBACK_ID_PATTERN,
@@ -52,8 +52,9 @@ def _json(view: HandbackView, status: int = 200) -> web.Response:
 
 
 async def open_handback(request: web.Request) -> web.Response:
+    principal = require_role(principal_of(request), Role.CRISIS_CENTER)  # 403 before any 422
     body = await read_handback_request(request)
-    view = await request.app[HANDBACKS].open(body, principal_of(request))
+    view = await request.app[HANDBACKS].open(body, principal)
     return _json(view, status=201)
 
 
@@ -89,24 +90,27 @@ async def get_handback(request: web.Request) -> web.Response:
 
 
 async def get_eido(request: web.Request) -> web.Response:
+    principal = require_role(principal_of(request), Role.PSAP, Role.ADMIN)  # 403 before any 404
     service = request.app[HANDBACKS]
-    document = await service.eido(_handback_id(request), principal_of(request))
+    document = await service.eido(_handback_id(request), principal)
     return web.Response(text=document, content_type="application/json")
 
 
 async def confirm_contact(request: web.Request) -> web.Response:
+    principal = require_role(principal_of(request), Role.PSAP)  # 403 before any 404 or 422
     handback_id = _handback_id(request)
     body = await read_model(request, ContactRequest, allow_empty=True)
     service = request.app[HANDBACKS]
-    return _json(await service.contact(handback_id, body, principal_of(request)))
+    return _json(await service.contact(handback_id, body, principal))
 
 
 async def record_disposition(request: web.Request) -> web.Response:
+    principal = require_role(principal_of(request), Role.CRISIS_CENTER)  # 403 before any 422
     transfer_id = request.match_info["id"]
     if not _TRANSFER_ID_RE.match(transfer_id):
         raise NotFound(f"transfer {transfer_id[:40]} not found")
     body = await read_model(request, DispositionRequest)
-    transfer = await request.app[DISPOSITIONS].record(transfer_id, body, principal_of(request))
+    transfer = await request.app[DISPOSITIONS].record(transfer_id, body, principal)
     return web.json_response(text=transfer.model_dump_json())
 
 

@@ -80,6 +80,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as exc:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="gateway"'  # RFC 6750 §3
         if isinstance(exc, BodyUnreadable | RequestTimeout):
             response.force_close()  # the stream's framing is lost: no next request on it
         return response

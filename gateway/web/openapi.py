@@ -182,7 +182,8 @@ def build(
             operation["x-roles"] = [r.value for r in route.roles]
         if route.request is not None:
             operation["requestBody"] = {
-                "required": True,
+                # A body whose every field is optional may be left out (e.g. a rollback).
+                "required": any(f.is_required() for f in route.request.model_fields.values()),
                 "content": {"application/json": {"schema": _schema_ref(route.request, components)}},
             }
         ok: dict[str, Any] = {"description": "OK"}
@@ -193,10 +194,19 @@ def build(
         error = {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         }
+        headers = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in route.response_headers
+        }
+        if headers:
+            ok["headers"] = headers
         operation["responses"] = {
             str(route.status): ok,
             **{code: {"description": text, **error} for code, text in _ERRORS.items()},
-            **{code: {"description": text, **error} for code, text in route.responses},
+            **{
+                code: {"description": text, **error, **({"headers": headers} if headers else {})}
+                for code, text in route.responses
+            },
         }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     hooks = {hook.name: _webhook(hook, components) for hook in webhooks}

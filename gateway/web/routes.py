@@ -70,6 +70,9 @@ class Route:
     """Request headers the route reads, as (name, description), for the document."""
     responses: tuple[tuple[str, str], ...] = ()
     """Statuses beyond the common error set, as (status, description), for the document."""
+    response_headers: tuple[tuple[str, str], ...] = ()
+    """Headers of the success answer (and of any extra status in ``responses``), as (name,
+    description), for the document: e.g. the policy's ``ETag``."""
 
 
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:

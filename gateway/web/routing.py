@@ -29,8 +29,9 @@ class LivePolicy(PolicyDocument):
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(default=None, ge=1)
-    """The version to restore; absent: the one before the live version."""
+    version: int | None = Field(default=None, ge=1, strict=True)
+    """The version to restore, a JSON integer (``"2"``, ``2.0`` or ``true``: 422); absent or
+    null: the one before the live version."""
 
 
 class VersionList(RootModel[list[VersionInfo]]):
@@ -86,6 +87,19 @@ def mismatch_response(exc: VersionMismatch) -> web.Response:
     return response
 
 
+async def stale_if_match(request: web.Request, expected: int | None) -> web.Response | None:
+    """The 412 for an ``If-Match`` naming a version that is not live, before the body is read:
+    a precondition is evaluated before the request content (RFC 9110 §13.2.2), so an edit made
+    from a stale version is told to reload rather than to fix errors in it. The commit checks
+    again atomically; this is only the early answer."""
+    if expected is None:
+        return None
+    live = await request.app[POLICY].current()
+    if live.version == expected:
+        return None
+    return mismatch_response(VersionMismatch(expected, live.version))
+
+
 async def get_policy(request: web.Request) -> web.Response:
     """The live policy and its version; ``ETag: "<version>"`` for a later ``If-Match``."""
     principal_of(request)
@@ -98,6 +112,8 @@ async def put_policy(request: web.Request) -> web.Response:
     another is live. The policy already live: 200 with its version, no new version."""
     principal = require_role(principal_of(request), Role.ADMIN)
     expected = if_match(request)
+    if (stale := await stale_if_match(request, expected)) is not None:
+        return stale
     data = await read_json(request)
     try:
         change = await request.app[POLICY].put(data, principal.actor, if_match=expected)
@@ -127,6 +143,8 @@ async def post_rollback(request: web.Request) -> web.Response:
     version before the live one). The content already live: 200, no new version."""
     principal = require_role(principal_of(request), Role.ADMIN)
     expected = if_match(request)
+    if (stale := await stale_if_match(request, expected)) is not None:
+        return stale
     body = await read_model(request, RollbackRequest, allow_empty=True)
     try:
         change = await request.app[POLICY].rollback(
@@ -141,6 +159,10 @@ IF_MATCH_HEADER = (
     "If-Match",
     'The version the edit was made from, "<version>" (quoted or bare; the GET\'s ETag). '
     "Another version live: 412. Absent: applied on top of the live version.",
+)
+ETAG_HEADER = (
+    "ETag",
+    'The policy version, quoted: "<version>" (send it back as If-Match on a PUT or rollback)',
 )
 PRECONDITION_FAILED = (
     "412",
@@ -166,6 +188,7 @@ ROUTES: list[Route] = [
         "routing",
         roles=ANY_ROLE,
         response=LivePolicy,
+        response_headers=(ETAG_HEADER,),
     ),
     Route(
         "PUT",
@@ -179,6 +202,7 @@ ROUTES: list[Route] = [
         response=LivePolicy,
         headers=(IF_MATCH_HEADER,),
         responses=(PRECONDITION_FAILED,),
+        response_headers=(ETAG_HEADER,),
     ),
     Route(
         "GET",
@@ -197,6 +221,7 @@ ROUTES: list[Route] = [
         "routing",
         roles=ANY_ROLE,
         response=LivePolicy,
+        response_headers=(ETAG_HEADER,),
     ),
     Route(
         "POST",
@@ -210,5 +235,6 @@ ROUTES: list[Route] = [
         response=LivePolicy,
         headers=(IF_MATCH_HEADER,),
         responses=(PRECONDITION_FAILED,),
+        response_headers=(ETAG_HEADER,),
     ),
 ]
