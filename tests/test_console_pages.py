@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.core.auth import digest, key_id_of, revoke_key
 from gateway.core.keys import console_session
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PSAP
@@ -198,3 +199,15 @@ async def test_a_key_taken_out_of_the_key_ring_ends_its_sessions(
     (config_dir / "api_keys.yaml").write_text("keys: []\n")
     resp = await client.get("/console/call-taker", allow_redirects=False)
     assert resp.status == 303
+
+
+async def test_revoking_the_key_ends_its_console_session(
+    make_client: AppFactory, make_key: KeyMaker, config_dir: Any
+) -> None:
+    client = await make_client(**HTTP)
+    key = make_key(PSAP, "psap")
+    await sign_in(client, key)
+    revoke_key(config_dir, key_id_of(digest(key)))
+    resp = await client.get("/console/call-taker", allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"].startswith("/console/sign-in")

@@ -102,14 +102,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
 def key_still_valid(request: web.Request, session: Session) -> bool:
     """The key signed in with is still in the key ring and not revoked (in the key file or as
     published to every process): a revoked key ends its console sessions too."""
-    ring = request.app[KEYRING]
-    ring.reload()
-    revoked_ids: frozenset[str] = getattr(ring, "revoked", frozenset())
-    for record in getattr(ring, "_records", ()):
-        if record.digest == session.digest:
-            revoked = bool(getattr(record, "revoked", False))
-            return not revoked and getattr(record, "id", None) not in revoked_ids
-    return False
+    return request.app[KEYRING].principal_of_digest(session.digest) is not None
 
 
 async def current_session(request: web.Request) -> Session | None:

@@ -314,6 +314,20 @@ class KeyRing:
             return None
         return Principal(org=match.org, role=match.role, key_id=match.id, name=match.name)
 
+    def principal_of_digest(self, key_digest: str) -> Principal | None:
+        """The principal of the key whose SHA-256 digest is ``key_digest``; None when it is
+        unknown or revoked. (A console session keeps the digest, never the key, and ends with
+        the key: ``gateway.console``.)"""
+        self.reload()
+        for record in self._records:
+            if hmac.compare_digest(key_digest, record.digest):
+                if record.revoked or record.id in self.revoked:
+                    return None
+                return Principal(
+                    org=record.org, role=record.role, key_id=record.id, name=record.name
+                )
+        return None
+
 
 class RevocationFeed:
     """Keeps a ``KeyRing``'s ``revoked`` in step with Redis: re-read every ``every_s`` until
