@@ -137,9 +137,9 @@ def psap_handbacks(psap_id: str) -> str:
 
 
 def console_session(token_digest: str) -> str:
-    """String (SET EX): a signed-in person's console session as JSON (org, role, key id, CSRF
-    token), under the SHA-256 digest of the cookie's token — never the token, never the key
-    (``gateway.console.sessions``)."""
+    """String (SET EX): a signed-in person's console session as JSON (the key's principal, the
+    key's digest, a CSRF token), under the SHA-256 digest of the cookie's token — never the
+    token, never the key (``gateway.console.sessions``)."""
     return f"{PREFIX}console:session:{token_digest}"
 
 
