@@ -67,7 +67,7 @@ class _Processes:
     def _start(self, port: int, *args: str) -> None:
         directory = self.data_dir / str(port)
         directory.mkdir(parents=True, exist_ok=True)
-        self.processes[port] = subprocess.Popen(  # noqa: S603 - fixed argv
+        self.processes[port] = subprocess.Popen(
             [self.server, *args, "--dir", str(directory), "--logfile",
              str(directory / "redis.log"), "--loglevel", "warning"],
             stdin=subprocess.DEVNULL,
@@ -153,7 +153,7 @@ class ClusterSet(_Processes):
                 "--cluster-config-file", f"nodes-{port}.conf",
                 "--cluster-node-timeout", str(DOWN_AFTER_MS), "--save", "", "--appendonly", "no",
             )  # fmt: skip
-        created = subprocess.run(  # noqa: S603 - fixed argv
+        created = subprocess.run(
             [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
              "--cluster-replicas", "1", "--cluster-yes"],
             capture_output=True, timeout=60, check=False,
