@@ -58,13 +58,15 @@ def ask(port: int, *command: Any) -> Any:
         return c.execute_command(*command)
 
 
-class _Processes:
+class Processes:
+    """Real redis-server processes (servers or sentinels) on loopback ports, stopped together."""
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.server, self.cli = require_binaries()
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
-    def _start(self, port: int, *args: str) -> None:
+    def start_server(self, port: int, *args: str) -> None:
         directory = self.data_dir / str(port)
         directory.mkdir(parents=True, exist_ok=True)
         self.processes[port] = subprocess.Popen(
@@ -92,15 +94,15 @@ class _Processes:
         self.processes.clear()
 
 
-class SentinelSet(_Processes):
+class SentinelSet(Processes):
     """A primary, a replica and three sentinels monitoring them as ``gw`` (quorum 2)."""
 
     def start(self) -> None:
         self.primary, self.replica = free_port(), free_port()
         self.sentinels = [free_port() for _ in range(3)]
         base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self._start(self.primary, "--port", str(self.primary), *base)
-        self._start(
+        self.start_server(self.primary, "--port", str(self.primary), *base)
+        self.start_server(
             self.replica, "--port", str(self.replica), *base,
             "--replicaof", "127.0.0.1", str(self.primary),
         )  # fmt: skip
@@ -119,7 +121,7 @@ class SentinelSet(_Processes):
                 f"sentinel failover-timeout {SERVICE} 10000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
-            self._start(port, str(conf), "--sentinel")
+            self.start_server(port, str(conf), "--sentinel")
         for port in self.sentinels:  # each knows the replica and the two other sentinels
             wait_until(
                 lambda p=port: (  # type: ignore[misc]
@@ -141,13 +143,13 @@ class SentinelSet(_Processes):
         return int(port)
 
 
-class ClusterSet(_Processes):
+class ClusterSet(Processes):
     """Three primaries and three replicas in one Redis Cluster."""
 
     def start(self, nodes: int = 6) -> None:
         self.ports = [free_port() for _ in range(nodes)]
         for port in self.ports:
-            self._start(
+            self.start_server(
                 port, "--port", str(port), "--bind", "127.0.0.1",
                 "--cluster-port", str(free_port()), "--cluster-enabled", "yes",
                 "--cluster-config-file", f"nodes-{port}.conf",

@@ -147,7 +147,8 @@ async def test_a_blocking_stream_read_on_the_cluster_client(cluster: ClusterSet)
         reader = asyncio.ensure_future(client.xread({stream: "$"}, block=3000))
         await asyncio.sleep(0.3)
         await client.xadd(stream, {"kind": "probe"})
-        (name, entries), *_ = await asyncio.wait_for(reader, 5)
+        read: Any = await asyncio.wait_for(reader, 5)
+        ((name, entries),) = read
         assert name == stream.encode()
         assert entries[0][1] == {b"kind": b"probe"}
     finally:

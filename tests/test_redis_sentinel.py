@@ -4,6 +4,7 @@ failover by itself (``pytest -m ha``)."""
 from __future__ import annotations
 
 import asyncio
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,17 +13,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 from redis import Redis as SyncRedis
+from redis.exceptions import ResponseError
 
 from adapters.redis_server import find_redis_server
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
 from gateway.core import keys
 from gateway.core.redis_client import parse_sentinel
 from gateway.core.settings import Settings
-from tests.conftest import AppFactory, KeyMaker
-from tests.ha_servers import SentinelSet
+from tests.conftest import ROOT, AppFactory, KeyMaker
+from tests.ha_servers import Processes, SentinelSet, ask
 from tests.telephony import PRIMARY, PSAP, SAFE, free_port, gateway_settings, wired
 
 
@@ -202,3 +205,33 @@ async def test_a_ringing_transfer_connects_across_a_sentinel_failover(
             if e["details"].get("status", 0) >= 500
         ]
         assert failed == []  # no callback was answered with an error, so none was lost
+
+
+@pytest.mark.ha
+def test_the_shipped_sentinel_config_and_redis_flags_run(tmp_path: Path) -> None:
+    """deploy/sentinel.conf and the Redis flags of docker-compose.ha.yml, run for real (names
+    and ports swapped for loopback ones): the sentinel watches the primary, and the primary
+    refuses a write that no replica would receive (min-replicas-to-write 1)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.ha.yml").read_text())
+    words = shlex.split(compose["services"]["redis-1"]["command"])
+    flags = words[words.index("--appendonly") :]
+    servers = Processes(tmp_path)
+    primary, sentinel = free_port(), free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        (ROOT / "deploy" / "sentinel.conf")
+        .read_text()
+        .replace("port 26379", f"port {sentinel}\nbind 127.0.0.1")
+        .replace("dir /data", f"dir {tmp_path}")
+        .replace("redis-1 6379", f"127.0.0.1 {primary}")
+    )
+    try:
+        servers.start_server(primary, "--port", str(primary), "--bind", "127.0.0.1", *flags)
+        servers.start_server(sentinel, str(conf), "--sentinel")
+        watched = ask(sentinel, "SENTINEL", "MASTER", "gw")  # parsed by redis-py
+        assert (watched["ip"], int(watched["port"])) == ("127.0.0.1", primary)
+        assert int(watched["quorum"]) == 2
+        with pytest.raises(ResponseError, match="NOREPLICAS"):
+            ask(primary, "SET", f"{keys.PREFIX}probe", "1")
+    finally:
+        servers.stop()
