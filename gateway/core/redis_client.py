@@ -37,6 +37,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     ClusterDownError,
+    MaxConnectionsError,
     ReadOnlyError,
     RedisError,
     SlotNotCoveredError,
@@ -134,10 +135,24 @@ class FailoverRetry(Retry):
     try, then raises the last error. ``retries`` is only the count redis-py's cluster client uses
     for its own immediate, topology-refreshing tries inside each of ours."""
 
-    def __init__(self, window_s: float = FAILOVER_WINDOW_S, retries: int = RETRIES) -> None:
+    def __init__(
+        self,
+        window_s: float = FAILOVER_WINDOW_S,
+        retries: int = RETRIES,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         errors = cast(tuple[type[RedisError], ...], FAILOVER_ERRORS)  # one is not a RedisError
         super().__init__(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries, errors)
         self.window_s = window_s
+        self.on_failure = on_failure
+        """Told of every failed try (the error's class name): writes the old primary
+        acknowledged may be lost, and callbacks with them (``gateway.core.outage``)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FailoverRetry:
+        """redis-py gives each connection a deep copy; the copies share ``on_failure``."""
+        clone = FailoverRetry(self.window_s, self._retries, self.on_failure)
+        clone.update_supported_errors(self._supported_errors)
+        return clone
 
     async def call_with_retry(
         self,
@@ -156,6 +171,8 @@ class FailoverRetry(Retry):
                 if is_retryable and not is_retryable(error):
                     raise
                 failures += 1
+                if self.on_failure is not None and not isinstance(error, MaxConnectionsError):
+                    self.on_failure(type(error).__name__)  # not a pool merely full
                 await (fail(error, failures) if with_failure_count else fail(error))
                 backoff = self._backoff.compute(failures)
                 if time.monotonic() - started + backoff > self.window_s:
@@ -232,6 +249,7 @@ def connect(
     max_connections: int = MAX_CONNECTIONS,
     pool_wait_s: float = POOL_WAIT_S,
     failover_window_s: float = FAILOVER_WINDOW_S,
+    on_failover: Callable[[str], None] | None = None,
 ) -> Redis:
     """A client for ``url``; timeouts on every socket, never ``wait_for`` around a command.
 
@@ -239,7 +257,8 @@ def connect(
     waits up to ``pool_wait_s`` for a connection instead of failing at once. A Sentinel set or a
     cluster: commands are held through a promotion for up to ``failover_window_s`` (see the
     module's docstring); on a cluster, past ``max_connections`` to one node a command is held the
-    same way. A cluster client is typed as ``Redis``: the gateway uses only commands both offer.
+    same way, and ``on_failover`` is told of every try that failed (the error's class name). A
+    cluster client is typed as ``Redis``: the gateway uses only commands both offer.
     Raises ``ValueError`` for a malformed URL."""
     check_url(url)
     timeouts: dict[str, Any] = {
@@ -251,7 +270,7 @@ def connect(
         cluster = FailoverCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             password=password,
-            retry=FailoverRetry(failover_window_s),
+            retry=FailoverRetry(failover_window_s, on_failure=on_failover),
             max_connections=max_connections,
             health_check_interval=30,
             **timeouts,
@@ -262,7 +281,7 @@ def connect(
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             addresses,
             sentinel_kwargs=dict(timeouts),
-            retry=FailoverRetry(failover_window_s),
+            retry=FailoverRetry(failover_window_s, on_failure=on_failover),
             retry_on_error=list(FAILOVER_ERRORS),
             health_check_interval=30,
             **timeouts,
