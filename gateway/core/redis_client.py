@@ -224,6 +224,16 @@ class PrimaryConnection(SentinelManagedConnection):
         await super().connect_check_health(check_health, retry_socket_connect=False)
 
 
+class SentinelPrimary(Redis):
+    """The client for a Sentinel set's primary; closing it also closes its connections to the
+    sentinels themselves (redis-py leaves those open)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            await sentinel.aclose()
+
+
 def retry_policy() -> Retry:
     """For one server: retry on ``ConnectionError`` only, with short jittered backoff (50 ms
     doubling to 500 ms), ``RETRIES`` times.
@@ -287,7 +297,11 @@ def connect(
             **timeouts,
         )
         primary: Redis = sentinel.master_for(
-            service, db=db, password=password, connection_class=PrimaryConnection
+            service,
+            redis_class=SentinelPrimary,
+            db=db,
+            password=password,
+            connection_class=PrimaryConnection,
         )
         return primary
     pool = BlockingConnectionPool.from_url(
