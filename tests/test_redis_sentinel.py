@@ -17,12 +17,13 @@ import yaml
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 from redis import Redis as SyncRedis
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from adapters.redis_server import find_redis_server
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
 from gateway.core import keys
-from gateway.core.redis_client import parse_sentinel
+from gateway.core.redis_client import FAILOVER_ERRORS, FailoverRetry, parse_sentinel
 from gateway.core.settings import Settings
 from gateway.web.appkeys import OUTAGES
 from tests.conftest import ROOT, AppFactory, KeyMaker
@@ -247,4 +248,40 @@ def test_the_shipped_sentinel_config_and_redis_flags_run(tmp_path: Path) -> None
         with pytest.raises(ResponseError, match="NOREPLICAS"):
             ask(primary, "SET", f"{keys.PREFIX}probe", "1")
     finally:
+        servers.stop()
+
+
+@pytest.mark.ha
+async def test_a_write_refused_for_want_of_a_replica_is_held_until_one_syncs(
+    tmp_path: Path,
+) -> None:
+    """After a promotion the new primary's replica syncs from it; under min-replicas-to-write
+    1 (docker-compose.ha.yml) writes are refused (NOREPLICAS) until it has. The failover client
+    holds a write through that, as through the promotion itself."""
+    servers = Processes(tmp_path)
+    primary, replica = free_port(), free_port()
+    told: list[str] = []
+    client = Redis.from_url(
+        f"redis://127.0.0.1:{primary}",
+        socket_timeout=2,
+        retry=FailoverRetry(window_s=8, on_failure=told.append),
+        retry_on_error=list(FAILOVER_ERRORS),
+    )
+    try:
+        servers.start_server(
+            primary, "--port", str(primary), "--bind", "127.0.0.1", "--save", "",
+            "--min-replicas-to-write", "1", "--min-replicas-max-lag", "10",
+        )  # fmt: skip
+        write = asyncio.ensure_future(client.set(f"{keys.PREFIX}probe", "1"))
+        await asyncio.sleep(0.5)
+        assert not write.done(), "the write was taken with no replica"
+        servers.start_server(
+            replica, "--port", str(replica), "--bind", "127.0.0.1", "--save", "",
+            "--replicaof", "127.0.0.1", str(primary),
+        )  # fmt: skip
+        assert await asyncio.wait_for(write, 10) is True
+        assert "ResponseError" in told
+        assert ask(primary, "GET", f"{keys.PREFIX}probe") == "1"
+    finally:
+        await client.aclose()
         servers.stop()

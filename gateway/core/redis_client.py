@@ -37,9 +37,11 @@ from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     ClusterDownError,
+    MasterDownError,
     MaxConnectionsError,
     ReadOnlyError,
     RedisError,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -121,12 +123,19 @@ FAILOVER_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
+    MasterDownError,
     ClusterDownError,
     SlotNotCoveredError,
     TryAgainError,
 )
 """What a promotion looks like to a client: the old primary gone (connection refused, reset or
-silent), a demoted primary refusing writes, a cluster without a primary for a slot yet."""
+silent), a demoted primary refusing writes, a replica still loading or cut off from its primary,
+a cluster without a primary for a slot yet. Also retried: a ``NOREPLICAS`` refusal (a primary
+under ``min-replicas-to-write`` whose replica is still syncing from it after a promotion)."""
+
+
+def _refused_for_want_of_replicas(error: BaseException) -> bool:
+    return isinstance(error, ResponseError) and "NOREPLICAS" in str(error)
 
 
 class FailoverRetry(Retry):
@@ -164,11 +173,15 @@ class FailoverRetry(Retry):
         self._backoff.reset()  # type: ignore[no-untyped-call]
         started = time.monotonic()
         failures = 0
+        caught: tuple[type[BaseException], ...] = (*self._supported_errors, ResponseError)
         while True:
             try:
                 return await do()
-            except self._supported_errors as error:
-                if is_retryable and not is_retryable(error):
+            except caught as error:
+                if not isinstance(error, self._supported_errors):
+                    if not _refused_for_want_of_replicas(error):
+                        raise
+                elif is_retryable and not is_retryable(error):
                     raise
                 failures += 1
                 if self.on_failure is not None and not isinstance(error, MaxConnectionsError):
