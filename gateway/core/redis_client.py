@@ -10,9 +10,12 @@ and every pipeline touches one slot, on one shard (DESIGN.md §11; README "High 
 Failover window. When a primary dies, Sentinel or the cluster promotes a replica within a few
 seconds (``down-after-milliseconds`` / ``cluster-node-timeout`` plus an election). A client for a
 Sentinel set or a cluster keeps sending a command through that window — on a connection error,
-a timeout, a read-only replica, a cluster that is down or a slot not yet covered — with jittered
-backoff for up to ``FAILOVER_WINDOW_S``, so a Twilio status callback that arrives during a
-promotion is applied once the new primary answers, not answered 503 and lost. A single server has
+a timeout, a read-only replica, a cluster that is down or a slot not yet covered, a primary
+refusing writes until its replica has synced (``NOREPLICAS``) — with jittered backoff for up to
+``FAILOVER_WINDOW_S``, so a Twilio status callback that arrives during a promotion is applied
+once the new primary answers, not answered 503 and lost. Every try that failed is reported
+(``on_failover``): the gateway then reconciles with the provider, since the old primary may have
+acknowledged writes it never replicated (README "High availability"). A single server has
 no promotion to wait for: its client retries ``RETRIES`` times only, so an outage is reported
 quickly (``gateway.core.outage`` then reconciles with the provider).
 
