@@ -126,9 +126,11 @@ def _phone_number(value: str, info: ValidationInfo) -> str:
 
 PhoneNumber = Annotated[
     str,
-    StringConstraints(max_length=MAX_LENGTH),
+    # Not ``StringConstraints(max_length=…)``: its error would say nothing of what to send.
+    # ``to_e164`` refuses a longer text with an E.164 example (DESIGN.md §9).
     AfterValidator(_phone_number),
     Field(
+        json_schema_extra={"maxLength": MAX_LENGTH},
         description=(
             "A phone number, answered in E.164. Sent in E.164 or in the national format of the "
             "PSAP's country (ISO 3166 alpha-2, default US); ASCII digits only."
