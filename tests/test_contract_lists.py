@@ -1,0 +1,166 @@
+"""DESIGN.md §6 and §9 probed from outside, as an integrator reads them: the lists' query
+rules (unknown parameters, cursors answered to another list or another organization), the
+``psap_id`` of a ``psap`` key, phone numbers that are too long, unknown fields given a shortened
+name, and the handback summary line. Real app on a real port, real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import KeyMaker
+from tests.telephony import PSAP, SAFE
+
+OTHER_PSAP = "other-psap"
+CENTER = "crisis-connections"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class Api:
+    def __init__(self, client: TestClient[Any, Any], make_key: KeyMaker) -> None:
+        self.client = client
+        self.psap = bearer(make_key(PSAP, "psap"))
+        self.psap_again = bearer(make_key(PSAP, "psap"))  # a second console of the same PSAP
+        self.other_psap = bearer(make_key(OTHER_PSAP, "psap"))
+        self.admin = bearer(make_key("ops", "admin"))
+        self.center = bearer(make_key(CENTER, "crisis_center"))
+
+    async def open(self, **extra: Any) -> dict[str, Any]:
+        body = {"caller_type": "first_person", "screening": SAFE, **extra}
+        resp = await self.client.post("/v1/transfers", json=body, headers=self.psap)
+        data: dict[str, Any] = await resp.json()
+        assert resp.status == 201, data
+        return data
+
+    async def get(self, path: str, headers: dict[str, str], **query: Any) -> tuple[int, Any]:
+        resp = await self.client.get(path, params=query, headers=headers)
+        return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def api(client: TestClient[Any, Any], make_key: KeyMaker) -> Api:
+    return Api(client, make_key)
+
+
+def error_of(status: int, body: Any, expected: int) -> dict[str, Any]:
+    assert status == expected, body
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "message", "details"}, error
+    return error
+
+
+# ---- query parameters a list does not take ----------------------------------------------------
+
+
+async def test_a_misspelt_list_parameter_is_422_with_the_closest_name(api: Api) -> None:
+    await api.open()
+    # ``states`` used to be ignored: the answer listed every state, as if unfiltered.
+    error = error_of(*await api.get("/v1/transfers", api.psap, states="ringing"), expected=422)
+    assert error["details"] == [
+        {
+            "path": "states",
+            "message": "unknown query parameter; did you mean 'state'?",
+            "did_you_mean": "state",
+        }
+    ]
+    assert "'states'" in error["message"]
+    error = error_of(*await api.get("/v1/transfers", api.admin, destination="x"), expected=422)
+    assert error["details"][0]["did_you_mean"] == "destination_id"
+    error = error_of(*await api.get("/v1/transfers", api.admin, zzz="1"), expected=422)
+    assert error["details"] == [{"path": "zzz", "message": "unknown query parameter"}]
+
+
+async def test_each_list_takes_its_own_parameters(api: Api) -> None:
+    # destination_id filters transfers; handbacks take from/to instead.
+    status, page = await api.get("/v1/transfers", api.admin, destination_id=CENTER + "-988")
+    assert status == 200, page
+    status, page = await api.get("/v1/handbacks", api.admin, **{"from": "2026-01-01"})
+    assert status == 200, page
+    error = error_of(*await api.get("/v1/handbacks", api.admin, destination_id="x"), expected=422)
+    assert error["details"][0]["path"] == "destination_id"
+    error = error_of(*await api.get("/v1/transfers", api.admin, to="2026-01-01"), expected=422)
+    assert error["details"][0]["path"] == "to"
+
+
+# ---- cursors ------------------------------------------------------------------------------------
+
+
+async def test_a_cursor_pages_on_for_keys_of_the_same_organization(api: Api) -> None:
+    opened = [(await api.open())["id"] for _ in range(3)]
+    status, first = await api.get("/v1/transfers", api.psap, limit=2)
+    assert status == 200, first
+    assert first["next_cursor"], first
+    status, rest = await api.get(
+        "/v1/transfers", api.psap_again, limit=2, cursor=first["next_cursor"]
+    )
+    assert status == 200, rest
+    listed = [t["id"] for t in first["items"] + rest["items"]]
+    assert listed == opened[::-1]
+    assert rest["next_cursor"] is None
+
+
+async def test_a_cursor_answered_to_another_organization_or_list_is_422(api: Api) -> None:
+    for _ in range(2):
+        await api.open()
+    status, page = await api.get("/v1/transfers", api.psap, limit=1)
+    assert status == 200, page
+    cursor = page["next_cursor"]
+    assert cursor
+    for path, headers in (
+        ("/v1/transfers", api.other_psap),  # another PSAP's key
+        ("/v1/transfers", api.admin),  # another role
+        ("/v1/transfers", api.center),
+        ("/v1/handbacks", api.psap),  # another list
+    ):
+        error = error_of(*await api.get(path, headers, cursor=cursor), expected=422)
+        assert error["details"][0]["path"] == "cursor", (path, error)
+    # Tampered with, cut short, or without its tag: 422 as well.
+    for bad in (cursor[:-1] + ("A" if cursor[-1] != "A" else "B"), cursor.split(".")[0], "."):
+        error = error_of(*await api.get("/v1/transfers", api.psap, cursor=bad), expected=422)
+        assert error["details"][0]["path"] == "cursor"
+
+
+# ---- psap_id of a psap key --------------------------------------------------------------------
+
+
+async def test_a_psap_key_listing_another_psap_gets_403_naming_its_own(api: Api) -> None:
+    for path in ("/v1/transfers", "/v1/handbacks"):
+        error = error_of(*await api.get(path, api.psap, psap_id=OTHER_PSAP), expected=403)
+        assert PSAP in error["message"], error
+        status, page = await api.get(path, api.psap, psap_id=PSAP)
+        assert status == 200, page
+
+
+# ---- phone numbers and unknown fields ---------------------------------------------------------
+
+
+async def test_a_phone_number_that_is_too_long_gets_an_e164_example(api: Api) -> None:
+    body = {"caller_type": "first_person", "screening": SAFE, "callback_number": "2" * 41}
+    resp = await api.client.post("/v1/transfers", json=body, headers=api.psap)
+    error = error_of(resp.status, await resp.json(), expected=422)
+    [detail] = error["details"]
+    assert detail["path"] == "callback_number"
+    assert "E.164, e.g. +1" in detail["message"], detail
+    assert "2" * 41 not in str(error)  # never echoed
+    handback = {"psap_id": PSAP, "reason": "other", "callback_number": "2" * 41}
+    resp = await api.client.post("/v1/handbacks", json=handback, headers=api.center)
+    error = error_of(resp.status, await resp.json(), expected=422)
+    assert "E.164, e.g. +1" in error["details"][0]["message"], error
+
+
+async def test_a_shortened_field_name_is_given_the_full_one(api: Api) -> None:
+    screening = {**SAFE, "consent": True}
+    del screening["consent_to_transfer"]
+    body = {"caller_type": "first_person", "screening": screening}
+    for path in ("/v1/transfers", "/v1/routing/decisions"):
+        resp = await api.client.post(path, json=body, headers=api.psap)
+        error = error_of(resp.status, await resp.json(), expected=422)
+        unknown = [d for d in error["details"] if d["path"] == "screening.consent"]
+        assert [d["did_you_mean"] for d in unknown] == ["consent_to_transfer"], error
+        assert "did you mean 'consent_to_transfer'?" in error["message"]
