@@ -164,3 +164,32 @@ async def test_a_shortened_field_name_is_given_the_full_one(api: Api) -> None:
         unknown = [d for d in error["details"] if d["path"] == "screening.consent"]
         assert [d["did_you_mean"] for d in unknown] == ["consent_to_transfer"], error
         assert "did you mean 'consent_to_transfer'?" in error["message"]
+
+
+# ---- non-string JSON types in a decision ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("transfers_so_far", "1"),
+        ("transfers_so_far", True),
+        ("transfers_so_far", 1.0),
+        ("at", 1_777_000_000),
+        ("at", True),
+    ],
+)
+async def test_a_decision_field_of_the_wrong_json_type_is_422(
+    api: Api, field: str, value: Any
+) -> None:
+    # Were read as 1 and as a Unix time; the screening answers were already strict.
+    body = {"caller_type": "first_person", "screening": SAFE, field: value}
+    for path in ("/v1/routing/decisions", "/v1/transfers"):
+        resp = await api.client.post(path, json=body, headers=api.psap)
+        error = error_of(resp.status, await resp.json(), expected=422)
+        assert [d["path"] for d in error["details"]] == [field], error
+    ok = {"caller_type": "first_person", "screening": SAFE, "transfers_so_far": 1}
+    resp = await api.client.post(
+        "/v1/routing/decisions", json={**ok, "at": "2026-05-01T19:00:00Z"}, headers=api.psap
+    )
+    assert resp.status == 200, await resp.json()
