@@ -193,3 +193,28 @@ async def test_a_decision_field_of_the_wrong_json_type_is_422(
         "/v1/routing/decisions", json={**ok, "at": "2026-05-01T19:00:00Z"}, headers=api.psap
     )
     assert resp.status == 200, await resp.json()
+
+
+# ---- destination_id for each role -------------------------------------------------------------
+
+
+async def test_destination_id_for_each_role(api: Api, make_key: KeyMaker) -> None:
+    third = {"caller_type": "third_party", "at": "2026-05-01T19:00:00Z"}  # clinicians open
+    opened = await api.open(**third)
+    chain = [d["id"] for d in opened["decision"]["destinations"]]
+    assert chain == ["kc-dispatch-clinicians", "crisis-connections-988"]
+    clinicians = bearer(make_key("kc-clinicians", "crisis_center"))
+    for headers in (api.psap, api.admin, api.center, clinicians):
+        destination = "crisis-connections-988" if headers is api.center else chain[0]
+        status, page = await api.get("/v1/transfers", headers, destination_id=destination)
+        assert status == 200, page
+        assert [t["id"] for t in page["items"]] == [opened["id"]]
+    # A crisis center naming another org's destination lists nothing of it (tests/test_lists.py).
+    status, page = await api.get("/v1/transfers", api.center, destination_id=chain[0])
+    assert status == 200, page
+    assert page["items"] == []
+    # A destination no policy names lists nothing, for every role.
+    for headers in (api.psap, api.admin, api.center):
+        status, page = await api.get("/v1/transfers", headers, destination_id="no-such-place")
+        assert status == 200, page
+        assert page == {"items": [], "next_cursor": None}
