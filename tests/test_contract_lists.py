@@ -218,3 +218,25 @@ async def test_destination_id_for_each_role(api: Api, make_key: KeyMaker) -> Non
         status, page = await api.get("/v1/transfers", headers, destination_id="no-such-place")
         assert status == 200, page
         assert page == {"items": [], "next_cursor": None}
+
+
+# ---- since: the instants other platforms write -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2026-05-01T08:00:00.123456789Z",  # Go's RFC3339Nano, Java's Instant.toString()
+        "2026-05-01T08:00:00.123Z",  # JavaScript's toISOString()
+        "2026-05-01t08:00:00z",  # RFC 3339 lets both letters be lower case
+        "2026-05-01T01:00:00-07:00",
+    ],
+)
+async def test_since_reads_the_instants_other_platforms_write(api: Api, since: str) -> None:
+    opened = await api.open()
+    status, page = await api.get("/v1/transfers", api.psap, since=since)
+    assert status == 200, page
+    assert [t["id"] for t in page["items"]] == [opened["id"]]
+    status, page = await api.get("/v1/transfers", api.psap, since="2099-01-01T00:00:00.5Z")
+    assert status == 200, page
+    assert page["items"] == []

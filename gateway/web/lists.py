@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 """A PSAP's or a destination's id, as the policy spells them."""
 _INSTANT_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$", re.ASCII
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$", re.ASCII
 )
+"""Up to nanoseconds (Go's RFC3339Nano, Java's ``Instant``), read to the microsecond."""
 
 
 def _bad(name: str, expected: str) -> Invalid:
@@ -63,11 +64,13 @@ def query_id(request: web.Request, name: str) -> str | None:
 
 def query_instant(request: web.Request, name: str) -> datetime | None:
     """Query parameter ``name`` as an ISO 8601 instant with its offset (``Z`` or ``±hh:mm``),
-    e.g. ``2026-05-01T08:00:00Z`` (None when absent); 422 otherwise. A ``+`` left unencoded in
-    a query string arrives as a space, and is read as the ``+`` it was."""
+    e.g. ``2026-05-01T08:00:00Z``, up to nanoseconds, ``t`` and ``z`` as RFC 3339 allows (None
+    when absent); 422 otherwise. A ``+`` left unencoded in a query string arrives as a space,
+    and is read as the ``+`` it was."""
     value = query_text(request, name)
     if value is None:
         return None
+    value = value.upper()  # RFC 3339 allows "t" and "z"
     if value.count(" ") == 1 and ("T" in value or value.index(" ") > 10):
         value = value.replace(" ", "+")  # "…T08:00:00 02:00" was "…T08:00:00+02:00"
     try:
