@@ -240,3 +240,36 @@ async def test_since_reads_the_instants_other_platforms_write(api: Api, since: s
     status, page = await api.get("/v1/transfers", api.psap, since="2099-01-01T00:00:00.5Z")
     assert status == 200, page
     assert page["items"] == []
+
+
+# ---- phone numbers as people paste them --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["(206) 555-0123", "206-555-0123", "+1 206 555 0123", " +1 206 555 0123", "+12065550123 "],
+)
+async def test_a_callback_number_as_people_write_it_is_answered_in_e164(
+    api: Api, written: str
+) -> None:
+    opened = await api.open(callback_number=written)
+    assert opened["callback_number"] == "+12065550123"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "206-555-0123".translate({c: c + 0xFEE0 for c in range(0x30, 0x3A)}),  # fullwidth digits
+        "1-800-FLOWERS",
+        "911",
+        "+ 1 206 555 0123 +",
+        "2065550123\n",
+    ],
+)
+async def test_a_number_that_is_not_one_is_422_with_an_example(api: Api, written: str) -> None:
+    body = {"caller_type": "first_person", "screening": SAFE, "callback_number": written}
+    resp = await api.client.post("/v1/transfers", json=body, headers=api.psap)
+    error = error_of(resp.status, await resp.json(), expected=422)
+    [detail] = error["details"]
+    assert detail["path"] == "callback_number"
+    assert "E.164, e.g. +1" in detail["message"], detail

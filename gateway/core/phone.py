@@ -75,7 +75,8 @@ def to_e164(text: str, region: str = DEFAULT_REGION) -> str:
         raise PhoneNumberError(
             f"a phone number is at most {MAX_LENGTH} characters; {_what_to_send(region)}"
         )
-    body = text[1:] if text.startswith("+") else text
+    stripped = text.strip(" ")  # a pasted " +1 206 …" keeps its "+" in front
+    body = stripped[1:] if stripped.startswith("+") else stripped
     for char in body:
         if char in _ASCII_DIGITS or char in _SEPARATORS:
             continue
