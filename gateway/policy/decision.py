@@ -17,6 +17,7 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from gateway.core.phone import E164
 
@@ -127,7 +128,9 @@ class DecisionRequest(BaseModel):
     @classmethod
     def _instant_text(cls, value: Any) -> Any:
         if value is not None and not isinstance(value, str | datetime):
-            raise ValueError("an ISO 8601 instant with its offset, e.g. 2026-05-01T08:00:00Z")
+            raise PydanticCustomError(
+                "datetime_type", "an ISO 8601 instant with its offset, e.g. 2026-05-01T08:00:00Z"
+            )
         return value
 
 
