@@ -274,3 +274,14 @@ async def test_a_number_that_is_not_one_is_422_with_an_example(api: Api, written
     [detail] = error["details"]
     assert detail["path"] == "callback_number"
     assert "E.164, e.g. +1" in detail["message"], detail
+
+
+async def test_a_validators_message_comes_without_pydantics_prefix(api: Api) -> None:
+    body = {"psap_id": PSAP, "reason": "other", "location": {"lat": 47.4}}
+    resp = await api.client.post("/v1/handbacks", json=body, headers=api.center)
+    error = error_of(resp.status, await resp.json(), expected=422)
+    assert error["details"][0]["message"] == "lat and lon go together: give both or neither"
+    body = {"caller_type": "first_person", "screening": SAFE, "language": "qq"}
+    resp = await api.client.post("/v1/routing/decisions", json=body, headers=api.psap)
+    error = error_of(resp.status, await resp.json(), expected=422)
+    assert error["details"][0]["message"].startswith("'qq' is not a valid BCP 47"), error
