@@ -285,3 +285,12 @@ async def test_a_validators_message_comes_without_pydantics_prefix(api: Api) -> 
     resp = await api.client.post("/v1/routing/decisions", json=body, headers=api.psap)
     error = error_of(resp.status, await resp.json(), expected=422)
     assert error["details"][0]["message"].startswith("'qq' is not a valid BCP 47"), error
+
+
+async def test_a_misspelt_report_parameter_is_422(api: Api) -> None:
+    error = error_of(
+        *await api.get("/v1/reports/summary", api.psap, form="2026-05-01"), expected=422
+    )
+    assert error["details"][0]["did_you_mean"] == "from"
+    status, body = await api.get("/v1/reports/summary", api.psap, **{"from": "2026-05-01"})
+    assert status == 200, body
