@@ -294,3 +294,10 @@ async def test_a_misspelt_report_parameter_is_422(api: Api) -> None:
     assert error["details"][0]["did_you_mean"] == "from"
     status, body = await api.get("/v1/reports/summary", api.psap, **{"from": "2026-05-01"})
     assert status == 200, body
+
+
+async def test_handbacks_from_after_to_is_422_as_in_reports(api: Api) -> None:
+    period = {"from": "2026-03-02", "to": "2026-03-01"}
+    for path in ("/v1/handbacks", "/v1/reports/summary"):
+        error = error_of(*await api.get(path, api.psap, **period), expected=422)
+        assert error["details"][0]["path"] == "from", (path, error)

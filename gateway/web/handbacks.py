@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from aiohttp import web
 
 from gateway.core.auth import Role
-from gateway.core.errors import NotFound
+from gateway.core.errors import Invalid, NotFound
 from gateway.handback.models import (
     HANDBACK_ID_PATTERN,
     PSAP_ID_PATTERN,
@@ -68,6 +68,8 @@ async def list_handbacks(request: web.Request) -> web.Response:
         request, HandbackState, name="handbacks", principal=principal, extra=("from", "to")
     )
     start, end = query_date(request, "from"), query_date(request, "to")
+    if start is not None and end is not None and start > end:  # as GET /v1/reports/summary
+        raise Invalid("'from' is after 'to'", [{"path": "from", "message": "after 'to'"}])
     end = None if end is None else min(end, _LAST_DAY)
     page = await request.app[HANDBACKS].find(
         principal,
