@@ -5,12 +5,13 @@ name, and the handback summary line. Real app on a real port, real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import KeyMaker
+from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PSAP, SAFE
 
 OTHER_PSAP = "other-psap"
@@ -301,3 +302,29 @@ async def test_handbacks_from_after_to_is_422_as_in_reports(api: Api) -> None:
     for path in ("/v1/handbacks", "/v1/reports/summary"):
         error = error_of(*await api.get(path, api.psap, **period), expected=422)
         assert error["details"][0]["path"] == "from", (path, error)
+
+
+# ---- a new code for an expired transfer ----------------------------------------------------------
+
+
+async def test_no_new_code_once_the_code_expired(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    client = await make_client(bridge_code_ttl_s=5)  # the shortest allowed
+    psap = bearer(make_key(PSAP, "psap"))
+    body = {"caller_type": "first_person", "screening": SAFE}
+    resp = await client.post("/v1/transfers", json=body, headers=psap)
+    opened = await resp.json()
+    assert resp.status == 201, opened
+    state = opened["state"]
+    for _ in range(600):  # the expiry timer fires about five seconds later
+        state = (await (await client.get(f"/v1/transfers/{opened['id']}", headers=psap)).json())[
+            "state"
+        ]
+        if state == "expired":
+            break
+        await asyncio.sleep(0.05)
+    assert state == "expired"
+    resp = await client.post(f"/v1/transfers/{opened['id']}/code", headers=psap)
+    error = error_of(resp.status, await resp.json(), expected=409)
+    assert error["details"] == [{"state": "expired", "event": "new_code"}]
