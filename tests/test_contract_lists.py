@@ -328,3 +328,14 @@ async def test_no_new_code_once_the_code_expired(
     resp = await client.post(f"/v1/transfers/{opened['id']}/code", headers=psap)
     error = error_of(resp.status, await resp.json(), expected=409)
     assert error["details"] == [{"state": "expired", "event": "new_code"}]
+
+
+async def test_an_empty_parameter_is_no_filter(api: Api) -> None:
+    opened = await api.open()
+    for path in ("/v1/transfers", "/v1/handbacks"):
+        query = {"state": "", "psap_id": "", "since": "", "cursor": "", "limit": ""}
+        status, page = await api.get(path, api.psap, **query)
+        assert status == 200, (path, page)
+    status, page = await api.get("/v1/transfers", api.psap, state=["", "awaiting_bridge"])
+    assert status == 200, page
+    assert [t["id"] for t in page["items"]] == [opened["id"]]

@@ -82,8 +82,9 @@ def query_instant(request: web.Request, name: str) -> datetime | None:
 
 
 def query_states(request: web.Request, allowed: type[StrEnum]) -> tuple[str, ...]:
-    """Every ``state`` given (repeatable), each one of ``allowed``; 422 naming the allowed ones."""
-    values: Sequence[str] = request.query.getall("state", [])
+    """Every ``state`` given (repeatable), each one of ``allowed``; 422 naming the allowed ones.
+    An empty ``state=`` (a form's "any") is no filter, as every other empty parameter is."""
+    values: Sequence[str] = [v for v in request.query.getall("state", []) if v]
     known = {s.value for s in allowed}
     for value in values:
         if value not in known:
