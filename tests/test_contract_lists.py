@@ -339,3 +339,10 @@ async def test_an_empty_parameter_is_no_filter(api: Api) -> None:
     status, page = await api.get("/v1/transfers", api.psap, state=["", "awaiting_bridge"])
     assert status == 200, page
     assert [t["id"] for t in page["items"]] == [opened["id"]]
+
+
+async def test_a_401_names_the_bearer_scheme(api: Api) -> None:
+    for headers in ({}, {"Authorization": "Bearer not-a-key"}):
+        resp = await api.client.get("/v1/transfers", headers=headers)
+        error_of(resp.status, await resp.json(), expected=401)
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer"), resp.headers

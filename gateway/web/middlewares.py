@@ -82,6 +82,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = error_response(exc.status, exc.code, exc.message, exc.details)
         if isinstance(exc, BodyUnreadable | RequestTimeout):
             response.force_close()  # the stream's framing is lost: no next request on it
+        if isinstance(exc, Unauthorized):  # RFC 7235 §3.1, RFC 6750 §3: the scheme to use
+            response.headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
