@@ -346,3 +346,14 @@ async def test_a_401_names_the_bearer_scheme(api: Api) -> None:
         resp = await api.client.get("/v1/transfers", headers=headers)
         error_of(resp.status, await resp.json(), expected=401)
         assert resp.headers["WWW-Authenticate"].startswith("Bearer"), resp.headers
+
+
+async def test_an_unknown_field_of_a_release_is_422_before_anything_changes(api: Api) -> None:
+    opened = await api.open()
+    path = f"/v1/transfers/{opened['id']}/release"
+    resp = await api.client.post(path, json={"nte": "x"}, headers=api.psap)
+    error = error_of(resp.status, await resp.json(), expected=422)
+    assert error["details"][0]["did_you_mean"] == "note"
+    status, shown = await api.get(f"/v1/transfers/{opened['id']}", api.psap)
+    assert status == 200, shown
+    assert shown["version"] == opened["version"]
