@@ -357,3 +357,14 @@ async def test_an_unknown_field_of_a_release_is_422_before_anything_changes(api:
     status, shown = await api.get(f"/v1/transfers/{opened['id']}", api.psap)
     assert status == 200, shown
     assert shown["version"] == opened["version"]
+
+
+@pytest.mark.parametrize("value", ["no", "false", 0, None])
+async def test_police_involved_is_a_json_boolean(api: Api, value: Any) -> None:
+    opened = await api.open()  # not connected: a valid body would be 409, a bad one 422 first
+    body = {"outcome": "referred", "police_involved": value}
+    resp = await api.client.post(
+        f"/v1/transfers/{opened['id']}/disposition", json=body, headers=api.center
+    )
+    error = error_of(resp.status, await resp.json(), expected=422)
+    assert [d["path"] for d in error["details"]] == ["police_involved"], error
