@@ -309,3 +309,49 @@ async def test_a_gateway_that_restarts_reconciles_the_handbacks_it_missed(
         assert [a["outcome"] for a in connected["attempts"]] == ["answered"]
         assert dials_to(line, transfer["id"], HANDBACK_LINE) == 1
         assert changes_to(line, leg) == []
+
+
+async def test_a_call_that_ended_during_a_redis_outage_fails_its_dialing_handback(
+    make_client: AppFactory,
+    settings: Settings,
+    psap_key: str,
+    center: dict[str, str],
+    redis_process: RedisProcess,
+) -> None:
+    """The PSAP's line rings; Redis stops; the caller and the counselor hang up, so the
+    conference ends and its callbacks get errors. Once Redis answers, the handback is
+    reconciled before the transfer (whose completion takes it out of the live index): the
+    ringing leg is cancelled — never answered into an empty conference — and the handback
+    fails; the transfer completes."""
+    psap_line = PartyConfig(behaviour=Behaviour.NO_ANSWER)
+    async with gateway(make_client, settings, psap_key, redis_process, psap_line) as (
+        line,
+        reader,
+    ):
+        transfer, caller, counselor_leg = await connected_transfer(line)
+        handback_id = await hand_back(line, center, transfer["id"])
+        leg = await recorded_leg(reader, handback_id)
+        await line.sandbox.wait_for_kind("call.status", 5, call_sid=leg, status="ringing")
+
+        redis_process.stop()
+        line.sandbox.hang_up(caller)
+        line.sandbox.hang_up(counselor_leg)
+        await line.sandbox.wait_for(
+            lambda e: (
+                e["kind"] == "webhook.sent"
+                and e["details"].get("purpose") == "conference-status"
+                and e["details"]["params"].get("StatusCallbackEvent") == "conference-end"
+                and e["details"].get("status", 0) >= 500
+            ),
+            timeout=15,
+        )
+        assert line.sandbox.call(leg)["status"] == "ringing"
+        redis_process.start()
+        await ready_again(line)
+
+        failed = await handback_state(line, handback_id, "failed")
+        assert [a["outcome"] for a in failed["attempts"]] == ["failed"]
+        ended = await line.sandbox.wait_for_call_end(leg)
+        assert (ended["status"], ended["ended_by"]) == ("canceled", "rest-api")
+        await line.wait_state(transfer["id"], "completed", within_s=10)
+        assert dials_to(line, transfer["id"], HANDBACK_LINE) == 1
