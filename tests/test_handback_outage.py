@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -32,7 +32,7 @@ from gateway.web.appkeys import HANDBACKS, SETTINGS
 from tests import test_handback_flows as flows
 from tests.conftest import AppFactory
 from tests.faults import RedisProcess
-from tests.telephony import PRIMARY, PUBLIC, Line, short_ring_timeouts, wired
+from tests.telephony import PRIMARY, PSAP, PUBLIC, Line, short_ring_timeouts, wired
 from tests.test_handback_api import FULL
 from tests.test_handback_flows import HANDBACK_LINE, connected_transfer, dials_to
 
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow
 
 center = flows.center  # the fixture, shared
 
-SLOW_RING = {
+SLOW_RING: dict[str, Any] = {
     "handback_ring_timeout_s": 60,  # the gateway's ring timer never decides here
     "handback_retry_delay_s": 0.5,
     "handback_attempts": 2,
@@ -58,7 +58,7 @@ def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
 @pytest.fixture
 def psap_key(make_key: Any, config_dir: Path) -> str:
     short_ring_timeouts(config_dir, 8)
-    key: str = make_key(flows.PSAP, "psap")
+    key: str = make_key(PSAP, "psap")
     return key
 
 
@@ -148,9 +148,10 @@ async def handback_state(
 async def footprint(reader: Redis, handback_id: str, transfer_id: str) -> list[Any]:
     """Everything a reconciliation could write for the handback and its transfer: both
     records (state, version, attempts), both audit trails, the legs, the armed timers."""
+    due = await reader.zrange(keys.TIMERS_DUE, 0, -1, withscores=True)
     timers = [
         (text(member), score)
-        for member, score in await reader.zrange(keys.TIMERS_DUE, 0, -1, withscores=True)
+        for member, score in cast(list[tuple[bytes, float]], due)
         if handback_id in text(member) or transfer_id in text(member)
     ]
     return [
