@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -68,19 +68,22 @@ from gateway.web.webhooks import WEBHOOKS
 log = logging.getLogger(__name__)
 
 
-def redis_client(settings: Settings) -> Redis:
+def redis_client(settings: Settings, on_failover: Callable[[str], None] | None = None) -> Redis:
+    """``on_failover``: told when a Sentinel or Cluster command had to be sent again."""
     if settings.redis_url is None:
         raise ValueError("GATEWAY_REDIS_URL is not set (serve starts an embedded Redis)")
     return connect(
         settings.redis_url,
         socket_timeout_s=settings.redis_socket_timeout_s,
         max_connections=settings.redis_max_connections,
+        on_failover=on_failover,
     )
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = redis_client(settings)
+    # A failover may lose writes the old primary acknowledged: reconcile after one.
+    redis = redis_client(settings, on_failover=app[OUTAGES].note)
     app[REDIS] = redis
     app[STORE] = TransferStore(
         redis, retention_s=settings.retention_s, audit_maxlen=settings.audit_maxlen
