@@ -222,9 +222,11 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
-    """After Redis was unreachable (and once at start), ask the provider about live transfers."""
+    """After Redis was unreachable (and once at start), ask the provider about live handbacks
+    and transfers (handbacks first: a transfer completed here leaves their index)."""
     watch = app[OUTAGES]
-    app[TASKS].spawn(watch.run(app[REDIS], app[TRANSFERS].reconcile), name="reconcile")
+    checks = {"handbacks": app[HANDBACKS].reconcile, "transfers": app[TRANSFERS].reconcile}
+    app[TASKS].spawn(watch.run(app[REDIS], checks), name="reconcile")
     yield
     watch.stop()
 
