@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all run test lint typecheck format bench bench-webhooks clean
+.PHONY: all run test lint typecheck format bench bench-webhooks bench-shard clean
 
 all: lint typecheck test
 
@@ -37,6 +37,9 @@ bench: $(STAMP)
 
 bench-webhooks: $(STAMP)
 	$(BIN)/python benchmarks/webhooks.py $(BENCH_ARGS)
+
+bench-shard: $(STAMP)
+	$(BIN)/python benchmarks/shard.py
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.core.redis_client import parse_sentinel
 from gateway.core.settings import Settings
 from tests.conftest import ROOT
 
@@ -221,3 +222,92 @@ def test_dockerfile_exposes_8080_and_checks_readiness(dockerfile: list[tuple[str
 def test_dockerignore_keeps_local_state_and_keys_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".state", "config/api_keys.yaml"} <= set(ignored)
+
+
+# --- docker-compose.ha.yml: two gateways, a primary with two replicas, three sentinels -----------
+
+SENTINEL_PORT = 26379
+
+
+@pytest.fixture(scope="module")
+def ha_compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.ha.yml").read_text())
+    return data
+
+
+def redis_words(service: dict[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return [str(w) for w in command] if isinstance(command, list) else shlex.split(command)
+
+
+def flag(words: list[str], name: str) -> str:
+    return words[words.index(name) + 1]
+
+
+def test_ha_redis_nodes_persist_and_refuse_unreplicated_writes(ha_compose: dict[str, Any]) -> None:
+    services = ha_compose["services"]
+    nodes = {name: s for name, s in services.items() if s.get("image") == "redis:7-alpine"}
+    redis_nodes = {n: s for n, s in nodes.items() if "--sentinel" not in " ".join(redis_words(s))}
+    assert len(redis_nodes) == 3, sorted(redis_nodes)
+    primaries = [n for n, s in redis_nodes.items() if "--replicaof" not in redis_words(s)]
+    assert primaries == ["redis-1"]
+    for name, service in redis_nodes.items():
+        words = redis_words(service)
+        assert words[0] == "redis-server"
+        assert flag(words, "--appendonly") == "yes"
+        assert flag(words, "--min-replicas-to-write") == "1"
+        assert int(flag(words, "--min-replicas-max-lag")) <= 10
+        assert flag(words, "--replica-announce-ip") == name
+        if name != "redis-1":
+            assert words[words.index("--replicaof") + 1 : words.index("--replicaof") + 3] == [
+                "redis-1",
+                "6379",
+            ]
+        (data,) = [v for v in service["volumes"] if str(v).endswith(":/data")]
+        assert str(data).split(":")[0] in ha_compose["volumes"]
+
+
+def test_ha_sentinels_share_the_shipped_config(ha_compose: dict[str, Any]) -> None:
+    services = ha_compose["services"]
+    sentinels = {n: s for n, s in services.items() if "--sentinel" in " ".join(redis_words(s))}
+    assert len(sentinels) == 3, sorted(sentinels)
+    conf = (ROOT / "deploy" / "sentinel.conf").read_text().splitlines()
+    monitor = next(line.split() for line in conf if line.startswith("sentinel monitor "))
+    _, _, service_name, host, port, quorum = monitor
+    assert (host, port) == ("redis-1", "6379")
+    assert int(quorum) == len(sentinels) // 2 + 1  # a majority must agree
+    assert f"port {SENTINEL_PORT}" in conf
+    for service in sentinels.values():
+        mounts = [str(v) for v in service["volumes"]]
+        config = [m for m in mounts if m.startswith("./deploy/sentinel.conf:")]
+        assert config, mounts
+        target = config[0].split(":")[1]
+        assert target in " ".join(redis_words(service))
+        assert any(m.endswith(":/data") for m in mounts)  # a sentinel rewrites its own copy
+    gateway = services["gateway"]
+    url = gateway["environment"]["GATEWAY_REDIS_URL"]
+    addresses, name, db, _ = parse_sentinel(url)
+    assert name == service_name
+    assert db == 0
+    assert sorted(addresses) == sorted((n, SENTINEL_PORT) for n in sentinels)
+    assert set(gateway["depends_on"]) == set(sentinels)
+
+
+def test_ha_runs_two_gateways_with_valid_settings(ha_compose: dict[str, Any]) -> None:
+    gateway = ha_compose["services"]["gateway"]
+    assert gateway["deploy"]["replicas"] >= 2
+    ports = [str(p) for p in gateway["ports"]]
+    assert any(p.endswith(":8080") and "-" in p.split(":")[0] for p in ports), ports
+    env = gateway["environment"]
+    values = {
+        name.removeprefix("GATEWAY_").lower(): resolve(str(value), SAMPLE_HOST_ENV)
+        for name, value in env.items()
+    }
+    settings = Settings.model_validate(values)
+    assert settings.redis_url is not None
+    assert settings.redis_url.startswith("redis+sentinel://")
+    assert settings.sandbox_enabled is False
+    names = gateway_env_names((ROOT / "docker-compose.ha.yml").read_text())
+    unknown = {n for n in names if n.removeprefix("GATEWAY_").lower() not in Settings.model_fields}
+    assert not unknown, f"not settings: {sorted(unknown)}"
+    assert "readyz" in " ".join(gateway["healthcheck"]["test"])

@@ -9,6 +9,7 @@ after a restart, no request fails for a connection opened before it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from redis.asyncio import Redis
 
 from gateway.core import keys
 from gateway.core.records import Tally
-from gateway.core.redis_client import connect
+from gateway.core.redis_client import FAILOVER_ERRORS, FailoverRetry, connect
 from gateway.core.timers import Timer, TimerQueue
 from gateway.handback.store import HandbackStore
 from gateway.transfer.service import code_digest
@@ -164,3 +165,69 @@ async def test_timers_claimed_by_a_call_whose_reply_was_lost_are_still_handed_ou
         assert await queue.claim("worker", lease_s=30) == []  # not handed out twice
     finally:
         await client.aclose()
+
+
+class ReplyHoldingProxy(ReplyDroppingProxy):
+    """Like ``ReplyDroppingProxy``, but once armed it forwards the command and then never
+    relays its reply, keeping the connection open: the caller's socket times out — a primary
+    that stopped answering mid-failover, after running the command."""
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._open.update((writer, up_writer))
+        upstream = asyncio.create_task(self._relay(up_reader, writer))
+        try:
+            while chunk := await reader.read(65536):
+                up_writer.write(chunk)
+                await up_writer.drain()
+                if self._pattern is not None and self._pattern in chunk:
+                    self._pattern = None
+                    upstream.cancel()  # the server runs it; its reply goes nowhere
+                    self.dropped += 1
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            upstream.cancel()
+            for w in (writer, up_writer):
+                self._open.discard(w)
+                w.close()
+                with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                    await w.wait_closed()
+
+
+@pytest.mark.ha
+async def test_a_transition_timed_out_during_a_failover_is_sent_again_and_applied_once(
+    redis_process: RedisProcess,
+) -> None:
+    """The Sentinel/Cluster client also sends a command again after a timeout (the old primary
+    may be silent, not gone); the script's token makes the repeat "already applied"."""
+    proxy = ReplyHoldingProxy(redis_process.port)
+    await proxy.start()
+    told: list[str] = []
+    client = Redis.from_url(  # what connect() builds for a Sentinel set, minus the sentinels
+        proxy.url,
+        socket_timeout=0.5,
+        retry=FailoverRetry(window_s=5, on_failure=told.append),
+        retry_on_error=list(FAILOVER_ERRORS),
+    )
+    direct = Redis(host="127.0.0.1", port=redis_process.port, decode_responses=True)
+    try:
+        store = TransferStore(client, retention_s=3600)
+        await _warm(store)
+        await store.create("tr_1", psap_id=PSAP, state=TransferState.AWAITING_BRIDGE, fields={})
+        proxy.drop_next_reply(b"EVALSHA")
+        result = await store.transition(
+            "tr_1",
+            TransferEvent.BRIDGED,
+            psap_id=PSAP,
+            expected_state=TransferState.AWAITING_BRIDGE,
+            expected_version=1,
+        )
+        assert proxy.dropped == 1
+        assert told == ["TimeoutError"]
+        assert (result.state, result.version) == (TransferState.RINGING, 2)
+        assert await direct.xlen(keys.transfer_audit("tr_1")) == 2  # created, bridged: once
+    finally:
+        await client.aclose()
+        await direct.aclose()
+        await proxy.aclose()

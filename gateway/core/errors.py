@@ -98,11 +98,12 @@ class UnsupportedMediaType(GatewayError):
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    """Each error as its path and message — never the offending value, which may be personal."""
+    """Each error as its path and message — never the offending value, which may be personal.
+    A validator's own message is given as it is, without pydantic's ``Value error, `` prefix."""
     return [
         {
             "path": ".".join(str(part) for part in err["loc"]) or "$",
-            "message": err["msg"],
+            "message": err["msg"].removeprefix("Value error, "),
             "type": err["type"],
         }
         for err in exc.errors(include_url=False, include_input=False)

@@ -3,9 +3,10 @@
 Twilio does not retry a status callback that was answered with an error, so while Redis is
 unreachable every answered, busy or ended leg reported to this process is gone for good. An
 ``OutageWatch`` is told of every such moment (a Redis error in a webhook or the timer worker, a
-5xx answered to Twilio) and, once Redis answers again, runs the reconciliation — asking the
-provider about every ringing and connected transfer (``TransferService.reconcile``). It also runs
-once when the process starts: a process that starts may be replacing one that crashed.
+5xx answered to Twilio) and, once Redis answers again, runs the reconciliations in order —
+asking the provider about the leg of every live handback (``HandbackService.reconcile``), then
+about every ringing and connected transfer (``TransferService.reconcile``). It also runs once
+when the process starts: a process that starts may be replacing one that crashed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -21,7 +22,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 Reconcile = Callable[[], Awaitable[int]]
-"""Checks every live transfer with the provider; the number checked."""
+"""Checks every live record of one kind with the provider; the number checked."""
 
 
 class OutageWatch:
@@ -50,9 +51,11 @@ class OutageWatch:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self, redis: Redis, reconcile: Reconcile) -> None:
-        """Until stopped: whenever noted, wait for Redis to answer, then reconcile. A
-        reconciliation that fails is tried again ``retry_s`` later."""
+    async def run(self, redis: Redis, reconciles: Mapping[str, Reconcile]) -> None:
+        """Until stopped: whenever noted, wait for Redis to answer, then run ``reconciles``
+        (by the kind of record each checks, in order: an earlier one may rely on an index a
+        later one changes). When one fails, all are tried again ``retry_s`` later — each is
+        idempotent, so what the others applied is not applied twice."""
         while not self._stopping.is_set():
             await self._wait(self._pending)
             if self._stopping.is_set():
@@ -60,7 +63,7 @@ class OutageWatch:
             self._pending.clear()
             try:
                 await redis.ping()
-                checked = await reconcile()
+                checked = {kind: await reconcile() for kind, reconcile in reconciles.items()}
             except (RedisError, OSError) as exc:
                 self._pending.set()
                 log.info("reconcile deferred", extra={"error": type(exc).__name__})
@@ -73,7 +76,7 @@ class OutageWatch:
                 continue
             self.runs += 1
             self._outage = False
-            log.info("reconciled with the provider", extra={"transfers": checked})
+            log.info("reconciled with the provider", extra=checked)
 
     async def _pause(self) -> None:
         with contextlib.suppress(TimeoutError):

@@ -75,7 +75,8 @@ def to_e164(text: str, region: str = DEFAULT_REGION) -> str:
         raise PhoneNumberError(
             f"a phone number is at most {MAX_LENGTH} characters; {_what_to_send(region)}"
         )
-    body = text[1:] if text.startswith("+") else text
+    stripped = text.strip(" ")  # a pasted " +1 206 …" keeps its "+" in front
+    body = stripped[1:] if stripped.startswith("+") else stripped
     for char in body:
         if char in _ASCII_DIGITS or char in _SEPARATORS:
             continue
@@ -126,9 +127,11 @@ def _phone_number(value: str, info: ValidationInfo) -> str:
 
 PhoneNumber = Annotated[
     str,
-    StringConstraints(max_length=MAX_LENGTH),
+    # Not ``StringConstraints(max_length=…)``: its error would say nothing of what to send.
+    # ``to_e164`` refuses a longer text with an E.164 example (DESIGN.md §9).
     AfterValidator(_phone_number),
     Field(
+        json_schema_extra={"maxLength": MAX_LENGTH},
         description=(
             "A phone number, answered in E.164. Sent in E.164 or in the national format of the "
             "PSAP's country (ISO 3166 alpha-2, default US); ASCII digits only."

@@ -13,7 +13,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.core.phone import PhoneNumber
-from gateway.core.redis_client import SCHEMES, SENTINEL_SCHEME, parse_sentinel
+from gateway.core.redis_client import check_url
 
 
 class Settings(BaseSettings):
@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     replaces any that dies; they share all state through Redis."""
     redis_url: str | None = None
     """Redis: ``redis://``, ``rediss://``, ``unix://``, or a Sentinel set as
-    ``redis+sentinel://host:port[,host:port]/<service>[/<db>]``. Unset: ``serve`` starts an
+    ``redis+sentinel://host:port[,host:port]/<service>[/<db>]``, or a Redis Cluster as
+    ``redis+cluster://host:port[,host:port]``. Unset: ``serve`` starts an
     embedded redis-server under ``state_dir``."""
     config_dir: Path = Path("config")
     state_dir: Path = Path(".state")
@@ -104,10 +105,7 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is None or not value:
             return None
-        if not value.startswith(tuple(f"{scheme}://" for scheme in SCHEMES)):
-            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
-        if value.startswith(SENTINEL_SCHEME + "://"):
-            parse_sentinel(value)  # a malformed sentinel URL fails here, at start
+        check_url(value)  # a malformed Sentinel or Cluster URL fails here, at start
         return value
 
     @model_validator(mode="after")

@@ -56,7 +56,15 @@ from gateway.core.errors import Conflict, Forbidden, Invalid
 from gateway.core.legs import Dial, Dialer, conference_in_progress
 from gateway.core.metrics import Metrics
 from gateway.core.paging import DEFAULT_LIMIT, Position
-from gateway.core.ports import CadError, CadSink, NoticeError, Notifier, Telephony, TelephonyError
+from gateway.core.ports import (
+    CadError,
+    CadSink,
+    Leg,
+    NoticeError,
+    Notifier,
+    Telephony,
+    TelephonyError,
+)
 from gateway.core.records import Tally, encode_fields
 from gateway.core.settings import Settings
 from gateway.core.tasks import TaskSet
@@ -115,6 +123,15 @@ LIVENESS_TIMER = "handback_liveness"
 CALL_ENDED = "call_ended"
 """Why a live handback failed when the transfer's call was over before a call-taker answered
 (before a dial attempt, or while the handback line rang)."""
+LEG_OUTCOMES: Mapping[str, AttemptOutcome] = {
+    "busy": "busy",
+    "no-answer": "no_answer",
+    "failed": "failed",
+    "canceled": "timeout",
+}
+"""An attempt's outcome from its leg's final call status as the provider reports it when
+asked: the statuses its own callback would have reported, and ``canceled`` — only the gateway's
+ring timer cancels a leg of the current attempt, so its transition is what was lost."""
 NOTICE_RETRY_DELAYS_S = (2.0, 10.0, 30.0, 120.0, 300.0)
 """Pauses between deliveries of one notice to a center; after the last, it is flagged."""
 
@@ -936,6 +953,91 @@ class HandbackService:
         handback_id = str(payload["handback_id"])
         if await self.check_leg(handback_id):
             await self.timers.arm([self._liveness_timer(handback_id, datetime.now(UTC))])
+
+    # ---- after an outage: what the provider says ---------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Ask the provider about the leg of every live handback, and apply what was missed —
+        after Redis was unreachable, when status callbacks answered with an error are gone for
+        good (Twilio does not retry them), and once at start. Returns the number checked.
+
+        Live handbacks are found through the index the store keeps: each ringing or connected
+        transfer's live-handback guard (``keys.xfer_handback``, read for the PSAP's active
+        transfers) — no scan. Run before ``TransferService.reconcile``: a transfer it completes
+        leaves that index, and its handback would be missed until its own timers.
+
+        Dialing: the caller's conference is over (or the transfer no longer connected) → the
+        leg is cancelled while it rings and the handback fails (``call_ended``), as on the
+        conference's end; the attempt's leg answered → connected; it ended ``busy``,
+        ``no-answer`` or ``failed`` (``canceled``: timed out) → the next attempt or ``failed``, as
+        its own callback would; ``completed`` (it answered and hung up unreported) → connected,
+        then completed. Connected: the leg has ended → completed. A leg still ringing, a redial
+        not yet made, a leg still talking: nothing is written. Every change goes through the
+        same guarded transitions as the callbacks, so a reconciliation run twice, or beside a
+        late callback, changes nothing twice."""
+        loaded = await self.policy.current()
+        checked = 0
+        for psap in loaded.document.psaps:
+            for transfer_id in sorted(await self.transfers.active_for_psap(psap.id)):
+                handback_id = await self.store.live_of_transfer(transfer_id)
+                if handback_id is None:
+                    continue
+                try:
+                    await self._reconcile_one(handback_id)
+                except HandbackNotFound:
+                    continue
+                except TelephonyError as exc:
+                    log.warning(
+                        "handback reconcile check failed",
+                        extra={"handback_id": handback_id, "error": str(exc)},
+                    )
+                checked += 1
+        return checked
+
+    async def _reconcile_one(self, handback_id: str) -> None:
+        handback = await self.store.get(handback_id)
+        attempt = len(handback.attempts)
+        if handback.state is S.DIALING:
+            if not self._is_current(handback, attempt):
+                return  # a redial waits for its timer
+            if not await self._call_still_live(handback) or (
+                handback.mode == "live"
+                and not await self.telephony.conference_live(self.conference_of(handback))
+            ):
+                await self._conference_ended(handback_id)
+                return
+            leg = await self._attempt_leg(handback, attempt)
+            if leg is None or leg.ringing:
+                return  # not dialed yet (its dial timer dials), or still ringing
+            if leg.answered:
+                await self.answered(handback_id, attempt)
+            elif leg.status == "completed":
+                await self.answered(handback_id, attempt)  # only an answered leg completes
+                await self.leg_ended(handback_id, attempt, actor="reconcile")
+            else:
+                await self.attempt_over(
+                    handback_id, attempt, LEG_OUTCOMES.get(leg.status, "failed")
+                )
+        elif handback.state is S.CONNECTED:
+            leg = await self._attempt_leg(handback, attempt)
+            if leg is None:
+                await self.check_leg(handback_id)
+            elif not (leg.answered or leg.ringing):
+                await self.leg_ended(handback_id, attempt, actor="reconcile")
+
+    async def _attempt_leg(self, handback: Handback, attempt: int) -> Leg | None:
+        """The attempt's leg as the provider reports it now (recorded when found only there);
+        None when no dial of it has reached the provider. ``TelephonyError`` when the provider
+        cannot say."""
+        call_sid = (await self.store.legs(handback.id)).get(f"attempt:{attempt}")
+        if call_sid is not None:
+            return await self.telephony.call(call_sid)
+        leg = await self.telephony.find_participant(
+            self.conference_of(handback), f"handback-{attempt}"
+        )
+        if leg is not None:
+            await self.store.set_leg(handback.id, f"attempt:{attempt}", leg.call_sid)
+        return leg
 
     async def center_left(self, handback_id: str) -> None:
         """Data-only: the center's bridge-line leg left while the PSAP rang — cancel the

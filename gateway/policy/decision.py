@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 
@@ -14,7 +15,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from gateway.core.phone import E164
 
@@ -113,10 +116,22 @@ class DecisionRequest(BaseModel):
     caller_type: CallerType
     screening: Screening
     language: LanguageTag = "en"
-    transfers_so_far: int = Field(default=0, ge=0, le=100)
+    transfers_so_far: int = Field(default=0, ge=0, le=100, strict=True)
+    """A JSON integer: ``"1"``, ``1.0`` or ``true`` are refused (422), as the screening
+    answers are strict."""
     tags: list[str] = Field(default_factory=list, max_length=20)
     at: AwareDatetime | None = None
-    """The instant schedules are evaluated at; now when absent."""
+    """The instant schedules are evaluated at (ISO 8601 text with its offset); now when
+    absent. A number (a Unix time) is refused (422)."""
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _instant_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | datetime):
+            raise PydanticCustomError(
+                "datetime_type", "an ISO 8601 instant with its offset, e.g. 2026-05-01T08:00:00Z"
+            )
+        return value
 
 
 class DestinationRef(BaseModel):

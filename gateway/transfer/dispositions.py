@@ -13,7 +13,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core import keys
 from gateway.core.auth import Principal, Role, require_role
@@ -36,7 +36,9 @@ class DispositionRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     outcome: DispositionOutcome
-    police_involved: bool
+    police_involved: bool = Field(strict=True)
+    """A JSON boolean: ``"no"``, ``"false"`` or ``0`` are refused (422), as the screening
+    answers are — the figure "resolved without police" counts on it."""
 
 
 class DispositionService:

@@ -104,7 +104,10 @@ class TransferView(Transfer):
 
 
 class ReleaseRequest(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """``POST /v1/transfers/{id}/release``: no body, or an optional note. Unknown fields are
+    422 naming each, as in every other request body."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     note: str | None = Field(default=None, max_length=200)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -68,19 +68,22 @@ from gateway.web.webhooks import WEBHOOKS
 log = logging.getLogger(__name__)
 
 
-def redis_client(settings: Settings) -> Redis:
+def redis_client(settings: Settings, on_failover: Callable[[str], None] | None = None) -> Redis:
+    """``on_failover``: told when a Sentinel or Cluster command had to be sent again."""
     if settings.redis_url is None:
         raise ValueError("GATEWAY_REDIS_URL is not set (serve starts an embedded Redis)")
     return connect(
         settings.redis_url,
         socket_timeout_s=settings.redis_socket_timeout_s,
         max_connections=settings.redis_max_connections,
+        on_failover=on_failover,
     )
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = redis_client(settings)
+    # A failover may lose writes the old primary acknowledged: reconcile after one.
+    redis = redis_client(settings, on_failover=app[OUTAGES].note)
     app[REDIS] = redis
     app[STORE] = TransferStore(
         redis, retention_s=settings.retention_s, audit_maxlen=settings.audit_maxlen
@@ -219,9 +222,11 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
-    """After Redis was unreachable (and once at start), ask the provider about live transfers."""
+    """After Redis was unreachable (and once at start), ask the provider about live handbacks
+    and transfers (handbacks first: a transfer completed here leaves their index)."""
     watch = app[OUTAGES]
-    app[TASKS].spawn(watch.run(app[REDIS], app[TRANSFERS].reconcile), name="reconcile")
+    checks = {"handbacks": app[HANDBACKS].reconcile, "transfers": app[TRANSFERS].reconcile}
+    app[TASKS].spawn(watch.run(app[REDIS], checks), name="reconcile")
     yield
     watch.stop()
 

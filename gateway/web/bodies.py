@@ -310,8 +310,17 @@ def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[
     """(path, name, closest known name or "") of the unknown field at ``loc``."""
     name = str(loc[-1])[:_NAME_CHARS]
     path = ".".join([*(str(part) for part in loc[:-1]), name])
-    close = difflib.get_close_matches(name, _known_names(model, loc[:-1]), n=1)
+    known = _known_names(model, loc[:-1])
+    close = difflib.get_close_matches(name, known, n=1) or _shortened(name, known)
     return path, name, close[0] if close else ""
+
+
+def _shortened(name: str, known: list[str]) -> list[str]:
+    """The one known name ``name`` is the start of, when difflib finds none: ``consent`` for
+    ``consent_to_transfer`` (a shortened name is as likely a slip as a misspelt one)."""
+    lowered = name.lower()
+    starts = [k for k in known if len(lowered) >= 4 and k.startswith(lowered)]
+    return starts if len(starts) == 1 else []
 
 
 def _known_names(model: type[BaseModel], parent: tuple[int | str, ...]) -> list[str]:

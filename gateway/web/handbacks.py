@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from aiohttp import web
 
 from gateway.core.auth import Role, require_role
-from gateway.core.errors import NotFound
+from gateway.core.errors import Invalid, NotFound
 from gateway.handback.models import (
     HANDBACK_ID_PATTERN,
     PSAP_ID_PATTERN,
@@ -25,7 +25,7 @@ from gateway.transfer.dispositions import DispositionRequest
 from gateway.transfer.models import Transfer
 from gateway.web.appkeys import DISPOSITIONS, HANDBACKS
 from gateway.web.bodies import query_date, read_model
-from gateway.web.lists import list_query
+from gateway.web.lists import cursor_scope, list_query, scoped_cursor
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Query, Route
 from gateway.web.scope import read_handback_request
@@ -64,11 +64,16 @@ _LAST_DAY = date.max - timedelta(days=1)
 
 async def list_handbacks(request: web.Request) -> web.Response:
     """``?state=&psap_id=&since=&from=&to=&limit=&cursor=`` — newest first, paged (§9)."""
-    query = list_query(request, HandbackState)
+    principal = principal_of(request)
+    query = list_query(
+        request, HandbackState, name="handbacks", principal=principal, extra=("from", "to")
+    )
     start, end = query_date(request, "from"), query_date(request, "to")
+    if start is not None and end is not None and start > end:  # as GET /v1/reports/summary
+        raise Invalid("'from' is after 'to'", [{"path": "from", "message": "after 'to'"}])
     end = None if end is None else min(end, _LAST_DAY)
     page = await request.app[HANDBACKS].find(
-        principal_of(request),
+        principal,
         psap_id=query.psap_id,
         start=start,
         end=end,
@@ -77,6 +82,7 @@ async def list_handbacks(request: web.Request) -> web.Response:
         before=query.before,
         limit=query.limit,
     )
+    page.next_cursor = scoped_cursor(page.next_cursor, cursor_scope("handbacks", principal))
     hidden: set[str] = {"bridge_code", "bridge_number"}
     if page.items and page.items[0].summary is None:
         hidden |= READABLE_FIELDS

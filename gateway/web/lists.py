@@ -1,10 +1,16 @@
 """The query of a paged list (DESIGN.md §9), read once for ``/v1/transfers`` and
 ``/v1/handbacks``: ``state`` (repeatable), ``psap_id``, ``since`` (an ISO 8601 instant),
 ``limit`` (1 to 200, default 50) and ``cursor`` (a ``next_cursor`` as a list answered it).
-Anything else there is 422 naming the parameter, in the JSON error shape."""
+Anything else there is 422 naming the parameter, in the JSON error shape: a parameter the list
+does not take (with the closest known name: a misspelt ``states`` must not silently list every
+state), and a cursor another list, or another organization's key, was answered."""
 
 from __future__ import annotations
 
+import base64
+import difflib
+import hashlib
+import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -16,18 +22,21 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.core import keys
+from gateway.core.auth import Principal
 from gateway.core.errors import Invalid, Unavailable
 from gateway.core.paging import DEFAULT_LIMIT, MAX_LIMIT, Position, decode_cursor
 from gateway.web.appkeys import HANDBACKS, POLICY, REDIS, STORE
 from gateway.web.bodies import query_int, query_text
+from gateway.web.scope import own_psap_id
 
 log = logging.getLogger(__name__)
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 """A PSAP's or a destination's id, as the policy spells them."""
 _INSTANT_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$", re.ASCII
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$", re.ASCII
 )
+"""Up to nanoseconds (Go's RFC3339Nano, Java's ``Instant``), read to the microsecond."""
 
 
 def _bad(name: str, expected: str) -> Invalid:
@@ -55,11 +64,13 @@ def query_id(request: web.Request, name: str) -> str | None:
 
 def query_instant(request: web.Request, name: str) -> datetime | None:
     """Query parameter ``name`` as an ISO 8601 instant with its offset (``Z`` or ``±hh:mm``),
-    e.g. ``2026-05-01T08:00:00Z`` (None when absent); 422 otherwise. A ``+`` left unencoded in
-    a query string arrives as a space, and is read as the ``+`` it was."""
+    e.g. ``2026-05-01T08:00:00Z``, up to nanoseconds, ``t`` and ``z`` as RFC 3339 allows (None
+    when absent); 422 otherwise. A ``+`` left unencoded in a query string arrives as a space,
+    and is read as the ``+`` it was."""
     value = query_text(request, name)
     if value is None:
         return None
+    value = value.upper()  # RFC 3339 allows "t" and "z"
     if value.count(" ") == 1 and ("T" in value or value.index(" ") > 10):
         value = value.replace(" ", "+")  # "…T08:00:00 02:00" was "…T08:00:00+02:00"
     try:
@@ -71,8 +82,9 @@ def query_instant(request: web.Request, name: str) -> datetime | None:
 
 
 def query_states(request: web.Request, allowed: type[StrEnum]) -> tuple[str, ...]:
-    """Every ``state`` given (repeatable), each one of ``allowed``; 422 naming the allowed ones."""
-    values: Sequence[str] = request.query.getall("state", [])
+    """Every ``state`` given (repeatable), each one of ``allowed``; 422 naming the allowed ones.
+    An empty ``state=`` (a form's "any") is no filter, as every other empty parameter is."""
+    values: Sequence[str] = [v for v in request.query.getall("state", []) if v]
     known = {s.value for s in allowed}
     for value in values:
         if value not in known:
@@ -80,13 +92,83 @@ def query_states(request: web.Request, allowed: type[StrEnum]) -> tuple[str, ...
     return tuple(dict.fromkeys(values))
 
 
-def list_query(request: web.Request, states: type[StrEnum]) -> ListQuery:
+PAGING = ("state", "psap_id", "since", "limit", "cursor")
+"""The query parameters every list takes (DESIGN.md §9)."""
+
+
+def check_names(request: web.Request, known: Sequence[str]) -> None:
+    """422 naming every query parameter not in ``known``, each with the closest known name
+    when there is one (``states`` → ``state``), as unknown body fields are."""
+    unknown = [name for name in dict.fromkeys(request.query.keys()) if name not in known]
+    if not unknown:
+        return
+    details = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        detail = {"path": name[:40], "message": "unknown query parameter"}
+        if close:
+            detail["message"] += f"; did you mean {close[0]!r}?"
+            detail["did_you_mean"] = close[0]
+        details.append(detail)
+    raise Invalid(
+        "unknown query parameter(s): "
+        + ", ".join(repr(d["path"]) for d in details)
+        + "; this list takes "
+        + ", ".join(known),
+        details,
+    )
+
+
+def _cursor_tag(scope: str) -> str:
+    digest = hashlib.sha256(scope.encode()).digest()[:9]
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def cursor_scope(name: str, principal: Principal) -> str:
+    """What a cursor is answered for: one list (``transfers``, ``handbacks``), seen by one
+    role of one organization (what the list shows depends on nothing else)."""
+    return f"{name}:{principal.role}:{principal.org}"
+
+
+def scoped_cursor(cursor: str | None, scope: str) -> str | None:
+    """``next_cursor`` as answered: the position's cursor, ``.``, and a tag of ``scope`` (a
+    cursor of another list or another organization's key is refused, not quietly read)."""
+    return None if cursor is None else f"{cursor}.{_cursor_tag(scope)}"
+
+
+def _unscoped(cursor: str, scope: str) -> Position:
+    position, dot, tag = cursor.rpartition(".")
+    if not dot or not position:
+        raise _bad("cursor", "a next_cursor exactly as a list answered it")
+    if not hmac.compare_digest(tag.encode(), _cursor_tag(scope).encode()):
+        raise _bad(
+            "cursor",
+            "a next_cursor this list answered to a key of this organization and role",
+        )
+    return decode_cursor(position)
+
+
+def list_query(
+    request: web.Request,
+    states: type[StrEnum],
+    *,
+    name: str,
+    principal: Principal,
+    extra: Sequence[str] = (),
+) -> ListQuery:
+    """The paging query of list ``name`` as ``principal`` asks it: ``PAGING`` and ``extra``
+    parameters only (422 otherwise, ``check_names``); a ``psap`` key's ``psap_id`` is its own
+    (another: 403 naming the key's org, ``own_psap_id``)."""
+    check_names(request, (*PAGING, *extra))
     cursor = query_text(request, "cursor")
+    psap_id = query_id(request, "psap_id")
+    if psap_id is not None:
+        own_psap_id(principal, psap_id)
     return ListQuery(
         states=query_states(request, states),
-        psap_id=query_id(request, "psap_id"),
+        psap_id=psap_id,
         since=query_instant(request, "since"),
-        before=None if cursor is None else decode_cursor(cursor),
+        before=None if cursor is None else _unscoped(cursor, cursor_scope(name, principal)),
         limit=query_int(request, "limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT),
     )
 
@@ -112,10 +194,14 @@ async def index_existing_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 __all__ = [
+    "PAGING",
     "ListQuery",
+    "check_names",
+    "cursor_scope",
     "index_existing_ctx",
     "list_query",
     "query_id",
     "query_instant",
     "query_states",
+    "scoped_cursor",
 ]

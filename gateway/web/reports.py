@@ -16,6 +16,7 @@ from gateway.reports.figures import build_summary
 from gateway.reports.glossary import describe
 from gateway.web.appkeys import POLICY, REDIS
 from gateway.web.bodies import query_text
+from gateway.web.lists import check_names
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Route
 from gateway.web.scope import own_psap_id
@@ -100,6 +101,7 @@ class ReportSummary(Figures):
 
 async def summary_view(request: web.Request) -> web.Response:
     principal = require_role(principal_of(request), Role.ADMIN, Role.PSAP)
+    check_names(request, ("from", "to", "psap_id"))  # a misspelt "form" must not vanish
     psap_id = own_psap_id(principal, query_text(request, "psap_id"))  # a psap key: its own
     loaded = await request.app[POLICY].current()
     body = await build_summary(

@@ -14,7 +14,7 @@ from gateway.transfer.service import ReleaseRequest, TransferRequest, TransferVi
 from gateway.transfer.states import TransferState
 from gateway.web.appkeys import TRANSFERS
 from gateway.web.bodies import read_model
-from gateway.web.lists import list_query, query_id
+from gateway.web.lists import cursor_scope, list_query, query_id, scoped_cursor
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Query, Route
 from gateway.web.scope import read_call_request
@@ -53,7 +53,9 @@ async def list_transfers(request: web.Request) -> web.Response:
     """``?state=&psap_id=&destination_id=&since=&limit=&cursor=`` (DESIGN.md §9)."""
     principal = principal_of(request)
     require_role(principal, Role.PSAP, Role.CRISIS_CENTER, Role.ADMIN)
-    query = list_query(request, TransferState)
+    query = list_query(
+        request, TransferState, name="transfers", principal=principal, extra=("destination_id",)
+    )
     found = await request.app[TRANSFERS].find(
         principal,
         states=frozenset(TransferState(s) for s in query.states),
@@ -63,7 +65,8 @@ async def list_transfers(request: web.Request) -> web.Response:
         before=query.before,
         limit=query.limit,
     )
-    page = TransferPage(items=found.items, next_cursor=found.cursor)
+    cursor = scoped_cursor(found.cursor, cursor_scope("transfers", principal))
+    page = TransferPage(items=found.items, next_cursor=cursor)
     return web.json_response(text=page.model_dump_json())
 
 
