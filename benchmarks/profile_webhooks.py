@@ -233,8 +233,7 @@ async def drive(args: argparse.Namespace) -> None:
         print(f"  gateway thread CPU: {cpu * 1e3:.0f} ms = {cpu / len(ok) * 1e6:.0f} µs/webhook")
         print(f"  wall {wall:.2f} s: {len(ok) / wall:.0f} webhooks/s (load-dependent)")
         print(
-            f"  latency p50 {_ms(bench.pct(latency, 50))} ms,"
-            f" p99 {_ms(bench.pct(latency, 99))} ms"
+            f"  latency p50 {_ms(bench.pct(latency, 50))} ms, p99 {_ms(bench.pct(latency, 99))} ms"
         )
         print(
             f"  code answered → Participants create: p50 {_ms(bench.pct(dial, 50))} ms,"

@@ -115,12 +115,16 @@ def twilio_params(form: Form) -> dict[str, str]:
     """One value per parameter, as handlers read them. A parameter the gateway reads given
     twice with different values, or not in the shape Twilio gives it, is a 400 naming it:
     which of two ``CallStatus`` or ``Digits`` to believe is not a guess to make."""
-    multi = form.multi
-    bad = []
-    for name, shape in _READ_PARAMS.items():
-        values = set(multi.getall(name, []))
-        if len(values) > 1 or any(shape.fullmatch(v) is None for v in values):
-            bad.append({"path": name, "message": "repeated with different values, or malformed"})
+    given: dict[str, set[str]] = {}
+    for name, value in form.pairs:
+        if name in _READ_PARAMS:
+            given.setdefault(name, set()).add(value)
+    bad = [
+        {"path": name, "message": "repeated with different values, or malformed"}
+        for name, shape in _READ_PARAMS.items()
+        if name in given
+        and (len(given[name]) > 1 or any(shape.fullmatch(v) is None for v in given[name]))
+    ]
     if bad:
         raise BadRequest("unreadable Twilio parameters", bad)
     return form.params
