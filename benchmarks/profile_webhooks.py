@@ -153,26 +153,24 @@ def print_profile(profile: cProfile.Profile, webhooks: int, top: int) -> None:
         print(out.getvalue().split("\n", 6)[-1].rstrip().replace(str(ROOT) + "/", ""))
 
 
-async def drive(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="profile-webhooks-"))
-    redis_port, gateway_port = bench.free_port(), bench.free_port()
-    account_sid, auth_token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
-    redis = subprocess.Popen(
-        [find_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+def make_key(config: Path) -> str:
+    """A config directory at ``config`` (a copy of this checkout's) with a new PSAP key."""
+    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("api_keys.yaml"))
+    made = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "new", "--org", bench.PSAP, "--role",
+         "psap", "--config-dir", str(config)],
+        cwd=ROOT, env=bench.clean_env(), capture_output=True, text=True, check=True,
     )  # fmt: skip
+    return made.stdout.strip().splitlines()[-1]
+
+
+async def drive(args: argparse.Namespace, workdir: Path, redis_port: int, key: str) -> None:
+    gateway_port = bench.free_port()
+    account_sid, auth_token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    config = workdir / "config"
     stub = bench.TwilioStub(account_sid, auth_token)
     gateway: GatewayThread | None = None
     try:
-        config = workdir / "config"
-        shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("api_keys.yaml"))
-        made = subprocess.run(
-            [sys.executable, "-m", "gateway", "keys", "new", "--org", bench.PSAP, "--role",
-             "psap", "--config-dir", str(config)],
-            cwd=ROOT, env=bench.clean_env(), capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        key = made.stdout.strip().splitlines()[-1]
         await stub.start()
         for name in [k for k in os.environ if k.startswith("GATEWAY_")]:
             del os.environ[name]
@@ -191,7 +189,7 @@ async def drive(args: argparse.Namespace) -> None:
                 "GATEWAY_BRIDGE_NUMBER": bench.BRIDGE,
             }
         )
-        configure_logging("INFO", open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
+        configure_logging("INFO", args.log)
         gateway = GatewayThread(gateway_port)
         gateway.start()
         api = bench.Api(gateway_port, key)
@@ -248,9 +246,6 @@ async def drive(args: argparse.Namespace) -> None:
         if gateway is not None:
             gateway.stop()
         await stub.aclose()
-        redis.terminate()
-        redis.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,7 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=40, help="functions listed")
     args = parser.parse_args(argv)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
-    asyncio.run(drive(args))
+    workdir = Path(tempfile.mkdtemp(prefix="profile-webhooks-"))
+    redis_port = bench.free_port()
+    redis = subprocess.Popen(
+        [find_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with open(os.devnull, "w") as args.log:  # the gateway's log lines: formatted, not kept
+            asyncio.run(drive(args, workdir, redis_port, make_key(workdir / "config")))
+    finally:
+        redis.terminate()
+        redis.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
