@@ -142,6 +142,8 @@ def print_profile(profile: cProfile.Profile, webhooks: int, top: int) -> None:
     for (filename, _, _), (_, _, tottime, _, _) in raw.items():
         by_package[_package(filename)] += tottime
     total = sum(by_package.values())
+    calls: int = stats.total_calls  # type: ignore[attr-defined]
+    print(f"\nPython function calls per webhook (deterministic): {calls / webhooks:.0f}")
     print(f"\nown CPU by package (profiled), µs per webhook; total {total / webhooks * 1e6:.0f}")
     for name, seconds in by_package.most_common(18):
         share = seconds / total * 100 if total else 0.0
@@ -189,7 +191,7 @@ async def drive(args: argparse.Namespace, workdir: Path, redis_port: int, key: s
                 "GATEWAY_BRIDGE_NUMBER": bench.BRIDGE,
             }
         )
-        configure_logging("INFO", args.log)
+        configure_logging(args.log_level, args.log)
         gateway = GatewayThread(gateway_port)
         gateway.start()
         api = bench.Api(gateway_port, key)
@@ -254,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=40, help="transfers driven first")
     parser.add_argument("--workers", type=int, default=16, help="concurrent transfers")
     parser.add_argument("--profile", action="store_true", help="cProfile the gateway thread")
+    parser.add_argument("--log-level", default="INFO", help="the gateway's (serve: INFO)")
     parser.add_argument("--top", type=int, default=40, help="functions listed")
     args = parser.parse_args(argv)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
@@ -265,11 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        with open(os.devnull, "w") as args.log:  # the gateway's log lines: formatted, not kept
+        with (workdir / "gateway.log").open("w") as args.log:  # as the benchmark keeps them
             asyncio.run(drive(args, workdir, redis_port, make_key(workdir / "config")))
     finally:
         redis.terminate()
         redis.wait(10)
+        shutil.copy(workdir / "gateway.log", "/tmp/perf/gateway.log") if (
+            workdir / "gateway.log"
+        ).exists() else None
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -101,8 +101,9 @@ class RedactingFilter(logging.Filter):
         record.request_id = request_id_var.get()
         record.msg = scrub_text(message)
         record.args = None
-        for attr in set(vars(record)) - _RECORD_ATTRS:
-            setattr(record, attr, scrub(getattr(record, attr), attr))
+        fields = vars(record)
+        for attr in [a for a in fields if a not in _RECORD_ATTRS]:
+            fields[attr] = scrub(fields[attr], attr)
         if record.exc_info and record.exc_info[0] is not None:
             record.exc_text = scrub_text("".join(traceback.format_exception(*record.exc_info)))
             record.exc_info = None
@@ -139,8 +140,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for attr in set(vars(record)) - _RECORD_ATTRS:
-            entry[attr] = getattr(record, attr)
+        # ``extra`` fields in the order the call site gave them
+        entry.update((a, v) for a, v in vars(record).items() if a not in _RECORD_ATTRS)
         if record.exc_text:
             entry["exc"] = record.exc_text
         return _JSON.encode(entry)
@@ -157,6 +158,8 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx's own line per request repeats what the access log and the dial's records say.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # The lines carry none of where a call was made, nor its thread or process: not looking
     # them up saves a frame walk and three calls per record (the logging HOWTO's
     # "Optimization" section).
