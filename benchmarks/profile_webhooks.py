@@ -273,9 +273,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         redis.terminate()
         redis.wait(10)
-        shutil.copy(workdir / "gateway.log", "/tmp/perf/gateway.log") if (
-            workdir / "gateway.log"
-        ).exists() else None
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
