@@ -163,7 +163,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
     # The lines carry none of where a call was made, nor its thread or process: not looking
     # them up saves a frame walk and three calls per record (the logging HOWTO's
     # "Optimization" section).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
