@@ -7,6 +7,7 @@ quotes its input — is scrubbed before any formatter sees it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -69,9 +70,23 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 def scrub_text(text: str) -> str:
+    if len(text) <= _REMEMBERED_CHARS:
+        return _scrub_short(text)
+    return _scrub(text)
+
+
+_REMEMBERED_CHARS = 160
+"""Texts this short (a method, a peer address, a path, a message) recur from line to line:
+their scrubbed form is remembered (``_scrub_short``) instead of run through the patterns again."""
+
+
+def _scrub(text: str) -> str:
     if "input_value=" in text:
         text = _INPUT_VALUE_RE.sub("input_value=[redacted]", text)
     return redact_phones(text)
+
+
+_scrub_short = functools.lru_cache(maxsize=2048)(_scrub)
 
 
 def scrub(value: Any, key: str | None = None) -> Any:
