@@ -4,12 +4,22 @@ twilio-python's bundled aiohttp client ignores its ``timeout`` and its ``max_ret
 POSTs — it could dial a 988 center twice. ``HttpxTwilioClient`` gives every request a real
 timeout and never retries; ``client.api.base_url`` points the library at any Twilio-compatible
 server (the built-in sandbox in development).
+
+The requests themselves run on an event loop of their own, in a thread (``RequestLoop``): a dial
+must not wait its turn behind every webhook a busy serving loop has queued. httpx yields to the
+loop four or five times before a request's bytes are out (its pool's and connection's locks,
+one checkpoint per write); on the serving loop each of those yields waits for every callback
+then ready, so under load a Participants create left hundreds of milliseconds after the TwiML
+that announced it. On its own loop it waits for nothing but the GIL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -22,15 +32,47 @@ from gateway.core.ports import Leg, TelephonyError
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
+STOP_S = 5.0
+"""How long closing waits for the request loop's thread to end."""
+
+T = TypeVar("T")
+
+
+class RequestLoop:
+    """An asyncio event loop running in a daemon thread of its own; ``run`` awaits a coroutine
+    on it from another loop. Cancelling the awaiting task cancels the coroutine (a timeout
+    around ``run`` reaches the request itself)."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def stop(self) -> None:
+        """Stop the loop once what it runs now has been handed over, and close it."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.to_thread(self._thread.join, STOP_S)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
-    """twilio-python's async transport on an ``httpx.AsyncClient``: timeouts, no retries."""
+    """twilio-python's async transport on an ``httpx.AsyncClient``: timeouts, no retries.
+    With ``requests``, each request runs on that loop (the client must be used nowhere else)."""
 
-    def __init__(self, client: httpx.AsyncClient, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        requests: RequestLoop | None = None,
+    ) -> None:
         super().__init__(logger=log, is_async=True, timeout=timeout_s)
         self.client = client
         self.timeout_s = timeout_s
+        self.requests = requests
 
     async def request(
         self,
@@ -43,19 +85,21 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
         timeout: float | None = None,  # noqa: ASYNC109 - twilio-python's interface
         allow_redirects: bool = False,
     ) -> Response:
+        sent = self.client.request(
+            method.upper(),
+            uri,
+            params=params,  # type: ignore[arg-type]
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=timeout or self.timeout_s,
+            follow_redirects=allow_redirects,
+        )
         try:
-            response = await self.client.request(
-                method.upper(),
-                uri,
-                params=params,  # type: ignore[arg-type]
-                data=data,
-                headers=headers,
-                auth=auth,
-                timeout=timeout or self.timeout_s,
-                follow_redirects=allow_redirects,
-            )
+            response = await (sent if self.requests is None else self.requests.run(sent))
         except (httpx.HTTPError, RuntimeError) as exc:
-            # RuntimeError: the client was closed under a request (a shutdown's last work).
+            # RuntimeError: the client was closed under a request (a shutdown's last work), or
+            # the request loop was.
             raise TelephonyError(f"twilio request failed: {type(exc).__name__}") from exc
         return Response(response.status_code, response.text, response.headers)
 
@@ -75,8 +119,12 @@ class TwilioTelephony:
     ) -> None:
         self._http = http or httpx.AsyncClient()
         self._owns_http = http is None
+        # A client handed in belongs to its owner's loop; one made here, to the request loop.
+        self._requests = RequestLoop("twilio-rest") if http is None else None
         self.client = Client(
-            account_sid, auth_token, http_client=HttpxTwilioClient(self._http, timeout_s)
+            account_sid,
+            auth_token,
+            http_client=HttpxTwilioClient(self._http, timeout_s, self._requests),
         )
         self.client.api.base_url = base_url.rstrip("/")
         self.account = self.client.api.v2010.accounts(account_sid)
@@ -189,5 +237,8 @@ class TwilioTelephony:
         )
 
     async def aclose(self) -> None:
-        if self._owns_http:
+        if self._requests is not None:
+            await self._requests.run(self._http.aclose())
+            await self._requests.stop()
+        elif self._owns_http:
             await self._http.aclose()

@@ -250,6 +250,9 @@ async def cleanup(admin: Redis, ids: Sequence[str], psap_ids: Sequence[str]) -> 
     names += [k for p in psap_ids for k in (keys.psap_active(p), keys.psap_transfers(p))]
     for start in range(0, len(names), 500):
         await admin.delete(*names[start : start + 500])
+    # The list of every transfer is shared with whatever else uses this Redis: only ours go.
+    for start in range(0, len(ids), 500):
+        await admin.zrem(keys.TRANSFERS_ALL, *ids[start : start + 500])
 
 
 async def measure(redis_url: str, transfers: int, concurrency: int) -> list[PathResult]:

@@ -358,6 +358,9 @@ class HttpPool:
         self._waiting: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         self._open = 0
         self.opened = 0
+        self.waited = 0
+        """Requests that found every one of the ``limit`` connections busy and waited for one
+        (their latency counts that wait: Twilio would open another connection instead)."""
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -372,6 +375,7 @@ class HttpPool:
                 return conn
             self._open -= 1
         if self._open >= self.limit:
+            self.waited += 1
             waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             handed = await waiter
@@ -1988,6 +1992,11 @@ class Bench:
             cpu_s=cpu,
         )
         phase.round_trips = reads.per_webhook(first, last, answered_in(player.records, first, last))
+        if player.pool.waited:
+            phase.notes.append(
+                f"{player.pool.waited} requests waited for one of the generator's "
+                f"{player.pool.limit} connections (that wait counts in their latency)"
+            )
         player.pool.close()
         if measure:
             await self.settle_if_behind(phase, reads)

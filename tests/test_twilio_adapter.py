@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import threading
 from urllib.parse import parse_qs
 
 import httpx
@@ -218,3 +220,65 @@ async def test_conference_live_asks_for_the_named_conference_in_progress(
     assert await telephony.conference_live("tr_0123") is False
     params = route.calls.last.request.url.params
     assert (params["FriendlyName"], params["Status"]) == ("tr_0123", "in-progress")
+
+
+# ---- the requests' own event loop ------------------------------------------------------------
+
+
+@respx.mock
+async def test_requests_run_on_their_own_loop_not_the_callers(
+    telephony: TwilioTelephony,
+) -> None:
+    """A create is sent from the adapter's request loop (its own thread), so it never waits
+    behind the work queued on the serving loop."""
+    seen: list[tuple[str, asyncio.AbstractEventLoop]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append((threading.current_thread().name, asyncio.get_running_loop()))
+        return httpx.Response(201, json=_participant())
+
+    respx.post(PARTICIPANTS).mock(side_effect=answer)
+    call_sid = await telephony.add_participant(
+        "tr_0123", to="+12065550111", from_="+12065550100", timeout_s=20,
+        status_callback="https://gw.example/cb", label="attempt-1",
+    )  # fmt: skip
+    assert call_sid == "CA" + "2" * 32
+    assert [name for name, _ in seen] == ["twilio-rest"]
+    assert seen[0][1] is not asyncio.get_running_loop()
+
+
+@respx.mock
+async def test_a_timeout_around_a_request_cancels_it_on_its_loop(
+    telephony: TwilioTelephony,
+) -> None:
+    """The dial's own deadline (``asyncio.timeout`` on the serving loop) reaches the request
+    running on the adapter's loop: it is cancelled there, not left running."""
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return httpx.Response(201, json=_participant())
+
+    respx.post(PARTICIPANTS).mock(side_effect=slow)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await telephony.add_participant(
+                "tr_0123", to="+12065550111", from_="+12065550100", timeout_s=20,
+                status_callback="https://gw.example/cb", label="attempt-1",
+            )  # fmt: skip
+    assert started.is_set()
+    assert await asyncio.to_thread(cancelled.wait, 5)
+
+
+async def test_closing_stops_the_request_loop() -> None:
+    before = set(threading.enumerate())
+    t = TwilioTelephony(SID, TOKEN, base_url=BASE, timeout_s=0.5)
+    started = [thread for thread in set(threading.enumerate()) - before]
+    assert [thread.name for thread in started] == ["twilio-rest"]
+    await t.aclose()
+    assert not started[0].is_alive()

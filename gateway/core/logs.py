@@ -7,6 +7,7 @@ quotes its input — is scrubbed before any formatter sees it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -69,7 +70,23 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 def scrub_text(text: str) -> str:
-    return redact_phones(_INPUT_VALUE_RE.sub("input_value=[redacted]", text))
+    if len(text) <= _REMEMBERED_CHARS:
+        return _scrub_short(text)
+    return _scrub(text)
+
+
+_REMEMBERED_CHARS = 160
+"""Texts this short (a method, a peer address, a path, a message) recur from line to line:
+their scrubbed form is remembered (``_scrub_short``) instead of run through the patterns again."""
+
+
+def _scrub(text: str) -> str:
+    if "input_value=" in text:
+        text = _INPUT_VALUE_RE.sub("input_value=[redacted]", text)
+    return redact_phones(text)
+
+
+_scrub_short = functools.lru_cache(maxsize=2048)(_scrub)
 
 
 def scrub(value: Any, key: str | None = None) -> Any:
@@ -78,12 +95,12 @@ def scrub(value: Any, key: str | None = None) -> Any:
         return REDACTED
     if isinstance(value, str):
         return scrub_text(value)
+    if value is None or isinstance(value, bool | int | float):  # before the ABC check below
+        return value
     if isinstance(value, Mapping):
         return {str(k): scrub(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [scrub(v) for v in value]
-    if isinstance(value, bool | int | float) or value is None:
-        return value
     return scrub_text(str(value))
 
 
@@ -99,8 +116,9 @@ class RedactingFilter(logging.Filter):
         record.request_id = request_id_var.get()
         record.msg = scrub_text(message)
         record.args = None
-        for attr in set(vars(record)) - _RECORD_ATTRS:
-            setattr(record, attr, scrub(getattr(record, attr), attr))
+        fields = vars(record)
+        for attr in [a for a in fields if a not in _RECORD_ATTRS]:
+            fields[attr] = scrub(fields[attr], attr)
         if record.exc_info and record.exc_info[0] is not None:
             record.exc_text = scrub_text("".join(traceback.format_exception(*record.exc_info)))
             record.exc_info = None
@@ -125,6 +143,10 @@ class ProtocolErrorFilter(logging.Filter):
         return True
 
 
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
+"""``json.dumps(entry, default=str, ensure_ascii=False)``, without building an encoder a line."""
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -133,11 +155,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for attr in set(vars(record)) - _RECORD_ATTRS:
-            entry[attr] = getattr(record, attr)
+        # ``extra`` fields in the order the call site gave them
+        entry.update((a, v) for a, v in vars(record).items() if a not in _RECORD_ATTRS)
         if record.exc_text:
             entry["exc"] = record.exc_text
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _JSON.encode(entry)
 
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
@@ -151,6 +173,15 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx's own line per request repeats what the access log and the dial's records say.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The lines carry none of where a call was made, nor its thread or process: not looking
+    # them up saves a frame walk and three calls per record (the logging HOWTO's
+    # "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     return handler
 
 

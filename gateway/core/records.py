@@ -12,7 +12,7 @@ first time, changing nothing twice.
 from __future__ import annotations
 
 import json
-import secrets
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -118,8 +118,11 @@ class Ops:
 
 def write_token() -> str:
     """A fresh token for one script call: passed as an argument, it stays the same when redis-py
-    retries the call on a fresh connection, so the script can tell its own earlier write."""
-    return secrets.token_hex(8)
+    retries the call on a fresh connection, so the script can tell its own earlier write.
+
+    16 hex digits. Unique, not secret: drawn from ``random`` (seeded from the OS at start and
+    again in each forked worker) rather than a system call per webhook."""
+    return f"{random.getrandbits(64):016x}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.paging import DEFAULT_LIMIT, Found, Position
 from gateway.core.phone import PhoneNumber
 from gateway.core.ports import Leg, NoticeError, Notifier, Telephony, TelephonyError
-from gateway.core.records import Ops, Tally, encode_fields
+from gateway.core.records import Ops, Tally, encode_fields, write_token
 from gateway.core.settings import Settings
 from gateway.core.tasks import TaskSet
 from gateway.core.timers import Timer, TimerQueue
@@ -533,7 +533,7 @@ class TransferService:
             if transfer.state is not S.AWAITING_BRIDGE:
                 return None
             first = transfer.decision.destinations[0]
-            token = secrets.token_hex(8)
+            token = write_token()
             try:
                 await self._apply(
                     transfer,
@@ -848,7 +848,7 @@ class TransferService:
                 if attempt < len(chain):
                     following = chain[attempt]
                     attempts.append(Attempt(destination_id=following.id, started_at=now))
-                    token = secrets.token_hex(8)
+                    token = write_token()
                     await self._apply(
                         transfer,
                         E.NEXT_DESTINATION,

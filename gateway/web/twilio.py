@@ -115,12 +115,16 @@ def twilio_params(form: Form) -> dict[str, str]:
     """One value per parameter, as handlers read them. A parameter the gateway reads given
     twice with different values, or not in the shape Twilio gives it, is a 400 naming it:
     which of two ``CallStatus`` or ``Digits`` to believe is not a guess to make."""
-    multi = form.multi
-    bad = []
-    for name, shape in _READ_PARAMS.items():
-        values = set(multi.getall(name, []))
-        if len(values) > 1 or any(shape.fullmatch(v) is None for v in values):
-            bad.append({"path": name, "message": "repeated with different values, or malformed"})
+    given: dict[str, set[str]] = {}
+    for name, value in form.pairs:
+        if name in _READ_PARAMS:
+            given.setdefault(name, set()).add(value)
+    bad = [
+        {"path": name, "message": "repeated with different values, or malformed"}
+        for name, shape in _READ_PARAMS.items()
+        if name in given
+        and (len(given[name]) > 1 or any(shape.fullmatch(v) is None for v in given[name]))
+    ]
     if bad:
         raise BadRequest("unreadable Twilio parameters", bad)
     return form.params
@@ -168,12 +172,22 @@ def _with_psap(request: web.Request, path: str) -> str:
 
 
 def _gather(request: web.Request, response: VoiceResponse, say: str) -> VoiceResponse:
-    action = _with_psap(request, "/twilio/voice/code")
+    return _gather_to(response, _with_psap(request, "/twilio/voice/code"), say)
+
+
+def _gather_to(response: VoiceResponse, action: str, say: str) -> VoiceResponse:
     gather = response.gather(input="dtmf", num_digits=6, timeout=10, action=action, method="POST")
     gather.say(say)
     # No digits before the Gather times out: the same handler counts it as a wrong try.
     response.redirect(action, method="POST")
     return response
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt(action: str) -> str:
+    """The voice URL's TwiML for the code's ``action`` URL (one per PSAP): built once, not on
+    every call (building TwiML costs about 60 µs)."""
+    return str(_gather_to(VoiceResponse(), action, PROMPT))
 
 
 def call_step(handler: Handler) -> Handler:
@@ -221,7 +235,7 @@ def status_callback(handler: Handler) -> Handler:
 
 async def voice(request: web.Request) -> web.Response:
     """A call to the bridge line: ask for the transfer code."""
-    return _twiml(_gather(request, VoiceResponse(), PROMPT))
+    return web.Response(text=_prompt(_with_psap(request, "/twilio/voice/code")), content_type=TWIML)
 
 
 async def voice_code(request: web.Request) -> web.StreamResponse:
