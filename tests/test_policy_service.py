@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from redis.asyncio import Redis
 
 from gateway.core import keys
 from gateway.core.errors import NotFound, Unavailable
-from gateway.policy import PolicyInvalid, PolicyService
+from gateway.policy import PolicyChange, PolicyInvalid, PolicyService, VersionMismatch
 from gateway.policy.decision import Action, DecisionRequest
 from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import TransferStore
@@ -54,10 +55,10 @@ async def test_seed_once_even_when_two_processes_start_together(make_service: An
     loaded = await asyncio.gather(a.current(), b.current(), a.current(), b.current())
     assert {x.version for x in loaded} == {1}
     versions = await a.versions()
-    assert [(v.version, v.who, v.summary) for v in versions] == [
+    assert [(v.version, v.actor, v.summary) for v in versions] == [
         (1, "system:config-files", "seeded from config/")
     ]
-    assert versions[0].when.tzinfo is not None
+    assert versions[0].at.tzinfo is not None
     last = a.last_known()
     assert last is not None
     assert last.version == 1
@@ -69,15 +70,20 @@ async def test_put_is_seen_by_another_process_on_its_next_decision(make_service:
     data = copy.deepcopy((await a.current()).as_json())
     data["policy"]["rules"][0]["chain"] = ["national-988-backup"]
     data["policy"]["rules"][0]["ring_timeout_s"] = 30
-    assert await a.put(data, "admin:ops:abc") == 2
+    change = await a.put(data, "admin:ops:abc")
+    assert (change.version, change.previous_version, change.changed) == (2, 1, True)
     decision = await b.decide(req())
     assert decision.policy_version == 2
     assert [d.id for d in decision.destinations] == ["national-988-backup"]
     assert decision.ring_timeout_s == 30
     versions = await b.versions()
     assert versions[-1].version == 2
-    assert versions[-1].who == "admin:ops:abc"
-    assert versions[-1].summary == "rule first-person changed"
+    assert versions[-1].actor == "admin:ops:abc"
+    assert versions[-1].summary == (
+        "policy.rules.first-person.chain: "
+        "[crisis-connections-988, wa-988-backup, national-988-backup] → [national-988-backup]; "
+        "policy.rules.first-person.ring_timeout_s: 20 → 30"
+    )
 
 
 async def test_rollback_makes_a_new_version_with_old_content(make_service: Any) -> None:
@@ -87,7 +93,7 @@ async def test_rollback_makes_a_new_version_with_old_content(make_service: Any) 
     data["policy"]["hop_limit"] = 1
     await a.put(data, "admin:ops:abc")
     assert (await b.decide(req(transfers_so_far=1))).reasons == ["hop_limit"]
-    assert await a.rollback(1, "admin:ops:def") == 3
+    assert (await a.rollback(1, "admin:ops:def")).version == 3
     loaded = await b.current()
     assert loaded.version == 3
     assert loaded.document == original
@@ -95,8 +101,8 @@ async def test_rollback_makes_a_new_version_with_old_content(make_service: Any) 
     assert decision.action is Action.TRANSFER
     assert decision.policy_version == 3
     last = (await a.versions())[-1]
-    assert last.summary == "rollback to version 1: hop_limit 1 → 2"
-    assert last.who == "admin:ops:def"
+    assert last.summary == "rollback to version 1: policy.hop_limit: 1 → 2"
+    assert last.actor == "admin:ops:def"
 
 
 async def test_rollback_to_unknown_version(make_service: Any) -> None:
@@ -126,16 +132,17 @@ async def test_invalid_put_changes_nothing(make_service: Any, redis: Redis) -> N
 async def test_every_change_is_audited(make_service: Any) -> None:
     a = make_service()
     data = (await a.current()).as_json()
+    data["policy"]["hop_limit"] = 1
     await a.put(data, "admin:ops:abc")
     await a.rollback(1, "admin:ops:def")
     audit = await a.audit()
-    assert [(e["version"], e["action"], e["who"]) for e in audit] == [
+    assert [(e["version"], e["action"], e["actor"]) for e in audit] == [
         ("1", "seed", "system:config-files"),
         ("2", "put", "admin:ops:abc"),
         ("3", "rollback", "admin:ops:def"),
     ]
-    assert all(datetime.fromisoformat(e["when"]).tzinfo is not None for e in audit)
-    assert audit[1]["summary"] == "no change"
+    assert all(datetime.fromisoformat(e["at"]).tzinfo is not None for e in audit)
+    assert audit[1]["summary"] == "policy.hop_limit: 2 → 1"
 
 
 async def test_live_load_from_transfers_in_redis(
@@ -188,3 +195,49 @@ async def test_invalid_files_and_no_version_is_unavailable(
     (config_dir / "policy.yaml").write_text("policy: {}\n")
     with pytest.raises(Unavailable):
         await make_service().current()
+
+
+async def test_of_many_edits_from_one_version_exactly_one_commits(
+    make_service: Any, redis: Redis
+) -> None:
+    """Ten edits from version 1 on two processes at once, each with ``if_match=1``, every one
+    past the early check (the pool is warm, so all read version 1 before any writes): the check
+    and the write are one script, so one commits and nine get ``VersionMismatch``."""
+    a, b = make_service(), make_service()
+    base = (await a.current()).as_json()
+    await b.current()
+    await asyncio.gather(*(redis.ping() for _ in range(20)))  # a connection for each edit
+    edits = []
+    for timeout in range(21, 31):
+        data = copy.deepcopy(base)
+        data["policy"]["rules"][0]["ring_timeout_s"] = timeout
+        edits.append(data)
+    results = await asyncio.gather(
+        *(
+            (a if i % 2 else b).put(data, "admin:ops:abc", if_match=1)
+            for i, data in enumerate(edits)
+        ),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, PolicyChange)]
+    lost = [r for r in results if isinstance(r, VersionMismatch)]
+    assert (len(won), len(lost)) == (1, 9), results
+    assert {e.live_version for e in lost} <= {1, 2}
+    assert won[0].version == 2
+    assert [v.version for v in await b.versions()] == [1, 2]
+    assert (await b.current()).document == won[0].live.document
+
+
+async def test_versions_written_by_an_older_release_still_list(
+    make_service: Any, redis: Redis
+) -> None:
+    service = make_service()
+    await service.current()
+    old = {"who": "admin:ops:old", "when": "2026-01-02T03:04:05+00:00", "summary": "x"}
+    await redis.hset(keys.POLICY_VERSIONS, "1", json.dumps({**old, "action": "seed"}))
+    [listed] = await service.versions()
+    assert (listed.actor, listed.at.isoformat(), listed.summary) == (
+        "admin:ops:old",
+        "2026-01-02T03:04:05+00:00",
+        "x",
+    )

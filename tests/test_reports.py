@@ -16,6 +16,7 @@ import pytest
 from gateway.cli.report import render_csv, render_table
 from gateway.core.settings import Settings
 from gateway.reports.counters import answer_bucket, percentile
+from gateway.web.reports import ReportSummary
 from tests.conftest import ROOT, AppFactory, KeyMaker
 from tests.telephony import (
     BACKUP,
@@ -146,7 +147,7 @@ def expected(connected: dict[str, Any]) -> dict[str, Any]:
         "kept_with_911": 1,
         "kept_by_reason": {"excluded:weapons": 1},
         "eligible": 6,
-        "offered": 6,
+        "attempts": 6,
         "connected": 2,
         "capture_rate": 2 / 6,
         "connected_via_backup": 1,
@@ -165,20 +166,21 @@ def expected(connected: dict[str, Any]) -> dict[str, Any]:
                         "failed": 1, "abandoned": 1},
         "unknown": {"considered": 1, "eligible": 1, "cancelled": 1, "capture_rate": 0.0},
         "destinations": {
-            "crisis-connections-988": {"offered": 3, "connected": 1, "connected_via_backup": 0},
-            "wa-988-backup": {"offered": 1, "connected": 1, "connected_via_backup": 1},
-            "kc-dispatch-clinicians": {"offered": 2, "connected": 0, "abandoned": 1},
-            "national-988-backup": {"offered": 0, "connected": 0},
+            "crisis-connections-988": {"attempts": 3, "connected": 1, "connected_via_backup": 0},
+            "wa-988-backup": {"attempts": 1, "connected": 1, "connected_via_backup": 1},
+            "kc-dispatch-clinicians": {"attempts": 2, "connected": 0, "abandoned": 1},
+            "national-988-backup": {"attempts": 0, "connected": 0},
         },
-        # Per destination, from that destination's own attempt ringing.
-        "answers": {"crisis-connections-988": answers[0], "wa-988-backup": answered_after(t2, 1)},
+        # Per destination: the answering destination's own ring → answer (ring_time_s) …
+        "rings": {"crisis-connections-988": answers[0], "wa-988-backup": answered_after(t2, 1)},
+        # … and the caller's whole wait for the calls it answered (answer_time_s).
         "waits": {"crisis-connections-988": answers[0], "wa-988-backup": answers[1]},
     }  # fmt: skip
 
 
 def check(summary: dict[str, Any], want: dict[str, Any]) -> None:
     for name in (
-        "considered", "kept_with_911", "kept_by_reason", "eligible", "offered", "connected",
+        "considered", "kept_with_911", "kept_by_reason", "eligible", "attempts", "connected",
         "capture_rate", "connected_via_backup", "completed", "abandoned", "failed", "cancelled",
         "expired",
     ):  # fmt: skip
@@ -191,9 +193,17 @@ def check(summary: dict[str, Any], want: dict[str, Any]) -> None:
     for dest, figures in want["destinations"].items():
         for name, value in figures.items():
             assert summary["by_destination"][dest][name] == value, (dest, name)
-    for dest, seconds in want["answers"].items():
+    for dest, seconds in want["rings"].items():
+        assert summary["by_destination"][dest]["ring_time_s"]["p50"] == pytest.approx(seconds)
+    for dest, seconds in want["waits"].items():
         assert summary["by_destination"][dest]["answer_time_s"]["p50"] == pytest.approx(seconds)
-    assert want["answers"]["wa-988-backup"] < want["answer_time_s"]["p90"]
+    # The backup answered after the primary rang out: its own ring time is shorter than the
+    # caller's wait, which is what answer_time_s reports under it too.
+    assert want["rings"]["wa-988-backup"] < want["waits"]["wa-988-backup"]
+    rings = list(want["rings"].values())
+    assert summary["ring_time_s"]["count"] == 2
+    assert summary["ring_time_s"]["p50"] == pytest.approx(percentile(rings, 0.5))
+    assert summary["ring_time_s"]["p90"] == pytest.approx(percentile(rings, 0.9))
     # Fixed buckets of the caller's wait: overall, and under the destination that answered.
     histogram = summary["answer_time_s"]["histogram"]
     assert sum(histogram.values()) == 2
@@ -240,6 +250,7 @@ async def test_every_figure_of_a_known_mix(
         api = await resp.json()
         assert resp.status == 200, api
         check(api, want)
+        ReportSummary.model_validate(api)  # every figure is one the glossary describes
         own = await line.client.get("/v1/reports/summary", params=period(), headers=line.headers)
         assert (await own.json())["considered"] == 7
 

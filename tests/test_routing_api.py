@@ -227,9 +227,13 @@ async def test_put_on_one_instance_is_live_on_the_other(
 
     versions = await (await two.get("/v1/admin/routing/versions", headers=auth["psap"])).json()
     assert [v["version"] for v in versions] == [1, 2]
-    assert versions[1]["who"].startswith("admin:ops:")
-    assert versions[1]["summary"] == "rule first-person changed"
-    assert versions[1]["when"].endswith(("+00:00", "Z"))
+    assert set(versions[1]) == {"version", "at", "actor", "summary"}
+    assert versions[1]["actor"].startswith("admin:ops:")
+    assert versions[1]["summary"] == (
+        "policy.rules.first-person.chain: "
+        "[crisis-connections-988, wa-988-backup, national-988-backup] → [wa-988-backup]"
+    )
+    assert versions[1]["at"].endswith(("+00:00", "Z"))
 
 
 async def test_rollback_on_one_instance_is_live_on_the_other(

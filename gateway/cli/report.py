@@ -23,6 +23,8 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("expired", ("expired",)),
     ("answer time p50 (s)", ("answer_time_s", "p50")),
     ("answer time p90 (s)", ("answer_time_s", "p90")),
+    ("ring attempts", ("attempts",)),
+    ("answering ring time p50 (s)", ("ring_time_s", "p50")),
     ("resolved without police", ("resolved_without_police_share",)),
     ("resolved by phone alone", ("phone_only_share",)),
     ("handbacks", ("handbacks", "total")),
@@ -66,12 +68,14 @@ def render_table(summary: dict[str, Any]) -> str:
     if summary["dispositions"]:
         lines += ["", "dispositions:"]
         lines += [f"  {outcome:40}{n:>6}" for outcome, n in summary["dispositions"].items()]
-    destinations = {d: f for d, f in summary["by_destination"].items() if f["offered"]}
+    destinations = {d: f for d, f in summary["by_destination"].items() if f["attempts"]}
     if destinations:
-        lines += ["", f"{'by destination':28}{'offered':>10}{'connected':>11}{'p50 (s)':>10}"]
+        head = f"{'by destination':28}{'attempts':>10}{'connected':>11}{'wait p50':>10}"
+        lines += ["", head + f"{'ring p50':>10}"]
         for dest, f in destinations.items():
-            p50 = _cell(f["answer_time_s"]["p50"], "")
-            lines.append(f"  {dest:26}{f['offered']:>10}{f['connected']:>11}{p50:>10}")
+            wait = _cell(f["answer_time_s"]["p50"], "")
+            ring = _cell(f["ring_time_s"]["p50"], "")
+            lines.append(f"  {dest:26}{f['attempts']:>10}{f['connected']:>11}{wait:>10}{ring:>10}")
     return "\n".join(lines)
 
 

@@ -136,9 +136,9 @@ POLICY_CURRENT = f"{PREFIX}policy:current"
 POLICY_DOCS = f"{PREFIX}policy:docs"
 """Hash: version → the policy document (JSON)."""
 POLICY_VERSIONS = f"{PREFIX}policy:versions"
-"""Hash: version → JSON ``{who, when, summary, action}`` (who made it, when, what changed)."""
+"""Hash: version → JSON ``{actor, at, summary, action}`` (who made it, when, what changed)."""
 POLICY_AUDIT = f"{PREFIX}policy:audit"
-"""Stream: one entry per policy change (seed, put, rollback) with who and when."""
+"""Stream: one entry per policy change (seed, put, rollback) with its actor and time (``at``)."""
 
 
 def stats_day(psap_id: str, day: str) -> str:

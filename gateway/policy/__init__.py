@@ -5,7 +5,9 @@ models    frozen pydantic models: Psap, Destination, Window, Match, Rule, Policy
 loader    load_config_dir / validate_document → PolicyDocument, or PolicyInvalid with
           every error as {path, message}
 engine    decide / explain: a pure function of (document, request, instant, load)
-service   PolicyService: the live, versioned policy in Redis
+service   PolicyService: the live, versioned policy in Redis (If-Match, rollback,
+          the policy.changed hook)
+changes   what changed between two documents, path: old → new
 cli       ``python -m gateway rules check|explain``
 """
 
@@ -21,15 +23,24 @@ from gateway.policy.models import (
     Rule,
     Window,
 )
-from gateway.policy.service import LoadedPolicy, PolicyService, VersionInfo
+from gateway.policy.service import (
+    ChangeListener,
+    LoadedPolicy,
+    PolicyChange,
+    PolicyService,
+    VersionInfo,
+    VersionMismatch,
+)
 
 __all__ = [
     "MANDATORY_EXCLUSIONS",
+    "ChangeListener",
     "Destination",
     "Explained",
     "LoadedPolicy",
     "Match",
     "Policy",
+    "PolicyChange",
     "PolicyDocument",
     "PolicyInvalid",
     "PolicyService",
@@ -37,6 +48,7 @@ __all__ = [
     "Rule",
     "UnknownPsap",
     "VersionInfo",
+    "VersionMismatch",
     "Window",
     "decide",
     "explain",

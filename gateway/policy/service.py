@@ -2,7 +2,11 @@
 
 - A change (``put``, ``rollback``, the first ``seed`` from ``config/``) is one Lua call that
   checks the version it was computed against, writes the immutable document of the next version,
-  its who/when/summary, the audit entry, and only then moves the live version number.
+  its actor/at/summary, the audit entry, and only then moves the live version number.
+- ``put`` and ``rollback`` take the version an edit was made from (``If-Match``, DESIGN.md §9):
+  another version live is ``VersionMismatch`` (412), checked in the same script that writes.
+  The content already live is no new version (``PolicyChange.changed`` false).
+- ``listeners`` are told of each committed version: the ``policy.changed`` event hook.
 - Every decision reads the live version number (one GET) and reloads the document only when the
   number moved, so a process never decides with a stale version, notification or not.
 - ``last_known()`` is the last policy this process loaded, for callers that must work with Redis
@@ -23,10 +27,10 @@ from pydantic import AwareDatetime, BaseModel
 from redis.asyncio import Redis
 
 from gateway.core import keys
-from gateway.core.errors import Conflict, NotFound, Unavailable
+from gateway.core.errors import Conflict, GatewayError, NotFound, Unavailable
 from gateway.core.records import text
 from gateway.policy import engine
-from gateway.policy.changes import summarize
+from gateway.policy.changes import NO_CHANGE, summarize
 from gateway.policy.decision import Decision, DecisionRequest
 from gateway.policy.loader import PolicyInvalid, load_config_dir, validate_document
 from gateway.policy.models import Destination, PolicyDocument, Psap
@@ -35,11 +39,18 @@ log = logging.getLogger(__name__)
 
 AUDIT_MAXLEN = 10_000
 SEED_ACTOR = "system:config-files"
+RETRIES = 5
+"""Times a change without ``If-Match`` is recomputed when another writer moved the live version
+between its read and its commit."""
 
 # KEYS: current, docs, versions, audit.
 # ARGV: mode (seed | put | rollback), expected version (put, rollback), document JSON,
-#       meta JSON ({who, when, summary, action}), who, when, summary, audit maxlen.
-# Seed writes only when there is no version yet; put and rollback only on top of ``expected``.
+#       meta JSON ({actor, at, summary, action}), actor, at, summary, audit maxlen.
+# Seed writes only when there is no version yet; put and rollback only on top of ``expected``:
+# the check of the version an edit was made from and the write of the next one are this one
+# step, so of two admins racing from the same version exactly one commits.
+# (A ``policy.changed`` event is published after the commit, from Python: see
+# ``PolicyService.listeners``.)
 _COMMIT_LUA = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if ARGV[1] == 'seed' then
@@ -51,19 +62,48 @@ local version = current + 1
 redis.call('HSET', KEYS[2], version, ARGV[3])
 redis.call('HSET', KEYS[3], version, ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*',
-  'version', version, 'action', ARGV[1], 'who', ARGV[5], 'when', ARGV[6], 'summary', ARGV[7])
+  'version', version, 'action', ARGV[1], 'actor', ARGV[5], 'at', ARGV[6], 'summary', ARGV[7])
 redis.call('SET', KEYS[1], version)
 return {'ok', version}
 """
 
 
 class VersionInfo(BaseModel):
-    """One entry of ``GET /v1/admin/routing/versions``."""
+    """One entry of ``GET /v1/admin/routing/versions`` (DESIGN.md §9)."""
 
     version: int
-    who: str
-    when: AwareDatetime
+    """The version number (1: seeded from ``config/``)."""
+    at: AwareDatetime
+    """When it became live (UTC)."""
+    actor: str
+    """Who made it: ``<role>:<org>:<name>``, or ``system:config-files`` for the seed."""
     summary: str
+    """What changed from the version live before it, ``path: old → new`` per change joined with
+    ``; `` (``gateway.policy.changes``); a rollback's starts ``rollback to version n``."""
+
+
+class VersionMismatch(GatewayError):
+    """``If-Match`` named a version that is not the live one (HTTP 412, DESIGN.md §9): the edit
+    was made from an older policy. ``live_version`` is the version live when checked."""
+
+    status = 412
+    code = "precondition_failed"
+
+    def __init__(self, expected: int, live: int) -> None:
+        super().__init__(
+            f"the policy was edited from version {expected}, but version {live} is live; "
+            "reload it and edit again",
+            [
+                {
+                    "path": "If-Match",
+                    "message": "not the live version",
+                    "expected_version": expected,
+                    "live_version": live,
+                }
+            ],
+        )
+        self.expected = expected
+        self.live_version = live
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +132,39 @@ class LoadedPolicy:
         return {"version": self.version, **self.document.model_dump(mode="json")}
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    """What a ``put`` or ``rollback`` did: the policy now live and whether it is a new version.
+
+    This is what a ``policy.changed`` event (DESIGN.md §9) carries; ``PolicyService.listeners``
+    receive one per new version."""
+
+    live: LoadedPolicy
+    """The live policy after the request (the same as before when ``changed`` is false)."""
+    previous_version: int
+    """The version live before it (equal to ``version`` when nothing changed)."""
+    changed: bool
+    """False: the request asked for the content already live; no version was made."""
+    action: str
+    """``put`` or ``rollback``."""
+    actor: str
+    """``<role>:<org>:<name>`` of the key that asked."""
+    at: datetime | None
+    """When the new version was committed (UTC); None when nothing changed."""
+    summary: str
+    """What changed (``VersionInfo.summary``); ``no change`` when nothing did."""
+
+    @property
+    def version(self) -> int:
+        return self.live.version
+
+
+ChangeListener = Callable[[PolicyChange], Awaitable[None]]
+"""Called once per committed policy version, after the commit, in the process that made it
+(never for a no-op, never for the seed). The hook for ``policy.changed`` events (DESIGN.md §9):
+append the event publisher to ``PolicyService.listeners`` in the app factory."""
+
+
 DestinationLoad = Callable[[Iterable[str]], Awaitable[dict[str, int]]]
 """Destination id → how many transfers ring or are connected there now (live load, handed in by
 the transfer store so that routing needs nothing of transfers)."""
@@ -105,6 +178,8 @@ class PolicyService:
         self._commit = redis.register_script(_COMMIT_LUA)
         self._loaded: LoadedPolicy | None = None
         self._files: LoadedPolicy | None = None
+        self.listeners: list[ChangeListener] = []
+        """``policy.changed`` hook: each is awaited with every new version (``_notify``)."""
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -146,6 +221,7 @@ class PolicyService:
             raise Unavailable(f"policy version {version} no longer validates") from exc
 
     async def versions(self) -> list[VersionInfo]:
+        """Every version, oldest first: who made it, when, and what changed."""
         raw = await self.redis.hgetall(keys.POLICY_VERSIONS)
         infos = []
         for field, value in raw.items():
@@ -153,12 +229,20 @@ class PolicyService:
             infos.append(
                 VersionInfo(
                     version=int(text(field)),
-                    who=meta["who"],
-                    when=meta["when"],
+                    # ``who``/``when``: as releases before 2026-11 wrote them.
+                    at=meta.get("at") or meta["when"],
+                    actor=meta.get("actor") or meta["who"],
                     summary=meta["summary"],
                 )
             )
         return sorted(infos, key=lambda v: v.version)
+
+    async def version(self, version: int) -> LoadedPolicy:
+        """The whole policy of ``version`` (live or not); ``NotFound`` when there is none."""
+        live = self._loaded
+        if live is not None and live.version == version:
+            return live
+        return LoadedPolicy(version, await self._document(version))
 
     async def audit(self) -> list[dict[str, str]]:
         entries = await self.redis.xrange(keys.POLICY_AUDIT) or []
@@ -210,53 +294,101 @@ class PolicyService:
             raise Unavailable(
                 "no live policy and the config files are invalid", exc.errors
             ) from None
-        status, version = await self._run("seed", 0, document, SEED_ACTOR, "seeded from config/")
+        status, version, _ = await self._run("seed", 0, document, SEED_ACTOR, "seeded from config/")
         if status == "ok":
             log.info("policy seeded", extra={"policy_version": version})
         return version
 
-    async def put(self, document_json: Mapping[str, Any], actor: str) -> int:
+    async def put(
+        self, document_json: Mapping[str, Any], actor: str, *, if_match: int | None = None
+    ) -> PolicyChange:
         """Validate ``document_json`` (the GET shape; a ``version`` key is ignored) and make it
-        the next version. ``PolicyInvalid`` lists every error and changes nothing."""
+        the next version (DESIGN.md §5, §9).
+
+        - ``PolicyInvalid`` lists every error and changes nothing.
+        - ``if_match``: the version the edit was made from. Another version live:
+          ``VersionMismatch`` (412), checked again inside the commit script, so of two edits
+          from the same version exactly one commits.
+        - A document identical to the live one is no new version: the answer is the live
+          version with ``changed`` false.
+        """
         data = {k: v for k, v in document_json.items() if k != "version"}
         document = validate_document(data)
-        return await self._change("put", document, actor, lambda old: summarize(old, document))
 
-    async def rollback(self, version: int, actor: str) -> int:
-        """A new version whose content equals ``version``'s."""
-        document = await self._document(version)
+        async def target(base: LoadedPolicy) -> tuple[PolicyDocument, str]:
+            return document, summarize(base.document, document)
 
-        def summary(old: PolicyDocument) -> str:
-            return f"rollback to version {version}: {summarize(old, document)}"
+        return await self._change("put", target, actor, if_match)
 
-        return await self._change("rollback", document, actor, summary)
+    async def rollback(
+        self, version: int | None, actor: str, *, if_match: int | None = None
+    ) -> PolicyChange:
+        """A new version whose content is a copy of ``version``'s; with ``version`` None, of
+        the version before the live one (``Conflict`` at version 1: there is none). Rolling
+        back to the content already live is no new version (``changed`` false). ``NotFound``
+        for an unknown version; ``if_match`` as for ``put``."""
+
+        async def target(base: LoadedPolicy) -> tuple[PolicyDocument, str]:
+            wanted = base.version - 1 if version is None else version
+            if wanted < 1:
+                raise Conflict(
+                    "there is no earlier version to roll back to",
+                    [{"path": "version", "message": f"version {base.version} is the first"}],
+                )
+            document = (await self.version(wanted)).document
+            return document, f"rollback to version {wanted}: {summarize(base.document, document)}"
+
+        return await self._change("rollback", target, actor, if_match)
 
     async def _change(
         self,
         action: str,
-        document: PolicyDocument,
+        target: Callable[[LoadedPolicy], Awaitable[tuple[PolicyDocument, str]]],
         actor: str,
-        summary: Callable[[PolicyDocument], str],
-    ) -> int:
-        for _ in range(5):
+        if_match: int | None,
+    ) -> PolicyChange:
+        """Commit ``target(live)`` as the next version on top of the live one, which must be
+        ``if_match`` when given; without it, recomputed on the new live version when another
+        writer got in between (up to ``RETRIES`` times)."""
+        for _ in range(RETRIES):
             base = await self.current()
-            status, version = await self._run(
-                action, base.version, document, actor, summary(base.document)
-            )
+            if if_match is not None and base.version != if_match:
+                raise VersionMismatch(if_match, base.version)
+            document, summary = await target(base)
+            if document == base.document:
+                return PolicyChange(base, base.version, False, action, actor, None, NO_CHANGE)
+            status, version, at = await self._run(action, base.version, document, actor, summary)
             if status == "ok":
-                self._loaded = LoadedPolicy(version, document)
+                loaded = LoadedPolicy(version, document)
+                self._loaded = loaded
                 log.info(
                     "policy changed",
                     extra={"policy_version": version, "action": action, "actor": actor},
                 )
-                return version
+                change = PolicyChange(loaded, base.version, True, action, actor, at, summary)
+                await self._notify(change)
+                return change
+            if if_match is not None:
+                raise VersionMismatch(if_match, version)
         raise Conflict("the policy kept changing under this request; retry")
+
+    async def _notify(self, change: PolicyChange) -> None:
+        """Tell every listener about a committed change; a failing listener is logged, never
+        undoes or fails the change (it is live already)."""
+        for listener in self.listeners:
+            try:
+                await listener(change)
+            except Exception:
+                log.exception(
+                    "policy change listener failed", extra={"policy_version": change.version}
+                )
 
     async def _run(
         self, action: str, expected: int, document: PolicyDocument, actor: str, summary: str
-    ) -> tuple[str, int]:
-        when = datetime.now(UTC).isoformat()
-        meta = json.dumps({"who": actor, "when": when, "summary": summary, "action": action})
+    ) -> tuple[str, int, datetime]:
+        at = datetime.now(UTC)
+        when = at.isoformat()
+        meta = json.dumps({"actor": actor, "at": when, "summary": summary, "action": action})
         result = await self._commit(
             keys=[keys.POLICY_CURRENT, keys.POLICY_DOCS, keys.POLICY_VERSIONS, keys.POLICY_AUDIT],
             args=[
@@ -271,4 +403,4 @@ class PolicyService:
             ],
         )
         status, version = text(result[0]), int(result[1])
-        return status, version
+        return status, version, at

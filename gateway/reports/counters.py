@@ -25,7 +25,7 @@ CONSIDERED = "considered"
 KEPT = "kept_with_911"
 KEPT_REASON = "kept_reason:"  # + reason code
 ELIGIBLE = "eligible"
-OFFERED = "offered"  # a destination was dialed
+OFFERED = "offered"  # a destination was dialed: one per ring attempt (the figure ``attempts``)
 CONNECTED = "connected"
 VIA_BACKUP = "connected_via_backup"
 ABANDONED = "abandoned"
@@ -44,7 +44,8 @@ PHONE_ONLY_OUTCOME = "resolved_by_phone"
 
 ANSWER_BUCKET = "answer_le:"  # + upper bound in seconds, or "+Inf"
 ANSWER_BUCKETS_S: tuple[float, ...] = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
-"""Upper bounds of the fixed answer-time buckets (the caller's wait, first ring → answer)."""
+"""Upper bounds of the fixed answer-time buckets (the caller's wait, first ring → answer); a call
+counts in the bucket of its whole wait, overall and under the destination that answered."""
 
 
 def answer_bucket(seconds: float) -> str:
@@ -74,6 +75,9 @@ def attempt_member(caller_type: str, destination_id: str, transfer_id: str) -> s
 class _Tally:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     answers: list[float] = field(default_factory=list)
+    """The caller's wait of each answered call: first ring → answer, seconds."""
+    rings: list[float] = field(default_factory=list)
+    """How long the answering destination rang before it answered, seconds."""
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -109,7 +113,7 @@ def figures(tally: _Tally, *, with_kept: bool = True) -> dict[str, Any]:
             if name.startswith(KEPT_REASON) and n
         },
         "eligible": counts[ELIGIBLE],
-        "offered": counts[OFFERED],
+        "attempts": counts[OFFERED],
         "connected": counts[CONNECTED],
         "capture_rate": _ratio(counts[CONNECTED], counts[ELIGIBLE]),
         "connected_via_backup": counts[VIA_BACKUP],
@@ -127,6 +131,11 @@ def figures(tally: _Tally, *, with_kept: bool = True) -> dict[str, Any]:
                 bound: counts[ANSWER_BUCKET + bound]
                 for bound in [f"{b:g}" for b in ANSWER_BUCKETS_S] + ["+Inf"]
             },
+        },
+        "ring_time_s": {
+            "p50": percentile(tally.rings, 0.5),
+            "p90": percentile(tally.rings, 0.9),
+            "count": len(tally.rings),
         },
         "dispositions": dispositions,
         "resolved_without_police_share": _ratio(counts[POLICE + "no"], disposed),
@@ -154,8 +163,11 @@ def summarize(
 ) -> dict[str, Any]:
     """The summary of a period from each day's counter hash and answer-time members.
 
-    A transfer's answer time is measured from the first destination ringing (how long the
-    caller waited); a destination's, under ``by_destination``, from its own attempt ringing."""
+    ``answer_time_s`` is the caller's wait everywhere (DESIGN.md §6): first destination ringing
+    → answer, counted overall, under the caller type and under the destination that answered.
+    ``ring_time_s`` is the answering destination's own ring → answer (shorter than the wait when
+    a backup answered), in the same three places. ``gateway.reports.glossary`` describes every
+    figure."""
     total = _Tally()
     by_type = {ct: _Tally() for ct in CALLER_TYPES}
     by_dest: dict[str, _Tally] = {d: _Tally() for d in destinations}
@@ -168,11 +180,16 @@ def summarize(
                 by_dest.setdefault(destination, _Tally()).counts[figure] += value
     for member, seconds in answer_members:
         caller_type, destination, rest = member.split("|", 2)
-        if rest.startswith(OWN_ATTEMPT):  # the destination's own ring-to-answer time
-            by_dest.setdefault(destination, _Tally()).answers.append(seconds)
-        else:
-            total.answers.append(seconds)
-            by_type.setdefault(caller_type, _Tally()).answers.append(seconds)
+        tallies = (
+            total,
+            by_type.setdefault(caller_type, _Tally()),
+            by_dest.setdefault(destination, _Tally()),
+        )
+        for tally in tallies:
+            if rest.startswith(OWN_ATTEMPT):  # the answering destination's own ring time
+                tally.rings.append(seconds)
+            else:  # the caller's whole wait
+                tally.answers.append(seconds)
     return {
         **figures(total),
         "by_caller_type": {ct: figures(t) for ct, t in by_type.items()},

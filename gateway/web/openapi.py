@@ -170,6 +170,11 @@ def build(
             for p in re.findall(r"{(\w+)}", route.path)
         ]
         parameters += [_query_parameter(q) for q in route.query]
+        parameters += [
+            {"name": name, "in": "header", "required": False, "description": text,
+             "schema": {"type": "string"}}
+            for name, text in route.headers
+        ]  # fmt: skip
         if parameters:
             operation["parameters"] = parameters
         if route.roles is not None:
@@ -191,6 +196,7 @@ def build(
         operation["responses"] = {
             str(route.status): ok,
             **{code: {"description": text, **error} for code, text in _ERRORS.items()},
+            **{code: {"description": text, **error} for code, text in route.responses},
         }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     hooks = {hook.name: _webhook(hook, components) for hook in webhooks}

@@ -65,6 +65,11 @@ class Route:
     """Query parameters for the document: a ``Query`` (typed), or (name, description), typed
     by its name when it is a conventional one (``limit``, ``cursor``, ``since``, ``from``…; see
     ``gateway.web.openapi.CONVENTIONAL_QUERY``), else a string."""
+    # -- request headers and extra answers (policy administration: If-Match, 412) --
+    headers: tuple[tuple[str, str], ...] = ()
+    """Request headers the route reads, as (name, description), for the document."""
+    responses: tuple[tuple[str, str], ...] = ()
+    """Statuses beyond the common error set, as (status, description), for the document."""
 
 
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
