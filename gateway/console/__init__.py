@@ -6,6 +6,7 @@ htmx and its SSE extension, vendored under ``static/vendor`` — no build step, 
 - ``charts``: the supervisor board's SVG charts, drawn on the server.
 - ``web``: templates, the signed-in and CSRF guards, errors as notices.
 - ``pages``: the handlers (call-taker, handback inbox, supervisor board) and the live stream.
+- ``policy``: the policy editor (admin).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from gateway.console import pages
+from gateway.console import pages, policy
 from gateway.console.web import STATIC, environment_options, sessions_ctx
 
 
@@ -23,6 +24,7 @@ def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(sessions_ctx)
     app.router.add_static("/console/static/", STATIC, name="console_static")
     pages.add_routes(app)
+    policy.add_routes(app)
 
 
 __all__ = ["setup"]

@@ -57,7 +57,7 @@ NAV: Mapping[Role, list[tuple[str, str]]] = {
         ("/console/handbacks", "Handback inbox"),
         ("/console/board", "Board"),
     ],
-    Role.ADMIN: [("/console/board", "Supervisor board")],
+    Role.ADMIN: [("/console/board", "Supervisor board"), ("/console/policy", "Policy editor")],
     Role.CRISIS_CENTER: [("/console/counselor", "Counselor")],
 }
 

@@ -1,0 +1,1 @@
+"""The policy editor console over real HTTP, without a browser."""
