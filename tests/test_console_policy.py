@@ -32,7 +32,8 @@ async def editor(client: TestClient[Any, Any]) -> tuple[str, int, str]:
     assert resp.status == 200, page
     draft = DRAFT_RE.search(page)
     base = BASE_RE.search(page)
-    assert draft is not None and base is not None
+    assert draft is not None
+    assert base is not None
     return html.unescape(draft.group(1)), int(base.group(1)), page
 
 
@@ -61,7 +62,8 @@ async def test_an_admin_sees_the_live_policy_in_words_and_as_text(
     assert yaml.safe_load(text)["policy"]["hop_limit"] == 2
     assert "Stays with 911 after 2 transfers" in page
     assert "Crisis Connections" in page
-    assert "Version 1" in page and "system:config-files" in page
+    assert "Version 1" in page
+    assert "system:config-files" in page
     assert '<label for="draft">' in page
 
 
@@ -126,7 +128,8 @@ async def test_a_valid_draft_shows_its_changes_and_decides_a_call(
     fragment = html.unescape(await resp.text())
     assert "1 change from version 1" in fragment
     assert "<code>policy.hop_limit</code></td><td>2 → 1" in fragment
-    assert 'id="structure"' in fragment and "The draft (not saved)" in fragment
+    assert 'id="structure"' in fragment
+    assert "The draft (not saved)" in fragment
 
     call = {
         "draft": draft,
@@ -156,7 +159,7 @@ async def test_a_save_then_a_conflict_from_a_second_admin_then_a_rollback(
     dana_csrf = await sign_in(dana, admin_key(config_dir, "dana"))
     sam_csrf = await sign_in(sam, admin_key(config_dir, "sam"))
     dana_text, dana_base, _ = await editor(dana)
-    sam_text, sam_base, _ = await editor(sam)
+    sam_text, _, _ = await editor(sam)
 
     resp = await sam.post(
         "/console/policy/save",
@@ -175,13 +178,14 @@ async def test_a_save_then_a_conflict_from_a_second_admin_then_a_rollback(
     assert resp.status == 412
     assert "Someone else saved version 2 at " in page
     assert "(admin:ops:sam) — review their change" in page
-    assert "languages: [en] → [en, zh]" in page or "languages:" in page
+    assert "destinations.wa-988-backup.languages: [en] → [en, zh]" in page
     live = yaml.safe_load((await editor(dana))[0])
     assert live["policy"]["hop_limit"] == 2  # nothing of Dana's was saved…
     assert "zh" in live["destinations"][1]["languages"]  # …and Sam's change stands
     draft = DRAFT_RE.search(page)
-    assert draft is not None and "hop_limit: 1" in html.unescape(draft.group(1))
-    assert BASE_RE.search(page) is not None and 'name="base_version" value="2"' in page
+    assert draft is not None
+    assert "hop_limit: 1" in html.unescape(draft.group(1))
+    assert 'name="base_version" value="2"' in page
 
     # Saving again after the review is deliberate: on top of version 2.
     resp = await dana.post(
@@ -191,7 +195,8 @@ async def test_a_save_then_a_conflict_from_a_second_admin_then_a_rollback(
     )
     assert resp.headers["Location"] == "/console/policy?saved=3"
     _, _, page = await editor(dana)
-    assert "admin:ops:dana" in page and "policy.hop_limit: 2 → 1" in html.unescape(page)
+    assert "admin:ops:dana" in page
+    assert "policy.hop_limit: 2 → 1" in html.unescape(page)
 
     resp = await dana.get("/console/policy/rollback?version=1")
     confirm = html.unescape(await resp.text())

@@ -192,11 +192,11 @@ class Structure:
 
 def _window(window: Window) -> str:
     days = ", ".join(d.capitalize() for d in window.days)
-    return f"{days} {window.start}–{window.end}"
+    return f"{days} {window.start} to {window.end}"
 
 
 def hours_words(destination: Destination) -> str:
-    """``Mon, Tue 07:00–23:00; Sat 10:00–14:00``, or ``always open``."""
+    """``Mon, Tue 07:00 to 23:00; Sat 10:00 to 14:00``, or ``always open``."""
     if destination.hours is None:
         return "always open"
     return "; ".join(_window(w) for w in destination.hours)
