@@ -135,7 +135,8 @@ def test_versions_are_newest_first_with_who_when_and_each_change() -> None:
 def test_a_conflict_names_who_saved_which_version_and_when() -> None:
     found = policy_views.conflict(1, 3, VERSIONS, PACIFIC)
     assert found.message.startswith(
-        "Someone else saved version 3 at 2026-11-30 12:09 PST (admin:ops:lee) — review their change."
+        "Someone else saved version 3 at 2026-11-30 12:09 PST (admin:ops:lee) — "
+        "review their change."
     )
     assert "nothing was overwritten" in found.message
     assert [v.version for v in found.theirs] == [3, 2]
