@@ -145,7 +145,7 @@ async def test_a_valid_draft_shows_its_changes_and_decides_a_call(
     resp = await client.post("/console/policy/try", data=call, headers=headers)
     fragment = html.unescape(await resp.text())
     assert "The draft would: Keep the call with 911" in fragment
-    assert "gate: fails — hop_limit" in fragment
+    assert "Safety gate: the call stays with 911 — Already transferred the most" in fragment
     # The live policy (hop limit 2) would transfer this call: the try used the draft.
     resp = await client.post("/console/policy/try", data={**call, "draft": text}, headers=headers)
     assert "The draft would: Transfer to Crisis Connections" in html.unescape(await resp.text())

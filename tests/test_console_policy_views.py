@@ -142,3 +142,52 @@ def test_a_conflict_names_who_saved_which_version_and_when() -> None:
     assert [v.version for v in found.theirs] == [3, 2]
     assert found.live == 3
     assert found.base == 1
+
+
+NAMES = {"crisis-connections-988": "Crisis Connections 988", "wa-988-backup": "WA backup"}
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        (
+            "decision: transfer to crisis-connections-988, wa-988-backup, ringing each 20 s",
+            "Decision: transfer to Crisis Connections 988, then WA backup, ringing each 20 s",
+        ),
+        (
+            "decision: stay_with_911 (excluded:weapons, no_consent)",
+            "Decision: keep the call with 911 — Weapons involved: yes — such calls stay with "
+            "911; The caller has not consented to a transfer",
+        ),
+        (
+            "decision: stay_with_911 (closed:wa-988-backup, no_rule)",
+            "Decision: keep the call with 911 — WA backup is closed now — skipped; "
+            "no rule matches the call",
+        ),
+        (
+            "gate: fails — screening_incomplete:violence",
+            "Safety gate: the call stays with 911 — Violence or threats: not asked — this "
+            "question must be answered",
+        ),
+        ("rule first-person: matches", "Rule first-person: matches — its chain is used"),
+        (
+            "rule youth: skipped (caller type unknown not in first_person)",
+            "Rule youth: does not match (caller type unknown not in first_person)",
+        ),
+        (
+            "destination wa-988-backup: skipped, at capacity (3/3)",
+            "WA backup: skipped, at capacity (3/3)",
+        ),
+        ("no rule matches", "No rule matches the call"),
+        ("psap kc: local time 2026-11-30 12:00", "psap kc: local time 2026-11-30 12:00"),
+    ],
+)
+def test_the_trace_is_said_in_words(line: str, words: str) -> None:
+    assert policy_views.trace_words(line, NAMES) == words
+
+
+def test_the_draft_text_leaves_out_unset_fields(live: PolicyDocument) -> None:
+    text = policy_views.draft_text(live)
+    assert "tags: []" not in text
+    assert "screening: {}" not in text
+    assert "null" not in text

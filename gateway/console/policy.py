@@ -156,7 +156,7 @@ async def try_call(request: web.Request) -> web.StreamResponse:
         explained = await service.explain(body, loaded=draft)
         names = {d.id: d.name for d in result.document.destinations}
         context["view"] = views.decision_view(explained.decision, names)
-        context["trace"] = explained.trace
+        context["trace"] = [policy_views.trace_words(t, names) for t in explained.trace]
     return render(request, "_policy_try.html", context)
 
 

@@ -9,6 +9,7 @@ No I/O and no HTML here, so every piece is tested without a browser
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from gateway.console.views import CALLER_TYPES, FLAG_LABELS
+from gateway.console.views import CALLER_TYPES, FLAG_LABELS, reason_words
 from gateway.policy.changes import NO_CHANGE, changes
 from gateway.policy.loader import PolicyInvalid, validate_document
 from gateway.policy.models import Destination, PolicyDocument, Rule, Window
@@ -30,10 +31,20 @@ MAX_DRAFT = 200_000
 # ---- the draft ----------------------------------------------------------------------------------
 
 
+def _pruned(value: Any) -> Any:
+    """``value`` without unset optional fields: nulls and empty lists or objects (each such
+    field's default is the same: absent, ``[]`` or ``{}``)."""
+    if isinstance(value, dict):
+        return {k: _pruned(v) for k, v in value.items() if v is not None and v != [] and v != {}}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
 def draft_text(document: PolicyDocument) -> str:
     """``document`` as the editor's YAML: the GET shape, in its own key order, unset optional
-    fields left out."""
-    data = document.model_dump(mode="json", exclude_none=True)
+    fields (null, empty) left out."""
+    data = _pruned(document.model_dump(mode="json"))
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
@@ -145,6 +156,44 @@ def check_draft(text: str, live: PolicyDocument) -> DraftCheck:
     except PolicyInvalid as exc:
         return DraftCheck(None, error_lines(exc.errors, text), [])
     return DraftCheck(document, [], change_lines(changes(live, document)))
+
+
+# ---- a decision's trace, in words -------------------------------------------------------------
+
+_DECISION_TRANSFER = re.compile(r"^decision: transfer to (.+), ringing each (\d+) s$")
+_DECISION_STAY = re.compile(r"^decision: stay_with_911 \((.*)\)$")
+_GATE_FAILS = re.compile(r"^gate: fails — (.*)$")
+_RULE = re.compile(r"^rule ([^:]+): (matches|skipped \((.*)\))$")
+_DESTINATION = re.compile(r"^destination ([^:]+): (.*)$")
+
+
+def trace_words(line: str, names: Mapping[str, str]) -> str:
+    """One line of the engine's trace (``gateway.policy.engine.explain``) for a person: reason
+    codes in words and destinations by name; a line of another form as it is."""
+    if found := _DECISION_TRANSFER.match(line):
+        chain = ", then ".join(names.get(d, d) for d in found.group(1).split(", "))
+        return f"Decision: transfer to {chain}, ringing each {found.group(2)} s"
+    if found := _DECISION_STAY.match(line):
+        codes = [c for c in found.group(1).split(", ") if c]
+        return "Decision: keep the call with 911 — " + "; ".join(
+            reason_words(c, names) if c != "no_rule" else "no rule matches the call" for c in codes
+        )
+    if found := _GATE_FAILS.match(line):
+        codes = found.group(1).split(", ")
+        return "Safety gate: the call stays with 911 — " + "; ".join(
+            reason_words(c, names) for c in codes
+        )
+    if line.startswith("gate: passes"):
+        return "Safety gate: passes" + line.removeprefix("gate: passes")
+    if found := _RULE.match(line):
+        if found.group(2) == "matches":
+            return f"Rule {found.group(1)}: matches — its chain is used"
+        return f"Rule {found.group(1)}: does not match ({found.group(3)})"
+    if found := _DESTINATION.match(line):
+        return f"{names.get(found.group(1), found.group(1))}: {found.group(2)}"
+    if line == "no rule matches":
+        return "No rule matches the call"
+    return line
 
 
 # ---- the policy's structure, in words -----------------------------------------------------------
