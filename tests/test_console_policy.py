@@ -169,6 +169,14 @@ async def test_a_save_then_a_conflict_from_a_second_admin_then_a_rollback(
     assert resp.status == 303
     assert resp.headers["Location"] == "/console/policy?saved=2"
 
+    # Dana's open editor learns of it (on the policy.changed event, or polling) before saving.
+    resp = await dana.get(f"/console/policy/versions?base={dana_base}")
+    warning = html.unescape(await resp.text())
+    assert "Version 2 was saved at " in warning
+    assert "by admin:ops:sam after version 1" in warning
+    resp = await dana.get("/console/policy/versions?base=2")
+    assert "newer-version" not in await resp.text()
+
     mine = edited(dana_text, hop_limit_1)
     resp = await dana.post(
         "/console/policy/save",

@@ -111,6 +111,9 @@ async def test_edit_try_conflict_save_and_roll_back(
             "/v1/admin/routing", json=theirs, headers={**api, "If-Match": '"1"'}
         )
         assert resp.status == 200, await resp.text()
+        # The open editor shows a newer version was saved (policy.changed, or polling).
+        newer = page.get_by_test_id("newer-version")
+        await newer.filter(has_text="Version 2 was saved at").wait_for(timeout=WAIT)
         await page.get_by_role("button", name="Save as the next version").click()
         conflict = page.get_by_test_id("conflict")
         await conflict.wait_for(timeout=WAIT)

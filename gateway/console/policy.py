@@ -72,6 +72,7 @@ async def _page(
     live = await service.current()
     zone = _zone(live)
     shown = check.document if check is not None and check.document is not None else None
+    rows = policy_views.version_rows(await service.versions(), live.version, zone)
     return render(
         request,
         "policy.html",
@@ -85,13 +86,35 @@ async def _page(
             "message": message,
             "structure": policy_views.structure(shown or live.document),
             "structure_is_draft": shown is not None,
-            "versions": policy_views.version_rows(await service.versions(), live.version, zone),
+            "versions": rows,
+            "newer": _newer(rows, base if base is not None else live.version),
             "flags": [(f, views.FLAG_LABELS[f]) for f in SCREENING_FLAGS],
             "caller_types": list(views.CALLER_TYPES.items()),
             "languages": LANGUAGES,
             "psaps": [(p.id, p.name) for p in live.document.psaps],
         },
         status=status,
+    )
+
+
+def _newer(rows: list[policy_views.VersionRow], base: int) -> policy_views.VersionRow | None:
+    """The newest version saved after ``base`` (the draft's), if any."""
+    return rows[0] if rows and rows[0].version > base else None
+
+
+@fragment(Role.ADMIN)
+async def versions(request: web.Request) -> web.StreamResponse:
+    """The versions, refreshed on a ``policy.changed`` event (or while the stream is down), with
+    a warning when one was saved after ``?base=n``, the version the open draft was made from."""
+    service = request.app[POLICY]
+    live = await service.current()
+    rows = policy_views.version_rows(await service.versions(), live.version, _zone(live))
+    raw = request.query.get("base", "")
+    base = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 15 else live.version
+    return render(
+        request,
+        "_policy_versions.html",
+        {"versions": rows, "newer": _newer(rows, base), "base": base},
     )
 
 
@@ -252,5 +275,6 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/console/policy/check", check)
     router.add_post("/console/policy/try", try_call)
     router.add_post("/console/policy/save", save)
+    router.add_get("/console/policy/versions", versions)
     router.add_get("/console/policy/rollback", rollback_confirm)
     router.add_post("/console/policy/rollback", rollback)
