@@ -152,3 +152,9 @@ async def test_edit_try_conflict_save_and_roll_back(
         assert live["destinations"][1]["languages"] == ["en"]
         assert yaml.safe_load(await draft.input_value())["policy"]["hop_limit"] == 2
         await assert_accessible(page)
+
+        # A tablet held upright: the editor and its structure, still no sideways scrolling.
+        await page.set_viewport_size({"width": 768, "height": 1024})
+        await page.goto(f"{base}/console/policy")
+        await page.get_by_role("heading", name="The live policy").wait_for()
+        await assert_accessible(page)
