@@ -237,7 +237,7 @@ async def test_without_a_location_the_handback_is_flagged(
 @pytest.mark.parametrize(
     ("change", "path"),
     [
-        ({"callback_number": "206-555-0123"}, "callback_number"),
+        ({"callback_number": "206-555-012"}, "callback_number"),
         ({"location": {"lat": 91, "lon": 0}}, "location.lat"),
         ({"location": {"lat": 47.1, "lon": -181}}, "location.lon"),
         ({"location": {"lat": 47.1}}, "location"),

@@ -55,7 +55,7 @@ def test_check_defaults_to_config_dir_setting(config_dir: Path) -> None:
 
 def test_check_broken_policy_lists_every_error(config_dir: Path) -> None:
     dests = yaml.safe_load((config_dir / "destinations.yaml").read_text())
-    dests["destinations"][0]["number"] = "206-555-0188"
+    dests["destinations"][0]["number"] = "555-0188"
     (config_dir / "destinations.yaml").write_text(yaml.safe_dump(dests))
     policy = yaml.safe_load((config_dir / "policy.yaml").read_text())
     policy["policy"]["exclusions"].remove("officer_requested")

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.core.phone import E164
+from gateway.core.phone import PhoneNumber
 from gateway.core.redis_client import SCHEMES, SENTINEL_SCHEME, parse_sentinel
 
 
@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_api_base_url: AnyHttpUrl = AnyHttpUrl("https://api.twilio.com")
-    bridge_number: E164 | None = None
+    bridge_number: PhoneNumber | None = None
+    """The Twilio number callers are conferenced to: E.164 (or a US national number)."""
     sandbox: bool | None = None
     """Run against the built-in Twilio sandbox. Unset: yes when no Twilio credentials are set."""
 

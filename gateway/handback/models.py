@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.core.phone import E164
+from gateway.core.phone import PhoneNumber
 from gateway.handback.states import HandbackState
 
 HANDBACK_ID_PATTERN = r"^hb_[0-9a-f]{24}$"
@@ -131,8 +131,9 @@ class HandbackRequest(BaseModel):
     """The PSAP to hand back to, when there is no transfer."""
     reason: HandbackReason
     location: Location | None = None
-    callback_number: E164 | None = None
-    """Defaults to the transfer's callback number."""
+    callback_number: PhoneNumber | None = None
+    """Defaults to the transfer's callback number. E.164, or a national number of the PSAP's
+    country (the transfer's PSAP, or ``psap_id``); kept and answered in E.164."""
     risk: Risk = Field(default_factory=Risk)
     """``null`` is taken as no risk information (all unknown)."""
     counselor_ref: Ref | None = None

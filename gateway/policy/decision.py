@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import langcodes
 from pydantic import (
@@ -91,20 +91,25 @@ LanguageTag = Annotated[str, StringConstraints(pattern=BCP47), AfterValidator(kn
 are compared in canonical form by ``gateway.policy.models.language_distance``)."""
 
 
+def _psap_id_may_be_left_out(schema: dict[str, Any]) -> None:
+    """In the API's schema ``psap_id`` is optional: a ``psap`` key's org fills it in."""
+    schema["required"] = [name for name in schema.get("required", []) if name != "psap_id"]
+
+
 class DecisionRequest(BaseModel):
     """What a decision is made from (DESIGN.md §5).
 
-    Other call facts an integration sends alongside are accepted and ignored — but never
-    silently: ``ignored_fields`` names them in the answer, so a misspelled
-    ``transfers_so_far`` shows up at once. The screening answers are strict."""
+    Unknown fields are refused (422 naming each, with the closest known name, DESIGN.md §9):
+    a misspelt ``callback_number`` or ``transfers_so_far`` must not vanish. The screening
+    answers are strict."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
-
-    @property
-    def ignored_fields(self) -> list[str]:
-        return sorted(self.model_extra or {})
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_extra=_psap_id_may_be_left_out
+    )
 
     psap_id: str = Field(min_length=1, max_length=64)
+    """The PSAP the call is at. A ``psap`` key may leave it out (its own org); given, it must
+    be that org (403 otherwise). Any other key gives it."""
     caller_type: CallerType
     screening: Screening
     language: LanguageTag = "en"

@@ -50,13 +50,15 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
+    field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gateway.core.phone import E164
+from gateway.core.phone import DEFAULT_REGION, MAX_LENGTH, Country, PhoneNumber, e164_field
 from gateway.policy.decision import (
     BCP47,
     EXCLUSION_FLAGS,
@@ -393,8 +395,13 @@ class Psap(_Frozen):
     name: Name
     timezone: Timezone
     """IANA name; every schedule is evaluated in this PSAP's local time."""
-    handback_number: E164
-    """The line the gateway dials to reach a call-taker for a 988 → 911 handback."""
+    country: Country = DEFAULT_REGION
+    """ISO 3166 alpha-2 (default ``US``): national phone numbers for this PSAP — its
+    ``handback_number`` here, ``callback_number`` in its requests — are read in this country's
+    numbering plan (DESIGN.md §9)."""
+    handback_number: str = Field(max_length=MAX_LENGTH)
+    """The line the gateway dials to reach a call-taker for a 988 → 911 handback: E.164, or a
+    national number of ``country``; kept in E.164."""
     cad_url: HttpUrl | None = None
     """Receives each handback's EIDO as a signed JSON POST; absent: EIDOs are only kept."""
     cad_secret_env: EnvName | None = None
@@ -408,6 +415,14 @@ class Psap(_Frozen):
         check = _secret_with_url("cad_url", "cad_secret_env", "EIDOs to CAD are always signed")
         return _validate_then_check(cls.__name__, raw, handler, (check,))
 
+    @field_validator("handback_number")
+    @classmethod
+    def _number_in_country(cls, value: str, info: ValidationInfo) -> str:
+        country = info.data.get("country")
+        if country is None:  # the country itself is wrong, and reported
+            return value
+        return e164_field(value, country)
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -417,7 +432,8 @@ class Destination(_Frozen):
     id: Id
     kind: DestinationKind
     name: Name
-    number: E164
+    number: PhoneNumber
+    """E.164 (or a US national number); kept in E.164."""
     org: Org
     """The organization whose API keys act for this destination."""
     languages: tuple[Language, ...] = Field(min_length=1)

@@ -42,7 +42,7 @@ from gateway.core.auth import Principal, Role, require_org, require_role
 from gateway.core.errors import Forbidden, Unavailable
 from gateway.core.legs import Dial, Dialer, conference_in_progress
 from gateway.core.metrics import Metrics
-from gateway.core.phone import E164
+from gateway.core.phone import PhoneNumber
 from gateway.core.ports import Leg, NoticeError, Notifier, Telephony, TelephonyError
 from gateway.core.records import Ops, Tally, encode_fields
 from gateway.core.settings import Settings
@@ -91,7 +91,8 @@ ANNOUNCE_TIMER = "transfer_announce"
 class TransferRequest(DecisionRequest):
     """``POST /v1/transfers``: the decision's inputs plus the call facts the destination needs."""
 
-    callback_number: E164 | None = None
+    callback_number: PhoneNumber | None = None
+    """E.164, or a national number of the PSAP's country; kept and answered in E.164."""
 
 
 class TransferView(Transfer):
@@ -99,8 +100,6 @@ class TransferView(Transfer):
 
     bridge_number: str | None = None
     bridge_code: str | None = None
-    ignored_fields: list[str] | None = None
-    """Fields of the request the gateway does not know and did not use (only when any)."""
 
 
 class ReleaseRequest(BaseModel):

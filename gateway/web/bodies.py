@@ -19,6 +19,8 @@ never a 500, never a traceback in the log — and nothing has been written when 
     JSON: a key given twice in one object                    400     bad_request
     JSON: not an object (every body of this API is one)      400     bad_request
     JSON: content that does not validate                     422     invalid (paths, no values)
+    JSON: a field the model does not know                    422     invalid (each named, with
+                                                                     the closest known name)
     form: not urlencoded; a charset not UTF-8/ASCII/Latin-1  415     unsupported_media_type
     form: raw control bytes, bad percent-encoding, not       400     bad_request
           decodable in its charset, over ``MAX_FORM_FIELDS``
@@ -33,19 +35,20 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import difflib
 import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, get_args
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, ValidationError
 
 from gateway.core.errors import (
     BadRequest,
@@ -250,22 +253,106 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return data
 
 
-async def read_model(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:
-    """The body validated as ``model``: 400/413/415 as ``read_json``, 422 with each invalid
-    field's path (never its value). With ``allow_empty``, an empty body is ``{}``."""
+async def read_model(
+    request: web.Request,
+    model: type[M],
+    *,
+    allow_empty: bool = False,
+    context: Mapping[str, Any] | None = None,
+) -> M:
+    """The body validated as ``model`` (under the validation ``context``, e.g. the region
+    phone numbers are read in): 400/413/415 as ``read_json``, 422 with each invalid field's
+    path (never its value). With ``allow_empty``, an empty body is ``{}``."""
     if allow_empty:
         _check_json_type(request)
         if not (await read_body(request)).strip():
-            return validate(model, {})
-    return validate(model, await read_json(request))
+            return validate(model, {}, context=context)
+    return validate(model, await read_json(request), context=context)
 
 
-def validate(model: type[M], data: Any) -> M:
-    """``data`` as ``model``, or ``Invalid`` (422) naming every bad field."""
+def validate(model: type[M], data: Any, *, context: Mapping[str, Any] | None = None) -> M:
+    """``data`` as ``model``, or ``Invalid`` (422) naming every bad field.
+
+    A field the model does not know (``extra="forbid"``) is named in the message and in its
+    detail, with the closest known name when there is one (``difflib.get_close_matches``):
+    ``callback_numbr`` → ``did you mean 'callback_number'?`` (DESIGN.md §9)."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=dict(context) if context else None)
     except ValidationError as exc:
-        raise Invalid(f"{exc.error_count()} invalid field(s)", validation_details(exc)) from None
+        details = validation_details(exc)
+        unknown = [_unknown_field(model, err["loc"]) for err in _extra_errors(exc)]
+        if not unknown:
+            raise Invalid(f"{exc.error_count()} invalid field(s)", details) from None
+        for detail, (path, _, suggestion) in zip(
+            (d for d in details if d["type"] == _EXTRA), unknown, strict=True
+        ):
+            detail["path"] = path
+            detail["message"] = "unknown field" + (
+                f"; did you mean {suggestion!r}?" if suggestion else ""
+            )
+            if suggestion:
+                detail["did_you_mean"] = suggestion
+        raise Invalid(_unknown_message(unknown, exc.error_count()), details) from None
+
+
+_EXTRA = "extra_forbidden"
+MAX_NAMED = 10
+"""Unknown fields named in an error's message (every one is in its details)."""
+_NAME_CHARS = 40
+"""An unknown field's name is cut to this many characters wherever it is echoed."""
+
+
+def _extra_errors(exc: ValidationError) -> list[Any]:
+    return [e for e in exc.errors(include_url=False, include_input=False) if e["type"] == _EXTRA]
+
+
+def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[str, str, str]:
+    """(path, name, closest known name or "") of the unknown field at ``loc``."""
+    name = str(loc[-1])[:_NAME_CHARS]
+    path = ".".join([*(str(part) for part in loc[:-1]), name])
+    close = difflib.get_close_matches(name, _known_names(model, loc[:-1]), n=1)
+    return path, name, close[0] if close else ""
+
+
+def _known_names(model: type[BaseModel], parent: tuple[int | str, ...]) -> list[str]:
+    """The field names (and plain aliases) of the model found at ``parent`` inside ``model``:
+    list indexes are skipped, ``X | None`` and ``list[X]`` are looked through."""
+    current: type[BaseModel] | None = model
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if current is not None else None
+        current = _model_in(field.annotation) if field is not None else None
+    if current is None:
+        return []
+    names: list[str] = []
+    for name, field in current.model_fields.items():
+        names.append(name)
+        if isinstance(field.alias, str) and field.alias != name:
+            names.append(field.alias)
+        if isinstance(field.validation_alias, AliasChoices):
+            names += [c for c in field.validation_alias.choices if isinstance(c, str)]
+    return names
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (found := _model_in(arg)) is not None:
+            return found
+    return None
+
+
+def _unknown_message(unknown: list[tuple[str, str, str]], errors: int) -> str:
+    named = [
+        f"{path!r}" + (f" (did you mean {suggestion!r}?)" if suggestion else "")
+        for path, _, suggestion in unknown[:MAX_NAMED]
+    ]
+    more = len(unknown) - len(named)
+    message = "unknown field(s): " + ", ".join(named) + (f" and {more} more" if more else "")
+    others = errors - len(unknown)
+    return message + (f"; {others} other invalid field(s)" if others else "")
 
 
 # ---- forms (Twilio's webhooks) ---------------------------------------------------------------

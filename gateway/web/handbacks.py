@@ -26,6 +26,7 @@ from gateway.web.appkeys import DISPOSITIONS, HANDBACKS
 from gateway.web.bodies import query_date, query_int, query_text, read_model
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Query, Route
+from gateway.web.scope import read_handback_request
 from gateway.web.twilio import PARAMS, attempt_param, status_callback
 
 _ID_RE = re.compile(HANDBACK_ID_PATTERN)
@@ -47,7 +48,7 @@ def _json(view: HandbackView, status: int = 200) -> web.Response:
 
 
 async def open_handback(request: web.Request) -> web.Response:
-    body = await read_model(request, HandbackRequest)
+    body = await read_handback_request(request)
     view = await request.app[HANDBACKS].open(body, principal_of(request))
     return _json(view, status=201)
 

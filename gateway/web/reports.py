@@ -11,12 +11,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.core.auth import Role, require_org, require_role
+from gateway.core.auth import Role, require_role
 from gateway.reports.figures import build_summary
 from gateway.reports.glossary import describe
 from gateway.web.appkeys import POLICY, REDIS
+from gateway.web.bodies import query_text
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Route
+from gateway.web.scope import own_psap_id
 
 
 def _figure(name: str, **extra: Any) -> Any:
@@ -98,10 +100,7 @@ class ReportSummary(Figures):
 
 async def summary_view(request: web.Request) -> web.Response:
     principal = require_role(principal_of(request), Role.ADMIN, Role.PSAP)
-    psap_id = request.query.get("psap_id") or None
-    if principal.role is Role.PSAP:
-        psap_id = psap_id or principal.org
-        require_org(principal, psap_id)
+    psap_id = own_psap_id(principal, query_text(request, "psap_id"))  # a psap key: its own
     loaded = await request.app[POLICY].current()
     body = await build_summary(
         loaded, request.app[REDIS], psap_id, request.query.get("from"), request.query.get("to")

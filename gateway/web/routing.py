@@ -15,6 +15,7 @@ from gateway.web.appkeys import POLICY
 from gateway.web.bodies import read_json, read_model
 from gateway.web.middlewares import error_response, principal_of
 from gateway.web.routes import Route
+from gateway.web.scope import read_call_request
 
 ANY_ROLE = tuple(Role)
 
@@ -37,14 +38,11 @@ class VersionList(RootModel[list[VersionInfo]]):
 
 
 async def post_decision(request: web.Request) -> web.Response:
-    """Dry run: what the live policy decides for these call facts. Nothing is recorded."""
-    principal_of(request)
-    body = await read_model(request, DecisionRequest)
+    """Dry run: what the live policy decides for these call facts. Nothing is recorded.
+    A ``psap`` key may leave ``psap_id`` out (``gateway.web.scope``)."""
+    body = await read_call_request(request, DecisionRequest, principal_of(request))
     decision = await request.app[POLICY].decide(body)
-    answer = decision.model_dump(mode="json")
-    if body.ignored_fields:
-        answer["ignored_fields"] = body.ignored_fields
-    return web.json_response(answer)
+    return web.json_response(decision.model_dump(mode="json"))
 
 
 # -- policy administration (DESIGN.md §5, §9) ----------------------------------------------------

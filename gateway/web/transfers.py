@@ -14,6 +14,7 @@ from gateway.web.appkeys import TRANSFERS
 from gateway.web.bodies import read_model
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Route
+from gateway.web.scope import read_call_request
 
 _ID_RE = re.compile(r"^tr_[0-9a-f]{24}$")
 
@@ -31,16 +32,9 @@ def _json(transfer: Transfer, status: int = 200) -> web.Response:
 
 async def open_transfer(request: web.Request) -> web.Response:
     principal = require_role(principal_of(request), Role.PSAP)  # 403 before any 422
-    body = await read_model(request, TransferRequest)
+    body = await read_call_request(request, TransferRequest, principal)
     view = await request.app[TRANSFERS].open(body, principal)
-    if body.ignored_fields:
-        view = view.model_copy(update={"ignored_fields": body.ignored_fields})
-    return web.json_response(
-        text=view.model_dump_json(
-            exclude={"ignored_fields"} if view.ignored_fields is None else None
-        ),
-        status=201,
-    )
+    return web.json_response(text=view.model_dump_json(), status=201)
 
 
 async def get_transfer(request: web.Request) -> web.Response:
