@@ -62,6 +62,9 @@ def test_unreadable_yaml_and_a_missing_section_are_errors(live: PolicyDocument) 
     assert check.errors[0].line is not None
     check = policy_views.check_draft("policy: {}\n", live)
     assert {"psaps", "destinations"} <= {e.path for e in check.errors}
+    check = policy_views.check_draft("a: &x [1, 2]\nb: [*x, *x]\n", live)
+    assert check.errors[0].message == "YAML aliases (*name) are not accepted"
+    assert check.errors[0].line == 2
     check = policy_views.check_draft("x" * (policy_views.MAX_DRAFT + 1), live)
     assert "longer than" in check.errors[0].message
 

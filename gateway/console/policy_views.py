@@ -81,10 +81,15 @@ class DraftCheck:
 
 
 def parse_draft(text: str) -> tuple[Any, list[ErrorLine]]:
-    """The draft's data, or the YAML error at ``$`` with its line."""
+    """The draft's data, or the YAML error at ``$`` with its line. Aliases are refused: a
+    draft of a few lines could otherwise expand to an enormous document."""
     if len(text) > MAX_DRAFT:
         return None, [ErrorLine("$", f"the draft is longer than {MAX_DRAFT} characters")]
     try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1 if event.start_mark is not None else None
+                return None, [ErrorLine("$", "YAML aliases (*name) are not accepted", line)]
         return yaml.safe_load(text), []
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
