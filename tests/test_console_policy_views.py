@@ -182,11 +182,16 @@ NAMES = {"crisis-connections-988": "Crisis Connections 988", "wa-988-backup": "W
             "WA backup: skipped, at capacity (3/3)",
         ),
         ("no rule matches", "No rule matches the call"),
-        ("psap kc: local time 2026-11-30 12:00", "psap kc: local time 2026-11-30 12:00"),
+        ("psap kc: local time 2026-11-30 12:00", "At Valley: local time 2026-11-30 12:00"),
+        (
+            "request: caller_type=third_party language=es transfers_so_far=1 tags=['youth']",
+            "The call: third party caller, language es, 1 transfer so far, tagged youth",
+        ),
+        ("psap: odd line", "psap: odd line"),
     ],
 )
 def test_the_trace_is_said_in_words(line: str, words: str) -> None:
-    assert policy_views.trace_words(line, NAMES) == words
+    assert policy_views.trace_words(line, NAMES, {"kc": "Valley"}) == words
 
 
 def test_the_draft_text_leaves_out_unset_fields(live: PolicyDocument) -> None:

@@ -179,7 +179,8 @@ async def try_call(request: web.Request) -> web.StreamResponse:
         explained = await service.explain(body, loaded=draft)
         names = {d.id: d.name for d in result.document.destinations}
         context["view"] = views.decision_view(explained.decision, names)
-        context["trace"] = [policy_views.trace_words(t, names) for t in explained.trace]
+        psaps = {p.id: p.name for p in result.document.psaps}
+        context["trace"] = [policy_views.trace_words(t, names, psaps) for t in explained.trace]
     return render(request, "_policy_try.html", context)
 
 

@@ -170,11 +170,30 @@ _DECISION_STAY = re.compile(r"^decision: stay_with_911 \((.*)\)$")
 _GATE_FAILS = re.compile(r"^gate: fails — (.*)$")
 _RULE = re.compile(r"^rule ([^:]+): (matches|skipped \((.*)\))$")
 _DESTINATION = re.compile(r"^destination ([^:]+): (.*)$")
+_PSAP = re.compile(r"^psap ([^:]+): local time (.*)$")
+_REQUEST = re.compile(
+    r"^request: caller_type=(\S+) language=(\S+) transfers_so_far=(\d+) tags=\[(.*)\]$"
+)
 
 
-def trace_words(line: str, names: Mapping[str, str]) -> str:
+def _request_words(found: re.Match[str]) -> str:
+    caller = CALLER_TYPES.get(found.group(1), found.group(1)).split(" (")[0].lower()
+    hops = int(found.group(3))
+    words = f"The call: {caller} caller, language {found.group(2)}, "
+    words += f"{hops} transfer{'s' if hops != 1 else ''} so far"
+    tags = found.group(4).replace("'", "")
+    return words + (f", tagged {tags}" if tags else "")
+
+
+def trace_words(line: str, names: Mapping[str, str], psaps: Mapping[str, str] | None = None) -> str:
     """One line of the engine's trace (``gateway.policy.engine.explain``) for a person: reason
-    codes in words and destinations by name; a line of another form as it is."""
+    codes in words, destinations (``names``) and PSAPs (``psaps``) by name; a line of another
+    form as it is."""
+    if found := _PSAP.match(line):
+        psap = (psaps or {}).get(found.group(1), found.group(1))
+        return f"At {psap}: local time {found.group(2)}"
+    if found := _REQUEST.match(line):
+        return _request_words(found)
     if found := _DECISION_TRANSFER.match(line):
         chain = ", then ".join(names.get(d, d) for d in found.group(1).split(", "))
         return f"Decision: transfer to {chain}, ringing each {found.group(2)} s"
