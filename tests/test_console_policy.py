@@ -146,6 +146,19 @@ async def test_a_valid_draft_shows_its_changes_and_decides_a_call(
     fragment = html.unescape(await resp.text())
     assert "The draft would: Keep the call with 911" in fragment
     assert "Safety gate: the call stays with 911 — Already transferred the most" in fragment
+    # A third-party call at 03:00 PSAP time: the clinicians (07:00 to 23:00) are closed.
+    night = {**call, "caller_type": "third_party", "transfers_so_far": "0"}
+    night["at"] = "2026-12-01T03:00"
+    resp = await client.post("/console/policy/try", data=night, headers=headers)
+    fragment = html.unescape(await resp.text())
+    assert "local time 2026-12-01 03:00 Tue PST" in fragment
+    assert "Rule third-party-daytime: does not match (kc-dispatch-clinicians closed)" in fragment
+    resp = await client.post(
+        "/console/policy/try", data={**night, "at": "2026-12-01T10:00"}, headers=headers
+    )
+    assert "Transfer to King County dispatch-embedded clinicians" in await resp.text()
+    resp = await client.post("/console/policy/try", data={**night, "at": "soon"}, headers=headers)
+    assert "not a date and time" in await resp.text()
     # The live policy (hop limit 2) would transfer this call: the try used the draft.
     resp = await client.post("/console/policy/try", data={**call, "draft": text}, headers=headers)
     assert "The draft would: Transfer to Crisis Connections" in html.unescape(await resp.text())

@@ -199,3 +199,11 @@ def test_the_draft_text_leaves_out_unset_fields(live: PolicyDocument) -> None:
     assert "tags: []" not in text
     assert "screening: {}" not in text
     assert "null" not in text
+
+
+def test_the_time_of_a_tried_call_is_the_psaps_local_time() -> None:
+    at = policy_views.local_instant("2026-07-01T21:30", PACIFIC)
+    assert at == datetime(2026, 7, 2, 4, 30, tzinfo=UTC)
+    assert policy_views.local_instant("  ", PACIFIC) is None
+    with pytest.raises(ValueError, match="Invalid isoformat"):
+        policy_views.local_instant("soon", PACIFIC)

@@ -165,11 +165,19 @@ async def try_call(request: web.Request) -> web.StreamResponse:
     context: dict[str, Any] = {"check": result, "view": None, "trace": [], "problem": None}
     if result.document is not None:
         psap_id = str(form.get("psap_id") or "")
-        if result.document.psap(psap_id) is None:
+        psap = result.document.psap(psap_id)
+        if psap is None:
             context["problem"] = f"The draft has no PSAP {psap_id!r}: choose another."
             return render(request, "_policy_try.html", context)
         facts = call_facts(form, psap_id)
         facts.pop("callback_number", None)
+        try:
+            at = policy_views.local_instant(str(form.get("at") or ""), psap.zone)
+        except ValueError:
+            context["problem"] = "The time of the call is not a date and time."
+            return render(request, "_policy_try.html", context)
+        if at is not None:
+            facts["at"] = at.isoformat()
         try:
             body = DecisionRequest.model_validate(facts)
         except ValidationError as exc:

@@ -163,6 +163,18 @@ def check_draft(text: str, live: PolicyDocument) -> DraftCheck:
     return DraftCheck(document, [], change_lines(changes(live, document)))
 
 
+# ---- trying a call --------------------------------------------------------------------------
+
+
+def local_instant(value: str, zone: ZoneInfo) -> datetime | None:
+    """A ``datetime-local`` field (``2026-11-30T21:30``) as an instant in ``zone`` (the PSAP's);
+    None when empty; ``ValueError`` when unreadable."""
+    value = value.strip()
+    if not value:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=zone)
+
+
 # ---- a decision's trace, in words -------------------------------------------------------------
 
 _DECISION_TRANSFER = re.compile(r"^decision: transfer to (.+), ringing each (\d+) s$")
