@@ -5,8 +5,9 @@ htmx and its SSE extension, vendored under ``static/vendor`` — no build step, 
 - ``views``: what each console shows, as data (tested without a browser).
 - ``charts``: the supervisor board's SVG charts, drawn on the server.
 - ``web``: templates, the signed-in and CSRF guards, errors as notices.
-- ``pages``: the handlers (call-taker, handback inbox, supervisor board) and the live stream.
-- ``policy``: the policy editor (admin).
+- ``pages``: the handlers (call-taker, handback inbox, supervisor board, counselor) and the
+  live stream.
+- ``policy``: the policy editor (admin); ``policy_views``: what it shows, as data.
 """
 
 from __future__ import annotations
