@@ -629,29 +629,26 @@ async def test_listing_handbacks_by_role_newest_first(
 
     status, page = await listed("psap")
     assert status == 200, page
-    assert [h["id"] for h in page["handbacks"]] == [theirs["id"], *reversed(ours)]
+    assert [h["id"] for h in page["items"]] == [theirs["id"], *reversed(ours)]
     one = await (await client.get(f"/v1/handbacks/{ours[0]}", headers=keys.headers["psap"])).json()
-    assert page["handbacks"][-1] == one, "the same view as GET /v1/handbacks/{id}"
+    assert page["items"][-1] == one, "the same view as GET /v1/handbacks/{id}"
     assert "bridge_code" not in json.dumps(page)
 
-    assert (await listed("center"))[1]["handbacks"] == [
-        h for h in page["handbacks"] if h["id"] in ours
-    ]
-    assert [h["id"] for h in (await listed("other_center"))[1]["handbacks"]] == [theirs["id"]]
-    assert len((await listed("admin"))[1]["handbacks"]) == 4
-    assert len((await listed("admin", psap_id=PSAP, state="awaiting_bridge"))[1]["handbacks"]) == 4
-    assert (await listed("admin", state="dialing"))[1]["handbacks"] == []
-    limited = (await listed("psap", limit="2"))[1]["handbacks"]
+    assert [h["id"] for h in (await listed("center"))[1]["items"]] == list(reversed(ours))
+    assert "summary" not in json.dumps((await listed("center"))[1]), "the PSAP's fields only"
+    assert [h["id"] for h in (await listed("other_center"))[1]["items"]] == [theirs["id"]]
+    assert len((await listed("admin"))[1]["items"]) == 4
+    assert len((await listed("admin", psap_id=PSAP, state="awaiting_bridge"))[1]["items"]) == 4
+    assert (await listed("admin", state="dialing"))[1]["items"] == []
+    limited = (await listed("psap", limit="2"))[1]["items"]
     assert [h["id"] for h in limited] == [theirs["id"], ours[2]]
     today = datetime.now(UTC).date()
-    assert (
-        len((await listed("psap", **{"from": str(today - timedelta(days=1))}))[1]["handbacks"]) == 4
-    )
-    assert (await listed("psap", **{"from": str(today + timedelta(days=2))}))[1]["handbacks"] == []
-    assert (await listed("psap", to=str(today - timedelta(days=2))))[1]["handbacks"] == []
+    assert len((await listed("psap", **{"from": str(today - timedelta(days=1))}))[1]["items"]) == 4
+    assert (await listed("psap", **{"from": str(today + timedelta(days=2))}))[1]["items"] == []
+    assert (await listed("psap", to=str(today - timedelta(days=2))))[1]["items"] == []
 
     assert (await listed("psap", psap_id="other-psap"))[0] == 403
-    assert (await listed("other_psap"))[1]["handbacks"] == []
+    assert (await listed("other_psap"))[1]["items"] == []
     for bad in ({"limit": "0"}, {"limit": "201"}, {"limit": "x"}, {"state": "bogus"},
                 {"from": "yesterday"}, {"psap_id": "Not A PSAP"}):  # fmt: skip
         status, body = await listed("admin", **bad)
@@ -679,7 +676,7 @@ async def test_the_cli_lists_handbacks_and_prints_an_eido(
     assert code == 0, err
     api = await (await client.get("/v1/handbacks", headers=keys.headers["admin"])).json()
     assert json.loads(out) == api
-    assert [h["id"] for h in api["handbacks"]] == [other["id"], kept["id"]]
+    assert [h["id"] for h in api["items"]] == [other["id"], kept["id"]]
 
     code, out, err = await cli("list", "--psap", PSAP, "--state", "awaiting_bridge")
     assert code == 0, err

@@ -393,7 +393,7 @@ async def test_handback_listing_takes_any_calendar_date(gw: Gateway) -> None:
     for query in ({"from": "0001-01-01", "to": "9999-12-31"}, {"to": "9999-12-31"}):
         resp = await gw.client.get("/v1/handbacks", params=query, headers=gw.admin)
         assert resp.status == 200, await resp.text()
-        assert await resp.json() == {"handbacks": []}
+        assert await resp.json() == {"items": [], "next_cursor": None}
     gw.assert_quiet()
 
 

@@ -153,7 +153,10 @@ async def test_the_document_is_valid_openapi_3_1_with_webhooks_and_typed_queries
         "default": 50,
     }
     assert queries["/v1/handbacks", "from"]["format"] == "date"
-    assert "awaiting_bridge" in queries["/v1/handbacks", "state"]["enum"]
+    for path, states in (("/v1/handbacks", "awaiting_bridge"), ("/v1/transfers", "ringing")):
+        state = queries[path, "state"]
+        assert state["type"] == "array", "state is repeatable"
+        assert states in state["items"]["enum"], path
     assert queries["/v1/reports/summary", "to"]["format"] == "date"
     # The examples shown for each webhook are valid bodies themselves.
     for name, hook in document["webhooks"].items():

@@ -12,14 +12,15 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.core import keys
+from gateway.core.errors import Invalid
+from gateway.core.paging import MAX_LIMIT, decode_cursor
 from gateway.core.redis_client import connect
-from gateway.handback.models import HandbackList, HandbackView
+from gateway.handback.models import HandbackPage, HandbackView
 from gateway.handback.states import HandbackState
 from gateway.handback.store import HandbackNotFound, HandbackStore
 
 T = TypeVar("T")
-
-MAX_LIMIT = 1000
 
 
 def _run(name: str, work: Callable[[Redis], Awaitable[T]]) -> T | int:
@@ -43,18 +44,6 @@ def _run(name: str, work: Callable[[Redis], Awaitable[T]]) -> T | int:
         return 1
 
 
-async def _psap_ids(redis: Redis) -> list[str]:
-    from gateway.cli.common import load_settings
-    from gateway.policy.service import PolicyService
-    from gateway.transfer.store import TransferStore
-
-    store = TransferStore(redis)
-    loaded = await PolicyService(
-        redis, load_settings().config_dir, store.destination_load
-    ).current()
-    return [p.id for p in loaded.document.psaps]
-
-
 def render(views: list[HandbackView]) -> str:
     header = ("created_at", "id", "psap", "state", "mode", "cad", "flags")
     rows = [
@@ -76,29 +65,36 @@ def render(views: list[HandbackView]) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     state = HandbackState(args.state) if args.state else None
+    try:
+        before = None if args.cursor is None else decode_cursor(args.cursor)
+    except Invalid:
+        print("handbacks list: --cursor is not a next_cursor this gateway gave", file=sys.stderr)
+        return 2
 
-    async def find(redis: Redis) -> list[HandbackView]:
+    async def find(redis: Redis) -> HandbackPage:
         store = HandbackStore(redis)
-        psap_ids = [args.psap] if args.psap else await _psap_ids(redis)
-        found = []
-        for psap_id in psap_ids:
-            found += await store.newest(
-                psap_id,
-                keep=lambda h: state is None or h.state is state,
-                limit=args.limit,
-            )
-        found.sort(key=lambda h: h.created_at, reverse=True)
-        return [HandbackView.of(h) for h in found[: args.limit]]
+        index = keys.psap_handbacks(args.psap) if args.psap else keys.HANDBACKS_ALL
+        found = await store.page(
+            index,
+            keep=lambda h: state is None or h.state is state,
+            before=before,
+            limit=args.limit,
+        )
+        return HandbackPage(
+            items=[HandbackView.of(h, readable=True) for h in found.items],
+            next_cursor=found.cursor,
+        )
 
-    views = _run("list", find)
-    if isinstance(views, int):
-        return views
+    page = _run("list", find)
+    if isinstance(page, int):
+        return page
     if args.format == "json":
-        page = HandbackList(handbacks=views)
-        hidden = {"handbacks": {"__all__": {"bridge_code", "bridge_number"}}}
+        hidden = {"items": {"__all__": {"bridge_code", "bridge_number"}}}
         print(page.model_dump_json(exclude=hidden, indent=2))
     else:
-        print(render(views) if views else "no handbacks")
+        print(render(page.items) if page.items else "no handbacks")
+        if page.next_cursor is not None:
+            print(f"more: --cursor {page.next_cursor}")
     return 0
 
 
@@ -131,9 +127,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     handbacks_sub = handbacks.add_subparsers(dest="handbacks_command", required=True)
 
     listing = handbacks_sub.add_parser("list", help="handbacks, newest first")
-    listing.add_argument("--psap", help="one PSAP (default: every PSAP of the policy)")
+    listing.add_argument("--psap", help="one PSAP (default: every PSAP)")
     listing.add_argument("--state", choices=[s.value for s in HandbackState])
     listing.add_argument("--limit", type=_limit, default=50, help="at most this many (50)")
+    listing.add_argument("--cursor", help="go on from a page's next_cursor")
     listing.add_argument("--format", choices=["table", "json"], default="table")
     listing.set_defaults(func=cmd_list)
 

@@ -70,6 +70,39 @@ def psap_transfers(psap_id: str) -> str:
     return f"{PREFIX}psap:{psap_id}:transfers"
 
 
+# ---- list indexes (DESIGN.md §9): sorted sets of ids scored by creation time (ms), written in
+# the same script call as the record; entries older than the retention period are trimmed on
+# every create, and a reader drops an entry whose record is gone.
+
+TRANSFERS_ALL = f"{PREFIX}transfers"
+"""Sorted set: every transfer, scored by creation time (ms): an admin's list."""
+
+
+def destination_transfers(destination_id: str) -> str:
+    """Sorted set: every transfer whose chain names the destination, scored by creation time."""
+    return f"{PREFIX}dest:{destination_id}:transfers"
+
+
+def org_transfers(org: str) -> str:
+    """Sorted set: every transfer whose chain names a destination of the crisis-center ``org``
+    (as recorded when the call was decided), scored by creation time (ms)."""
+    return f"{PREFIX}org:{org}:transfers"
+
+
+HANDBACKS_ALL = f"{PREFIX}handbacks"
+"""Sorted set: every handback, scored by creation time (ms): an admin's list."""
+
+
+LISTS_INDEXED = f"{PREFIX}lists:indexed"
+"""String: set once the records made before the list indexes existed were entered in them
+(``gateway.web.lists.index_existing_ctx``)."""
+
+
+def org_handbacks(org: str) -> str:
+    """Sorted set: every handback made by the crisis-center ``org``, scored by creation time."""
+    return f"{PREFIX}org:{org}:handbacks"
+
+
 def destination_active(destination_id: str) -> str:
     """Set: ids of transfers ringing or connected at the destination (its live load)."""
     return f"{PREFIX}dest:{destination_id}:active"

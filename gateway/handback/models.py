@@ -2,8 +2,9 @@
 
 Personal data — the location, the callback number, the risk summary, the counselor reference,
 a contact note — lives only in the record (and the EIDO), expires with it, and is never logged
-or put in a key or a conference name. The API's view of a handback shows its state and flags,
-not those fields: the center already has them, and the PSAP reads them in the EIDO.
+or put in a key or a conference name. The API's view of a handback shows its state and flags;
+the PSAP and admins also get those fields and a one-line summary, so a call-taker can act
+without CAD (DESIGN.md §9); the center that gave them does not get them back.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
+import phonenumbers
 from pydantic import (
     AfterValidator,
     AliasChoices,
@@ -25,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.core.phone import PhoneNumber
+from gateway.core.paging import Page
+from gateway.core.phone import E164, PhoneNumber
 from gateway.handback.states import HandbackState
 
 HANDBACK_ID_PATTERN = r"^hb_[0-9a-f]{24}$"
@@ -329,9 +332,32 @@ class HandbackView(BaseModel):
     """Only in the 201 of a data-only handback."""
     bridge_code: str | None = None
     """Only in the 201 of a data-only handback: key it in on the bridge line."""
+    # What a call-taker needs to act without CAD (DESIGN.md §9): shown to the PSAP (its own
+    # handbacks) and admins, left out for the crisis center (``READABLE_FIELDS``).
+    location: Location | None = None
+    """Where the person is, as the counselor gave it (``null``: unknown)."""
+    callback_number: E164 | None = None
+    """E.164."""
+    risk: Risk | None = None
+    counselor_ref: str | None = None
+    summary: str | None = None
+    """One readable line: reason · place (or ``location unknown``) · callback number in
+    international format · weapons: yes/no/unknown (· lethal means: yes/no when known), e.g.
+    ``imminent risk · 500 Example Ave, Kent · +1 206-555-0123 · weapons: no``."""
 
     @classmethod
-    def of(cls, handback: Handback, **extra: Any) -> HandbackView:
+    def of(cls, handback: Handback, *, readable: bool = False, **extra: Any) -> HandbackView:
+        """The view of ``handback``; with ``readable``, also the fields a call-taker acts on
+        (``READABLE_FIELDS``)."""
+        if readable:
+            extra = {
+                "location": handback.location,
+                "callback_number": handback.callback_number,
+                "risk": handback.risk,
+                "counselor_ref": handback.counselor_ref,
+                "summary": summary(handback),
+                **extra,
+            }
         return cls(
             id=handback.id,
             state=handback.state,
@@ -358,7 +384,48 @@ class HandbackView(BaseModel):
         )
 
 
-class HandbackList(BaseModel):
-    """``GET /v1/handbacks``: newest first."""
+class HandbackPage(Page[HandbackView]):
+    """``GET /v1/handbacks``: newest first, each as ``GET /v1/handbacks/{id}`` shows it to the
+    same key (bridge codes never listed)."""
 
-    handbacks: list[HandbackView]
+
+READABLE_FIELDS = frozenset({"location", "callback_number", "risk", "counselor_ref", "summary"})
+"""The fields of ``HandbackView`` only the PSAP and admins see (the center gave them)."""
+
+
+def _yes_no(value: bool | None) -> str:
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def _place(location: Location | None) -> str:
+    if location is None or not location.known:
+        return "location unknown"
+    if location.address is not None:
+        return " ".join(location.address.split())  # one line, whatever the center sent
+    return f"{location.lat:.5f}, {location.lon:.5f}"
+
+
+def _phone(number: str | None) -> str:
+    if number is None:
+        return "no callback number"
+    try:
+        parsed = phonenumbers.parse(number)
+    except phonenumbers.NumberParseException:
+        return number
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def summary(handback: Handback) -> str:
+    """One readable line for a call-taker (DESIGN.md §9), e.g. ``imminent risk · 500 Example
+    Ave, Kent · +1 206-555-0123 · weapons: no``: the reason, the address (else coordinates,
+    else ``location unknown``), the callback number in international format (else ``no
+    callback number``), weapons yes/no/unknown, and lethal means when known."""
+    parts = [
+        handback.reason.value.replace("_", " "),
+        _place(handback.location),
+        _phone(handback.callback_number),
+        f"weapons: {_yes_no(handback.risk.weapons)}",
+    ]
+    if handback.risk.means_access is not None:
+        parts.append(f"lethal means: {_yes_no(handback.risk.means_access)}")
+    return " · ".join(parts)

@@ -49,13 +49,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 from gateway.core import keys
 from gateway.core.auth import Principal, Role, require_org, require_role
 from gateway.core.errors import Conflict, Forbidden, Invalid
 from gateway.core.legs import Dial, Dialer, conference_in_progress
 from gateway.core.metrics import Metrics
+from gateway.core.paging import DEFAULT_LIMIT, Position
 from gateway.core.ports import CadError, CadSink, NoticeError, Notifier, Telephony, TelephonyError
 from gateway.core.records import Tally, encode_fields
 from gateway.core.settings import Settings
@@ -69,6 +69,7 @@ from gateway.handback.models import (
     ContactRequest,
     Handback,
     HandbackAttempt,
+    HandbackPage,
     HandbackRequest,
     HandbackView,
     Notice,
@@ -195,10 +196,6 @@ def _forgiving(handler: TimerHandler) -> TimerHandler:
     return run
 
 
-def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(), tzinfo=zone)
-
-
 def _eido_text(document: Mapping[str, Any]) -> str:
     """The EIDO's bytes as sent: compact JSON (what the CAD adapter posts)."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
@@ -211,6 +208,12 @@ class Center:
     org: str
     destination_id: str
     name: str
+
+
+def readable_by(principal: Principal) -> bool:
+    """Whether ``principal`` sees the fields a call-taker acts on (DESIGN.md §9: the PSAP and
+    admins; the center that gave them does not get them back)."""
+    return principal.role is not Role.CRISIS_CENTER
 
 
 class HandbackService:
@@ -349,6 +352,7 @@ class HandbackService:
             fields=fields,
             eido=_eido_text(eido),
             transfer_id=transfer.id if transfer else None,
+            center_org=center.org,
             timers=timers,
             outbox=bool(psap.cad_url),
             tally=Tally(psap_id, day, (reports.counter_field(reports.HANDBACK, caller_type),)),
@@ -434,9 +438,11 @@ class HandbackService:
         require_org(principal, handback.psap_id)  # admin: any; psap: its own
 
     async def read(self, handback_id: str, principal: Principal) -> HandbackView:
+        """The handback as its reader may see it: the PSAP (its own) and admins with the
+        fields a call-taker acts on and a summary line; the center its own, without them."""
         handback = await self.store.get(handback_id)
         await self._authorize_read(handback, principal)
-        return HandbackView.of(handback)
+        return HandbackView.of(handback, readable=readable_by(principal))
 
     async def find(
         self,
@@ -445,38 +451,48 @@ class HandbackService:
         psap_id: str | None = None,
         start: date | None = None,
         end: date | None = None,
-        state: HandbackState | None = None,
-        limit: int = 50,
-    ) -> list[HandbackView]:
-        """Handbacks newest first: a PSAP its own (``psap_id`` defaults to it), a crisis
-        center its org's, an admin all; ``start`` / ``end`` are PSAP-local dates, inclusive."""
+        states: frozenset[HandbackState] = frozenset(),
+        since: datetime | None = None,
+        before: Position | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> HandbackPage:
+        """``GET /v1/handbacks`` (DESIGN.md §9): newest first, paged, each as ``read`` shows it
+        to ``principal``: a PSAP its own (``psap_id`` defaults to it; another: 403), a crisis
+        center its org's, an admin all. ``start`` / ``end`` are PSAP-local dates, inclusive
+        (the day each handback counts on in reports); ``since`` an instant."""
         require_role(principal, Role.PSAP, Role.CRISIS_CENTER, Role.ADMIN)
         if principal.role is Role.PSAP:
             psap_id = psap_id or principal.org
             require_org(principal, psap_id)
-        loaded = await self.policy.current()
-        psap_ids = [psap_id] if psap_id else [p.id for p in loaded.document.psaps]
+        if principal.role is Role.CRISIS_CENTER:
+            index = keys.org_handbacks(principal.org)
+        elif psap_id is not None:
+            index = keys.psap_handbacks(psap_id)
+        else:
+            index = keys.HANDBACKS_ALL
+        first = None if start is None else start.isoformat()
+        last = None if end is None else end.isoformat()
+        if start is not None and start > date.min:
+            # No place's day starts earlier than UTC+14 makes it: older entries cannot match.
+            earliest = datetime.combine(start, time(), UTC) - timedelta(hours=14)
+            since = earliest if since is None else max(since, earliest)
 
         def keep(handback: Handback) -> bool:
-            if state is not None and handback.state is not state:
+            if states and handback.state not in states:
                 return False
-            return principal.role is not Role.CRISIS_CENTER or handback.center_org == principal.org
+            if psap_id is not None and handback.psap_id != psap_id:
+                return False
+            if principal.role is Role.CRISIS_CENTER and handback.center_org != principal.org:
+                return False
+            day = handback.report_day or handback.created_at.date().isoformat()
+            return (first is None or day >= first) and (last is None or day <= last)
 
-        found: list[Handback] = []
-        for one in psap_ids:
-            try:
-                zone = ZoneInfo(loaded.psap(one).timezone)
-            except UnknownPsap:
-                zone = ZoneInfo("UTC")  # a PSAP since removed: its handbacks are still listed
-            found += await self.store.newest(
-                one,
-                start=None if start is None else _local_midnight(start, zone),
-                end=None if end is None else _local_midnight(end + timedelta(days=1), zone),
-                keep=keep,
-                limit=limit,
-            )
-        found.sort(key=lambda h: h.created_at, reverse=True)
-        return [HandbackView.of(h) for h in found[:limit]]
+        found = await self.store.page(index, keep=keep, before=before, since=since, limit=limit)
+        readable = readable_by(principal)
+        return HandbackPage(
+            items=[HandbackView.of(h, readable=readable) for h in found.items],
+            next_cursor=found.cursor,
+        )
 
     async def eido(self, handback_id: str, principal: Principal) -> str:
         require_role(principal, Role.PSAP, Role.ADMIN)
@@ -531,7 +547,7 @@ class HandbackService:
             "handback contact recorded",
             extra={"handback_id": handback_id, "contact_made": request.contact_made},
         )
-        return HandbackView.of(await self.store.get(handback_id))
+        return HandbackView.of(await self.store.get(handback_id), readable=True)
 
     # ---- the bridge line (data-only) --------------------------------------------------------
 

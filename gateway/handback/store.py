@@ -10,9 +10,10 @@ retention period after creation whatever the state, so personal fields never out
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -20,6 +21,7 @@ from redis.commands.core import AsyncScript
 from gateway.core import keys
 from gateway.core.errors import Conflict, NotFound
 from gateway.core.legs import read_legs, record_leg
+from gateway.core.paging import DEFAULT_LIMIT, Found, Position, read_page
 from gateway.core.records import (
     Ops,
     Tally,
@@ -129,6 +131,7 @@ class HandbackStore:
         fields: Mapping[str, str],
         eido: str,
         transfer_id: str | None = None,
+        center_org: str | None = None,
         timers: Iterable[Timer] = (),
         outbox: bool = False,
         tally: Tally | None = None,
@@ -138,7 +141,8 @@ class HandbackStore:
         """Record a new handback with its EIDO (as it will be sent), its timers and — when
         its PSAP has a CAD endpoint — its place in the CAD outbox, in one call. With a
         ``transfer_id``, only while that transfer has no live handback (``HandbackGuarded``
-        naming the live one otherwise)."""
+        naming the live one otherwise). The same call enters it in the list indexes: its
+        PSAP's, all handbacks', and its ``center_org``'s (DESIGN.md §9)."""
         now = now or datetime.now(UTC)
         ops = self._ops(handback_id)
         record, audit = ops.keys[0], ops.keys[1]
@@ -146,10 +150,13 @@ class HandbackStore:
         if transfer_id is not None:
             ops.keys.append(keys.xfer_handback(transfer_id))  # declared to Redis, by index
             guard = str(len(ops.keys))
-        index = keys.psap_handbacks(psap_id)
-        ops.add("zadd", index, to_ms(now), handback_id)
-        # The index names records that still exist: older entries expired with their records.
-        ops.add("zremrangebyscore", index, "-inf", f"({to_ms(now) - self.retention_s * 1000}")
+        indexes = [keys.psap_handbacks(psap_id), keys.HANDBACKS_ALL]
+        if center_org is not None:
+            indexes.append(keys.org_handbacks(center_org))
+        for index in indexes:
+            ops.add("zadd", index, to_ms(now), handback_id)
+            # An index names records that still exist: older entries expired with them.
+            ops.add("zremrangebyscore", index, "-inf", f"({to_ms(now) - self.retention_s * 1000}")
         if outbox:
             ops.add("zadd", keys.CAD_OUTBOX, to_ms(now), handback_id)
         ops.arm(timers)
@@ -185,48 +192,58 @@ class HandbackStore:
             raise HandbackNotFound(handback_id)
         return Handback.from_redis(handback_id, {text(k): text(v) for k, v in raw.items()})
 
-    async def newest(
+    async def many(self, handback_ids: Sequence[str]) -> list[Handback | None]:
+        """The handbacks as Redis holds them, in one round trip (None: the record is gone)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for handback_id in handback_ids:
+                pipe.hgetall(keys.handback(handback_id))
+            records = await pipe.execute()
+        return [
+            Handback.from_redis(handback_id, {text(k): text(v) for k, v in raw.items()})
+            if raw
+            else None
+            for handback_id, raw in zip(handback_ids, records, strict=True)
+        ]
+
+    async def page(
         self,
-        psap_id: str,
+        index: str,
         *,
-        start: datetime | None = None,
-        end: datetime | None = None,
         keep: Callable[[Handback], bool] = lambda _: True,
-        limit: int = 50,
-        scan: int = 2000,
-        batch: int = 100,
-    ) -> list[Handback]:
-        """The PSAP's handbacks created in [``start``, ``end``), newest first, that ``keep``
-        accepts: at most ``limit``, looking at no more than ``scan`` index entries (the index
-        is read a batch at a time; records that expired are skipped)."""
-        index = keys.psap_handbacks(psap_id)
-        high = "+inf" if end is None else f"({to_ms(end)}"
-        low = "-inf" if start is None else str(to_ms(start))
-        found: list[Handback] = []
-        offset = 0
-        while len(found) < limit and offset < scan:
-            members = await self.redis.zrevrangebyscore(
-                index, high, low, start=offset, num=min(batch, scan - offset)
-            )
-            ids = [text(m) for m in members if isinstance(m, bytes | str)]
-            if not ids:
-                break
-            offset += len(ids)
+        before: Position | None = None,
+        since: datetime | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> Found[Handback]:
+        """One page of a list index (``gateway.core.keys``: a PSAP's, a center org's, or all
+        handbacks), newest first (``gateway.core.paging.read_page``)."""
+        return await read_page(
+            self.redis, index, self.many, keep=keep, before=before, since=since, limit=limit
+        )
+
+    async def index_existing(self, psap_id: str, *, batch: int = 500) -> int:
+        """Enter the PSAP's handbacks (its own index has always been kept) in the index of
+        all handbacks and their center org's, with their creation scores: for records made
+        before those indexes existed. Safe to repeat; answers how many were entered."""
+        rows = cast(
+            "list[tuple[bytes | str, float]]",
+            await self.redis.zrange(keys.psap_handbacks(psap_id), 0, -1, withscores=True),
+        )
+        entered = 0
+        for start in range(0, len(rows), batch):
+            chunk = [(text(m), float(score)) for m, score in rows[start : start + batch]]
             async with self.redis.pipeline(transaction=False) as pipe:
-                for handback_id in ids:
-                    pipe.hgetall(keys.handback(handback_id))
-                records = await pipe.execute()
-            for handback_id, raw in zip(ids, records, strict=True):
-                if not raw:
-                    continue
-                handback = Handback.from_redis(
-                    handback_id, {text(k): text(v) for k, v in raw.items()}
-                )
-                if keep(handback):
-                    found.append(handback)
-                    if len(found) == limit:
-                        break
-        return found
+                for handback_id, _ in chunk:
+                    pipe.hget(keys.handback(handback_id), "center_org")
+                found = await pipe.execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (handback_id, score), org in zip(chunk, found, strict=True):
+                    if org is None:
+                        continue  # expired
+                    entered += 1
+                    pipe.zadd(keys.HANDBACKS_ALL, {handback_id: score})
+                    pipe.zadd(keys.org_handbacks(json.loads(org)), {handback_id: score})
+                await pipe.execute()
+        return entered
 
     async def eido(self, handback_id: str) -> str:
         """The EIDO exactly as it is sent to CAD (JSON text)."""

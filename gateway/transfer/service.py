@@ -42,6 +42,7 @@ from gateway.core.auth import Principal, Role, require_org, require_role
 from gateway.core.errors import Forbidden, Unavailable
 from gateway.core.legs import Dial, Dialer, conference_in_progress
 from gateway.core.metrics import Metrics
+from gateway.core.paging import DEFAULT_LIMIT, Found, Position
 from gateway.core.phone import PhoneNumber
 from gateway.core.ports import Leg, NoticeError, Notifier, Telephony, TelephonyError
 from gateway.core.records import Ops, Tally, encode_fields
@@ -255,11 +256,10 @@ class TransferService:
         decision = await self.policy.decide(request, now=request.at or now, loaded=loaded)
         transfer_id = "tr_" + secrets.token_hex(12)
         day = local_day(now, loaded.psap(request.psap_id).timezone)
+        orgs = {ref.id: loaded.destination(ref.id).org for ref in decision.destinations}
         fields = encode_fields(
             report_day=day,
-            destination_orgs={
-                ref.id: loaded.destination(ref.id).org for ref in decision.destinations
-            },
+            destination_orgs=orgs,
             caller_type=request.caller_type,
             language=request.language,
             screening=request.screening,
@@ -280,6 +280,8 @@ class TransferService:
                 tally=Tally(
                     request.psap_id, day, tuple(reports.counter_field(f, ct) for f in kept)
                 ),
+                destinations=orgs,  # the list indexes it enters (DESIGN.md §9)
+                orgs=orgs.values(),
                 actor=principal.actor,
                 now=now,
             )
@@ -319,6 +321,8 @@ class TransferService:
                         ),
                     ),
                     code=(digest, ttl_s),
+                    destinations=orgs,
+                    orgs=orgs.values(),
                     actor=principal.actor,
                     now=now,
                 )
@@ -339,6 +343,99 @@ class TransferService:
         transfer = await self.store.get(transfer_id)
         await self.authorize_read(transfer, principal)
         return await self._with_legs(transfer)
+
+    async def find(
+        self,
+        principal: Principal,
+        *,
+        states: frozenset[TransferState] = frozenset(),
+        psap_id: str | None = None,
+        destination_id: str | None = None,
+        since: datetime | None = None,
+        before: Position | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> Found[Transfer]:
+        """``GET /v1/transfers`` (DESIGN.md §9): newest first, each as ``GET
+        /v1/transfers/{id}`` shows it. A PSAP sees its own (``psap_id`` defaults to its org;
+        another: 403), a crisis center the transfers whose chain names one of its org's
+        destinations (as recorded when the call was decided), an admin all. Served from the
+        most specific index that holds every match; the other filters are applied to the
+        records read."""
+        require_role(principal, Role.PSAP, Role.CRISIS_CENTER, Role.ADMIN)
+        if principal.role is Role.PSAP:
+            psap_id = psap_id or principal.org
+            require_org(principal, psap_id)
+            index = keys.psap_transfers(psap_id)
+        elif destination_id is not None:
+            index = keys.destination_transfers(destination_id)
+        elif principal.role is Role.CRISIS_CENTER:
+            index = keys.org_transfers(principal.org)
+        elif psap_id is not None:
+            index = keys.psap_transfers(psap_id)
+        else:
+            index = keys.TRANSFERS_ALL
+        center = principal.org if principal.role is Role.CRISIS_CENTER else None
+
+        def keep(transfer: Transfer) -> bool:
+            if states and transfer.state not in states:
+                return False
+            if psap_id is not None and transfer.psap_id != psap_id:
+                return False
+            if destination_id is not None and destination_id not in transfer.destination_orgs:
+                return False
+            if center is None:
+                return True
+            if destination_id is not None:
+                return transfer.destination_orgs.get(destination_id) == center
+            return center in transfer.destination_orgs.values()
+
+        return await self.store.page(index, keep=keep, before=before, since=since, limit=limit)
+
+    async def new_code(self, transfer_id: str, principal: Principal) -> TransferView:
+        """``POST /v1/transfers/{id}/code`` (DESIGN.md §9): a new bridge code for the PSAP's
+        own transfer while it awaits the bridge, valid ``bridge_code_ttl_s`` from now; the old
+        code opens nothing from the answer on (404 unknown, 403 another PSAP's, 409 in any
+        other state)."""
+        require_role(principal, Role.PSAP)
+        ttl_s = self.settings.bridge_code_ttl_s
+        for _ in range(CAS_TRIES):
+            transfer = await self.store.get(transfer_id)
+            require_org(principal, transfer.psap_id)
+            if transfer.state is not S.AWAITING_BRIDGE:
+                raise TransitionNotAllowed(transfer_id, transfer.state, E.NEW_CODE)
+            now = datetime.now(UTC)
+            expires = now + timedelta(seconds=ttl_s)
+            code = f"{secrets.randbelow(1_000_000):06d}"
+            digest = code_digest(code)
+            try:
+                await self.store.new_code(
+                    transfer,
+                    (digest, ttl_s),
+                    fields=encode_fields(bridge_expires_at=expires, bridge_code_digest=digest),
+                    arm=[
+                        Timer(
+                            expiry_timer_id(transfer_id),
+                            expires,
+                            EXPIRY_TIMER,
+                            {"transfer_id": transfer_id},
+                        )
+                    ],
+                    actor=principal.actor,
+                    now=now,
+                )
+            except (CodeTaken, TransitionConflict):
+                continue  # a live code drawn, or the transfer moved meanwhile: look again
+            self.metrics.transitions.labels(str(E.NEW_CODE), str(S.AWAITING_BRIDGE)).inc()
+            log.info("transfer bridge code reissued", extra={"transfer_id": transfer_id})
+            renewed = await self.store.get(transfer_id)
+            return TransferView.model_validate(
+                {
+                    **renewed.model_dump(),
+                    "bridge_number": self.settings.bridge_number,
+                    "bridge_code": code,
+                }
+            )
+        raise Unavailable("no new bridge code could be issued; try again")
 
     async def authorize_read(self, transfer: Transfer, principal: Principal) -> None:
         """Admins read everything; a PSAP its own transfers; a crisis center the transfers whose

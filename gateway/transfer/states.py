@@ -62,6 +62,8 @@ class TransferEvent(StrEnum):
     """The call-taker cancelled the transfer."""
     EXPIRE = "expire"
     """The bridge code's time ran out."""
+    NEW_CODE = "new_code"
+    """The call-taker asked for a new bridge code; the old one stopped working (DESIGN.md §9)."""
 
 
 S = TransferState
@@ -77,7 +79,12 @@ TRANSITIONS: MappingProxyType[TransferState, MappingProxyType[TransferEvent, Tra
     MappingProxyType(
         {
             S.AWAITING_BRIDGE: MappingProxyType(
-                {E.BRIDGED: S.RINGING, E.CANCEL: S.CANCELLED, E.EXPIRE: S.EXPIRED}
+                {
+                    E.BRIDGED: S.RINGING,
+                    E.CANCEL: S.CANCELLED,
+                    E.EXPIRE: S.EXPIRED,
+                    E.NEW_CODE: S.AWAITING_BRIDGE,
+                }
             ),
             S.RINGING: MappingProxyType(
                 {

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -19,6 +20,7 @@ from redis.commands.core import AsyncScript
 from gateway.core import keys
 from gateway.core.errors import Conflict, NotFound
 from gateway.core.legs import read_legs, record_leg
+from gateway.core.paging import DEFAULT_LIMIT, Found, Position, read_page
 from gateway.core.records import (
     Ops,
     Tally,
@@ -174,19 +176,28 @@ class TransferStore:
         timers: Iterable[Timer] = (),
         tally: Tally | None = None,
         code: tuple[str, int] | None = None,
+        destinations: Iterable[str] = (),
+        orgs: Iterable[str] = (),
         actor: str = "",
         now: datetime | None = None,
     ) -> Transition:
         """Record a new transfer in ``state`` (one of the initial states), in one call; with
         ``code`` (a bridge code's digest, its time to live in s) the code is taken with it —
         ``CodeTaken`` when that code is live already (nothing written: draw another). The code
-        maps to the record as created, so redeeming it needs no read (``redeem_code``)."""
+        maps to the record as created, so redeeming it needs no read (``redeem_code``).
+
+        The same call enters the transfer in the list indexes (DESIGN.md §9): its PSAP's, the
+        index of all transfers, and the indexes of the ``destinations`` its chain names and of
+        the crisis-center ``orgs`` acting for them."""
         now = now or datetime.now(UTC)
         ops = Ops([keys.transfer(transfer_id), keys.transfer_audit(transfer_id)])
-        index = keys.psap_transfers(psap_id)
-        ops.add("zadd", index, to_ms(now), transfer_id)
-        # The index names records that still exist: older entries expired with their records.
-        ops.add("zremrangebyscore", index, "-inf", f"({to_ms(now) - self.retention_s * 1000}")
+        indexes = [keys.psap_transfers(psap_id), keys.TRANSFERS_ALL]
+        indexes += [keys.destination_transfers(d) for d in dict.fromkeys(destinations)]
+        indexes += [keys.org_transfers(o) for o in dict.fromkeys(orgs)]
+        for index in indexes:
+            ops.add("zadd", index, to_ms(now), transfer_id)
+            # An index names records that still exist: older entries expired with them.
+            ops.add("zremrangebyscore", index, "-inf", f"({to_ms(now) - self.retention_s * 1000}")
         ops.tally(tally)
         if state not in TERMINAL_STATES:
             ops.add("sadd", keys.psap_active(psap_id), transfer_id)
@@ -361,6 +372,114 @@ class TransferStore:
         transfer = self.seen(transfer_id) or Transfer.from_redis(transfer_id, issued["record"])
         return Redeemed(owner=transfer_id, transfer=transfer)
 
+    async def new_code(
+        self,
+        transfer: Transfer,
+        code: tuple[str, int],
+        *,
+        fields: Mapping[str, str],
+        arm: Iterable[Timer] = (),
+        actor: str = "",
+        now: datetime | None = None,
+    ) -> Transition:
+        """Replace the bridge code of ``transfer`` (awaiting its bridge) by ``code`` (a fresh
+        code's digest, its time to live in s), writing ``fields`` (its new digest and expiry)
+        and re-arming ``arm`` (its expiry timer).
+
+        The new code is taken first (``CodeTaken`` when it is live already: draw another),
+        mapped to the record as it will stand, so redeeming it needs no read; then one
+        transition call checks the state, writes, and deletes the old code — from then on the
+        old code opens nothing. When the transition is refused (``TransitionConflict`` /
+        ``TransitionNotAllowed``) the new code is given back. (Until the answer no one knows
+        the new code, so taking it a moment early lets no one in.)"""
+        now = now or datetime.now(UTC)
+        digest, ttl_s = code
+        raw = await self.redis.hgetall(keys.transfer(transfer.id))
+        if not raw:
+            raise TransferNotFound(transfer.id)
+        record = {text(k): text(v) for k, v in raw.items()}
+        record.update(fields)
+        record["version"] = str(transfer.version + 1)
+        issued = json.dumps({"id": transfer.id, "record": record})
+        if not await self.redis.set(keys.bridge_code(digest), issued, nx=True, ex=ttl_s):
+            raise CodeTaken(transfer.id)
+        try:
+            return await self.transition(
+                transfer.id,
+                TransferEvent.NEW_CODE,
+                psap_id=transfer.psap_id,
+                expected_state=TransferState.AWAITING_BRIDGE,
+                expected_version=transfer.version,
+                fields=fields,
+                arm=arm,
+                void_code=transfer.bridge_code_digest,
+                actor=actor,
+                now=now,
+            )
+        except BaseException:
+            await self.redis.delete(keys.bridge_code(digest))
+            raise
+
+    async def many(self, transfer_ids: Sequence[str]) -> list[Transfer | None]:
+        """The transfers as Redis holds them, with their legs' call ids as ``GET
+        /v1/transfers/{id}`` shows them, in one round trip (None: the record is gone)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for transfer_id in transfer_ids:
+                pipe.hgetall(keys.transfer(transfer_id))
+                pipe.hgetall(keys.transfer_legs(transfer_id))
+            replies = await pipe.execute()
+        out: list[Transfer | None] = []
+        for i, transfer_id in enumerate(transfer_ids):
+            raw, legs = replies[2 * i], replies[2 * i + 1]
+            if not raw:
+                out.append(None)
+                continue
+            transfer = Transfer.from_redis(transfer_id, {text(k): text(v) for k, v in raw.items()})
+            out.append(with_legs(transfer, {text(k): text(v) for k, v in legs.items()}))
+        return out
+
+    async def page(
+        self,
+        index: str,
+        *,
+        keep: Callable[[Transfer], bool] = lambda _: True,
+        before: Position | None = None,
+        since: datetime | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> Found[Transfer]:
+        """One page of a list index (``gateway.core.keys``: a PSAP's, a destination's, an
+        org's, or all transfers), newest first (``gateway.core.paging.read_page``)."""
+        return await read_page(
+            self.redis, index, self.many, keep=keep, before=before, since=since, limit=limit
+        )
+
+    async def index_existing(self, psap_id: str, *, batch: int = 500) -> int:
+        """Enter the PSAP's transfers (its own index has always been kept) in the other list
+        indexes — all, per destination, per org — with their creation scores: for records
+        made before those indexes existed. Safe to repeat; answers how many were entered."""
+        rows = cast(
+            "list[tuple[bytes | str, float]]",
+            await self.redis.zrange(keys.psap_transfers(psap_id), 0, -1, withscores=True),
+        )
+        entered = 0
+        for start in range(0, len(rows), batch):
+            chunk = [(text(m), float(score)) for m, score in rows[start : start + batch]]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for transfer_id, _ in chunk:
+                    pipe.hget(keys.transfer(transfer_id), "destination_orgs")
+                found = await pipe.execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (transfer_id, score), orgs in zip(chunk, found, strict=True):
+                    if orgs is None:
+                        continue  # expired, or recorded before orgs were: the index keeps it
+                    entered += 1
+                    pipe.zadd(keys.TRANSFERS_ALL, {transfer_id: score})
+                    for destination_id, org in json.loads(orgs).items():
+                        pipe.zadd(keys.destination_transfers(destination_id), {transfer_id: score})
+                        pipe.zadd(keys.org_transfers(org), {transfer_id: score})
+                await pipe.execute()
+        return entered
+
     async def set_leg(self, transfer_id: str, name: str, call_sid: str) -> bool:
         """Remember the call id of a leg (``attempt:<n>``), written once; True when new."""
         return await record_leg(
@@ -387,6 +506,18 @@ class TransferStore:
         return {d: int(c) for d, c in zip(ids, counts, strict=True)}
 
 
+def with_legs(transfer: Transfer, legs: Mapping[str, str]) -> Transfer:
+    """``transfer`` with each attempt's leg call id from its legs hash (``attempt:<n>``) where
+    the record has none yet."""
+    if not legs or all(a.call_sid for a in transfer.attempts):
+        return transfer
+    attempts = [
+        a if a.call_sid else a.model_copy(update={"call_sid": legs.get(f"attempt:{i}")})
+        for i, a in enumerate(transfer.attempts, start=1)
+    ]
+    return transfer.model_copy(update={"attempts": attempts})
+
+
 __all__ = [
     "CodeTaken",
     "IllegalTransition",
@@ -399,4 +530,5 @@ __all__ = [
     "Transition",
     "TransitionConflict",
     "TransitionNotAllowed",
+    "with_legs",
 ]

@@ -38,6 +38,7 @@ from gateway.transfer.service import (
 from gateway.transfer.store import TransferStore
 from gateway.web import handbacks as handback_views
 from gateway.web import health, openapi
+from gateway.web import lists as list_views
 from gateway.web import reports as report_views
 from gateway.web import routing as routing_views
 from gateway.web import transfers as transfer_views
@@ -287,6 +288,8 @@ def create_app(settings: Settings) -> web.Application:
             _revocations_ctx,
         ]
     )
+    # Lists (DESIGN.md §9): records made before their indexes existed are entered once.
+    app.cleanup_ctx.append(list_views.index_existing_ctx)
 
     routes: list[Route] = [
         Route("GET", "/healthz", health.healthz, "Liveness", "operations"),

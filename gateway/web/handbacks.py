@@ -8,13 +8,14 @@ from datetime import date, timedelta
 from aiohttp import web
 
 from gateway.core.auth import Role
-from gateway.core.errors import Invalid, NotFound
+from gateway.core.errors import NotFound
 from gateway.handback.models import (
     HANDBACK_ID_PATTERN,
     PSAP_ID_PATTERN,
+    READABLE_FIELDS,
     TRANSFER_ID_PATTERN,
     ContactRequest,
-    HandbackList,
+    HandbackPage,
     HandbackRequest,
     HandbackView,
 )
@@ -23,7 +24,8 @@ from gateway.handback.store import HandbackNotFound
 from gateway.transfer.dispositions import DispositionRequest
 from gateway.transfer.models import Transfer
 from gateway.web.appkeys import DISPOSITIONS, HANDBACKS
-from gateway.web.bodies import query_date, query_int, query_text, read_model
+from gateway.web.bodies import query_date, read_model
+from gateway.web.lists import list_query
 from gateway.web.middlewares import principal_of
 from gateway.web.routes import Query, Route
 from gateway.web.scope import read_handback_request
@@ -44,6 +46,8 @@ def _handback_id(request: web.Request) -> str:
 def _json(view: HandbackView, status: int = 200) -> web.Response:
     # The bridge number and code appear only in the 201 of a data-only handback.
     hidden = {f for f in ("bridge_code", "bridge_number") if getattr(view, f) is None}
+    if view.summary is None:  # not for this reader (``HandbackView.of``)
+        hidden |= READABLE_FIELDS
     return web.json_response(text=view.model_dump_json(exclude=hidden), status=status)
 
 
@@ -53,35 +57,30 @@ async def open_handback(request: web.Request) -> web.Response:
     return _json(view, status=201)
 
 
-MAX_PAGE = 200
 _LAST_DAY = date.max - timedelta(days=1)
-"""The service reads ``to`` as before the next day's midnight: one day short of the calendar's
-end (no handback is that late, so the list is the same)."""
+"""``to`` is read as before the next day: one day short of the calendar's end."""
 
 
 async def list_handbacks(request: web.Request) -> web.Response:
-    """``?psap_id=&from=&to=&state=&limit=`` — newest first, at most ``limit`` (1..200)."""
-    psap_id = query_text(request, "psap_id")
-    if psap_id is not None and not _PSAP_ID_RE.match(psap_id):
-        raise Invalid("unknown psap_id", [{"path": "psap_id", "message": "not a PSAP id"}])
-    state: HandbackState | None = None
-    if (asked := query_text(request, "state")) is not None:
-        try:
-            state = HandbackState(asked)
-        except ValueError:
-            allowed = ", ".join(s.value for s in HandbackState)
-            raise Invalid(
-                "unknown state", [{"path": "state", "message": f"one of {allowed}"}]
-            ) from None
-    limit = query_int(request, "limit", default=50, low=1, high=MAX_PAGE)
+    """``?state=&psap_id=&since=&from=&to=&limit=&cursor=`` — newest first, paged (§9)."""
+    query = list_query(request, HandbackState)
     start, end = query_date(request, "from"), query_date(request, "to")
     end = None if end is None else min(end, _LAST_DAY)
-    views = await request.app[HANDBACKS].find(
-        principal_of(request), psap_id=psap_id, start=start, end=end, state=state, limit=limit
+    page = await request.app[HANDBACKS].find(
+        principal_of(request),
+        psap_id=query.psap_id,
+        start=start,
+        end=end,
+        states=frozenset(HandbackState(s) for s in query.states),
+        since=query.since,
+        before=query.before,
+        limit=query.limit,
     )
-    page = HandbackList(handbacks=views)
-    hidden = {"handbacks": {"__all__": {"bridge_code", "bridge_number"}}}
-    return web.json_response(text=page.model_dump_json(exclude=hidden))
+    hidden: set[str] = {"bridge_code", "bridge_number"}
+    if page.items and page.items[0].summary is None:
+        hidden |= READABLE_FIELDS
+    exclude = {"items": {"__all__": hidden}}
+    return web.json_response(text=page.model_dump_json(exclude=exclude))
 
 
 async def get_handback(request: web.Request) -> web.Response:
@@ -196,21 +195,23 @@ ROUTES = [
         "GET",
         "/v1/handbacks",
         list_handbacks,
-        "Handbacks, newest first (psap_id, from, to: PSAP-local dates, inclusive; state; "
-        "limit ≤ 200): a PSAP its own, a crisis center its org's, an admin all",
+        "Handbacks, newest first, paged: a PSAP its own, a crisis center its org's, an admin all",
         "handbacks",
         roles=(Role.PSAP, Role.CRISIS_CENTER, Role.ADMIN),
-        response=HandbackList,
+        response=HandbackPage,
         query=(
-            ("psap_id", "one PSAP (a psap key: its own)"),
+            ("psap_id", "one PSAP (a psap key: its own; another is 403)"),
+            ("since", "created at or after this ISO 8601 instant (with its offset)"),
             ("from", "first PSAP-local date, YYYY-MM-DD"),
             ("to", "last PSAP-local date, inclusive"),
             Query(
                 "state",
-                "only handbacks in this state",
+                "only handbacks in this state (repeatable: any of them)",
                 {"type": "string", "enum": [str(state) for state in HandbackState]},
+                repeatable=True,
             ),
             ("limit", "at most this many (1-200, default 50)"),
+            ("cursor", "the next_cursor of the previous page"),
         ),
     ),
     Route(
