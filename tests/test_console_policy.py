@@ -15,10 +15,24 @@ from aiohttp.test_utils import TestClient
 
 from gateway.core.auth import Role, add_key
 from tests.conftest import AppFactory, KeyMaker
-from tests.test_console_pages import HTTP, sign_in
+from tests.test_console_pages import CSRF_RE, HTTP
 
 DRAFT_RE = re.compile(r'<textarea id="draft"[^>]*>(.*?)</textarea>', re.S)
 BASE_RE = re.compile(r'name="base_version" value="(\d+)"')
+
+
+async def sign_in(client: TestClient[Any, Any], key: str, *, status: int = 200) -> str:
+    """Sign in straight to the policy editor (``next``); the session's CSRF token."""
+    resp = await client.post(
+        "/console/sign-in", data={"key": key, "next": "/console/policy"}, allow_redirects=False
+    )
+    assert resp.status == 303, await resp.text()
+    assert resp.headers["Location"] == "/console/policy"
+    page = await client.get("/console/policy")
+    assert page.status == status
+    found = CSRF_RE.search(await page.text())
+    assert found is not None
+    return found.group(1)
 
 
 def admin_key(config_dir: Path, name: str) -> str:
@@ -71,8 +85,8 @@ async def test_other_roles_and_posts_without_the_token_are_refused(
     make_client: AppFactory, make_key: KeyMaker, config_dir: Path
 ) -> None:
     client = await make_client(**HTTP)
-    await sign_in(client, make_key("kc-valleycom", "psap"))
-    resp = await client.get("/console/policy")
+    await sign_in(client, make_key("kc-valleycom", "psap"), status=403)
+    resp = await client.get("/console/policy/rollback?version=1")
     assert resp.status == 403
     other = await make_client(**HTTP)
     await sign_in(other, admin_key(config_dir, "dana"))

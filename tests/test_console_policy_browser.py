@@ -50,10 +50,14 @@ async def test_edit_try_conflict_save_and_roll_back(
     base = f"http://localhost:{client.port}"
     api = {"Authorization": f"Bearer {sam}"}
     async with browser_page() as page:
-        await page.goto(f"{base}/console/")
+        await page.goto(f"{base}/console/policy")  # → sign in, then back here
         await page.get_by_label("Your API key").fill(dana)
         await page.get_by_role("button", name="Sign in").click()
-        await page.get_by_role("link", name="Policy editor").click()
+        await page.wait_for_url(f"{base}/console/policy")
+        assert (
+            await page.get_by_role("link", name="Policy editor").get_attribute("aria-current")
+            == "page"
+        )
         await page.get_by_role("heading", name="Policy editor · live version 1").wait_for()
         await page.get_by_role("heading", name="The live policy").wait_for()
         await assert_accessible(page)
