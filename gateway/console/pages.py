@@ -283,7 +283,7 @@ async def _handbacks(request: web.Request, limit: int = 50) -> list[Handback]:
     service = request.app[HANDBACKS]
     found = await service.find(_principal(request), limit=limit)
     records = []
-    for view in found:
+    for view in found.items:
         records.append(await service.store.get(view.id))
     return records
 
