@@ -114,6 +114,7 @@ async def test_an_edit_with_an_error_is_shown_at_its_path_and_not_saved(
     line = next(i for i, t in enumerate(bad.splitlines(), 1) if "hop_limit" in t)
     assert f"<code>policy.hop_limit</code> (line {line}): " in fragment
     assert "less than or equal to 2" in fragment
+    assert "The live policy (the draft has errors)" in fragment
 
     resp = await client.post(
         "/console/policy/save", data={"csrf": csrf, "draft": bad, "base_version": str(base)}

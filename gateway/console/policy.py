@@ -147,8 +147,8 @@ async def check(request: web.Request) -> web.StreamResponse:
         {
             "check": result,
             "live_version": live.version,
-            "structure": policy_views.structure(shown) if shown is not None else None,
-            "structure_is_draft": True,
+            "structure": policy_views.structure(shown or live.document),
+            "structure_is_draft": shown is not None,
             "oob": True,
         },
     )
