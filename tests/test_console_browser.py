@@ -365,35 +365,3 @@ async def test_a_network_blip_is_shown_and_the_inbox_catches_up(
             await banner.wait_for(state="hidden", timeout=LIVE_S)
         finally:
             await proxy.down()
-
-
-async def test_policy_editor_checks_a_draft_and_saves_it(
-    make_client: AppFactory, settings: Settings, make_key: KeyMaker
-) -> None:
-    psap_key = make_key(PSAP, "psap")
-    admin = make_key("ops", "admin")
-    async with wired(make_client, settings, psap_key) as line, browser_page() as page:
-        await sign_in(page, origin(line), admin)
-        await page.get_by_role("link", name="Policy editor").click()
-        draft = page.get_by_label(re.compile("^Policy \\(YAML\\)"))
-        text = await draft.input_value()
-        await draft.fill(text.replace("hop_limit: 2", "hop_limit: 7", 1))
-        await page.get_by_role("button", name="Check and show changes").click()
-        await page.get_by_test_id("policy-problems").wait_for(timeout=LIVE_S)
-        assert "policy.hop_limit" in await page.get_by_test_id("policy-problems").inner_text()
-        await assert_accessible(page)
-        await draft.fill(text.replace("ring_timeout_s: 20", "ring_timeout_s: 25", 1))
-        await page.get_by_role("button", name="Check and show changes").click()
-        await page.get_by_test_id("policy-diff").wait_for(timeout=LIVE_S)
-        await page.get_by_text("Try a call against this draft").click()
-        await page.get_by_role("button", name="Try this call").click()
-        await page.get_by_test_id("policy-try").wait_for(timeout=LIVE_S)
-        await screenshot(page, "policy-editor")
-        await page.get_by_role("button", name="Save as the next version").click()
-        await (
-            page.get_by_test_id("policy-saved")
-            .filter(has_text="Saved as version 2")
-            .wait_for(timeout=LIVE_S)
-        )
-        assert await page.locator("#live-version").inner_text() == "2"
-        await assert_accessible(page)

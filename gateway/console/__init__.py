@@ -7,7 +7,7 @@ htmx and its SSE extension, vendored under ``static/vendor`` — no build step, 
 - ``web``: templates, the signed-in and CSRF guards, errors as notices.
 - ``pages``: the handlers (call-taker, handback inbox, supervisor board, counselor) and the
   live stream.
-- ``policy_editor``: the administrator's policy editor.
+- ``policy``: the policy editor (admin); ``policy_views``: what it shows, as data.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from gateway.console import pages, policy_editor
+from gateway.console import pages, policy
 from gateway.console.web import STATIC, environment_options, sessions_ctx
 
 
@@ -25,7 +25,7 @@ def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(sessions_ctx)
     app.router.add_static("/console/static/", STATIC, name="console_static")
     pages.add_routes(app)
-    policy_editor.add_routes(app)
+    policy.add_routes(app)
 
 
 __all__ = ["setup"]
