@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all run test lint typecheck format bench bench-webhooks bench-shard clean
+.PHONY: all run test lint typecheck format bench bench-webhooks bench-shard screenshots clean
 
 all: lint typecheck test
 
@@ -40,6 +40,10 @@ bench-webhooks: $(STAMP)
 
 bench-shard: $(STAMP)
 	$(BIN)/python benchmarks/shard.py
+
+screenshots: $(STAMP)
+	GATEWAY_TEST_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_console_browser.py tests/test_console_policy_browser.py
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
