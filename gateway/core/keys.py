@@ -151,3 +151,11 @@ def xfer_handback(transfer_id: str) -> str:
     handback. Deleted when that handback ends (its terminal transition), so a transfer has at
     most one handback dialing the PSAP at a time."""
     return f"{PREFIX}xfer:{transfer_id}:handback"
+
+
+# ---- live events (gateway.events) -------------------------------------------------------------
+EVENTS = f"{PREFIX}events"
+"""Stream: every change a console may follow (``GET /v1/events``), appended by the transition
+scripts in the same call as the change (``gateway.events.entries``). Trimmed to the last
+``gateway.events.entries.KEEP_S`` seconds (``MINID ~``) and a hard cap of entries
+(``MAXLEN ~``). Entries name ids, states and orgs only: never personal data."""

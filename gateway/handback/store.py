@@ -32,6 +32,7 @@ from gateway.core.records import (
 )
 from gateway.core.scripts import source
 from gateway.core.timers import Timer, to_ms
+from gateway.events.entries import EventType, HandbackNews, publish_handback
 from gateway.handback.models import Handback
 from gateway.handback.states import TERMINAL_STATES, TRANSITIONS, HandbackEvent, HandbackState
 
@@ -156,6 +157,7 @@ class HandbackStore:
         ops.tally(tally)
         ops.add("expire", record, self.retention_s)
         ops.add("expire", audit, self.retention_s)
+        publish_handback(ops, EventType.HANDBACK_CREATED, handback_id, actor=actor, now=now)
         result = await self.scripts.create(
             keys=ops.keys,
             args=[
@@ -263,6 +265,7 @@ class HandbackStore:
             ops.add("del", keys.bridge_code(void_code))
         ops.arm(arm)
         ops.disarm(disarm)
+        publish_handback(ops, EventType.HANDBACK_STATE, handback_id, actor=actor, now=now)
         answer = await run_transition(
             self.scripts.transition,
             ops,
@@ -297,13 +300,18 @@ class HandbackStore:
         disarm: Iterable[str] = (),
         leave_outbox: bool = False,
         tallies: Iterable[Tally | None] = (),
+        news: Iterable[HandbackNews] = (),
         actor: str = "",
         audit: Mapping[str, str] | None = None,
         now: datetime | None = None,
     ) -> Written:
         """Write ``fields`` once (none of ``guards`` set yet), audited, in one call; ``tallies``
-        count and ``arm`` / ``disarm`` take effect only if it is written."""
+        count, ``arm`` / ``disarm`` take effect and ``news`` (events: a flag raised) is
+        published only if it is written."""
+        now = now or datetime.now(UTC)
         ops = self._ops(handback_id)
+        for kind, extra in news:
+            publish_handback(ops, kind, handback_id, actor=actor, now=now, extra=extra)
         ops.arm(arm)
         ops.disarm(disarm)
         ops.tally(*tallies)

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from gateway.core import keys
 from gateway.core.errors import Conflict, NotFound, Unavailable
 from gateway.core.records import text
+from gateway.events import entries as events
 from gateway.policy import engine
 from gateway.policy.changes import summarize
 from gateway.policy.decision import Decision, DecisionRequest
@@ -36,9 +37,10 @@ log = logging.getLogger(__name__)
 AUDIT_MAXLEN = 10_000
 SEED_ACTOR = "system:config-files"
 
-# KEYS: current, docs, versions, audit.
+# KEYS: current, docs, versions, audit, events stream.
 # ARGV: mode (seed | put | rollback), expected version (put, rollback), document JSON,
-#       meta JSON ({who, when, summary, action}), who, when, summary, audit maxlen.
+#       meta JSON ({who, when, summary, action}), who, when, summary, audit maxlen,
+#       events maxlen, events min id (gateway.events.entries).
 # Seed writes only when there is no version yet; put and rollback only on top of ``expected``.
 _COMMIT_LUA = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
@@ -53,6 +55,11 @@ redis.call('HSET', KEYS[3], version, ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*',
   'version', version, 'action', ARGV[1], 'who', ARGV[5], 'when', ARGV[6], 'summary', ARGV[7])
 redis.call('SET', KEYS[1], version)
+if KEYS[5] then  -- the live events stream (gateway.events): policy.changed, in the same call
+  redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[10], '*', 'type', 'policy.changed',
+    'at', ARGV[6], 'version', version, 'action', ARGV[1], 'actor', ARGV[5])
+  redis.call('XTRIM', KEYS[5], 'MAXLEN', '~', ARGV[9])
+end
 return {'ok', version}
 """
 
@@ -255,10 +262,17 @@ class PolicyService:
     async def _run(
         self, action: str, expected: int, document: PolicyDocument, actor: str, summary: str
     ) -> tuple[str, int]:
-        when = datetime.now(UTC).isoformat()
+        now = datetime.now(UTC)
+        when = now.isoformat()
         meta = json.dumps({"who": actor, "when": when, "summary": summary, "action": action})
         result = await self._commit(
-            keys=[keys.POLICY_CURRENT, keys.POLICY_DOCS, keys.POLICY_VERSIONS, keys.POLICY_AUDIT],
+            keys=[
+                keys.POLICY_CURRENT,
+                keys.POLICY_DOCS,
+                keys.POLICY_VERSIONS,
+                keys.POLICY_AUDIT,
+                keys.EVENTS,
+            ],
             args=[
                 action,
                 expected,
@@ -268,6 +282,8 @@ class PolicyService:
                 when,
                 summary,
                 AUDIT_MAXLEN,
+                events.MAXLEN,
+                events.min_id(now),
             ],
         )
         status, version = text(result[0]), int(result[1])
