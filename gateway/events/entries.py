@@ -136,7 +136,6 @@ def parse_id(value: str) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
-_INTS = frozenset({"version", "contact_made"})
 _PUBLIC_SCALARS = (
     "type",
     "at",

@@ -36,6 +36,7 @@ from gateway.transfer.service import (
     TransferService,
 )
 from gateway.transfer.store import TransferStore
+from gateway.web import events as event_views
 from gateway.web import handbacks as handback_views
 from gateway.web import health, openapi
 from gateway.web import reports as report_views
@@ -272,6 +273,8 @@ def create_app(settings: Settings) -> web.Application:
         ]
     )
 
+    event_views.setup(app)  # live events: the stream's reader (after Redis), shutdown hook
+
     routes: list[Route] = [
         Route("GET", "/healthz", health.healthz, "Liveness", "operations"),
         Route("GET", "/readyz", health.readyz, "Readiness: Redis and policy", "operations"),
@@ -281,6 +284,7 @@ def create_app(settings: Settings) -> web.Application:
         *report_views.ROUTES,
         *handback_views.ROUTES,
         *twilio_views.ROUTES,
+        *event_views.ROUTES,
     ]
     routes.append(
         Route(
