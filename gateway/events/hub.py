@@ -19,14 +19,13 @@ closed; the client reconnects with its ``Last-Event-ID`` and catches up from Red
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from gateway.core import keys
 from gateway.core.auth import Principal
@@ -211,17 +210,22 @@ class EventHub:
             start = events[-1].id
 
     async def _trimmed_past(self, after: str) -> bool:
-        """Whether an entry newer than ``after`` may have been trimmed away."""
+        """Whether an entry newer than ``after`` may have been trimmed away. The stream is only
+        ever trimmed from its oldest end, so that is so when its oldest entry is newer than
+        ``after`` (or, emptied, when an entry newer than ``after`` was ever added) — unless
+        nothing was ever removed (Redis 7 counts what was added)."""
         mark = parse_id(after) or (0, 0)
-        with contextlib.suppress(RedisError):
+        try:
             info = await self.redis.xinfo_stream(keys.EVENTS)
-            deleted = info.get("max-deleted-entry-id")
-            if deleted is not None:  # Redis 7: the newest id ever trimmed or deleted
-                return (parse_id(text(deleted)) or (0, 0)) > mark
-            first = info.get("first-entry")
-            return first is not None and (parse_id(text(first[0])) or (0, 0)) > mark
-        # No stream at all (never written, or Redis lost it): nothing newer is kept either.
-        return mark > (0, 0) and not await self.redis.exists(keys.EVENTS)
+        except ResponseError:  # no stream at all: never written, or Redis lost it
+            return mark > (0, 0)
+        added = info.get("entries-added")
+        if added is not None and int(added) == int(info.get("length", 0)):
+            return False
+        first = info.get("first-entry")
+        if first:
+            return _id_of(first[0]) > mark
+        return _id_of(info.get("last-generated-id")) > mark
 
 
 def _streams(reply: Any) -> list[tuple[Any, list[Any]]]:
@@ -231,3 +235,8 @@ def _streams(reply: Any) -> list[tuple[Any, list[Any]]]:
     if isinstance(reply, dict):
         return list(reply.items())
     return [(stream, entries) for stream, entries in reply]
+
+
+def _id_of(value: Any) -> tuple[int, int]:
+    parsed = parse_id(text(value)) if isinstance(value, bytes | str) else None
+    return parsed or (0, 0)
