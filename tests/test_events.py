@@ -344,7 +344,26 @@ async def test_handback_events_reach_the_psap_and_the_center_only(
             for private in ("Main St", "plan tonight", "c-104", "47.38"):
                 assert private not in reader.raw
             assert not PHONE_DIGITS.search(reader.raw)
-        # The other center sees nothing of it: its next message is the next policy change.
+        # Without a location it is flagged as it is made.
+        resp = await app.post(
+            "/v1/handbacks",
+            json={"psap_id": PSAP, "reason": "other", "location": None},
+            headers=bearer(center),
+        )
+        assert resp.status == 201, await resp.text()
+        unlocated = (await resp.json())["id"]
+        created, flag = await psaps.messages(2)
+        assert (created.data["type"], created.data["handback_id"]) == (
+            "handback.created",
+            unlocated,
+        )
+        assert flag.data == {
+            **flag.data,
+            "type": "handback.flag",
+            "flag": "location_unknown",
+            "handback_id": unlocated,
+        }
+        # The other center sees nothing of them: its next message is the next policy change.
         await change_policy(app, make_key("ops", "admin"))
         assert (await others.next()).data["type"] == "policy.changed"
 

@@ -8,6 +8,7 @@ A's reader survives a Redis restart, resuming where it was.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -133,4 +134,11 @@ async def test_a_stream_on_one_process_follows_changes_made_on_another(
                 assert also.id == after_restart.id
                 for reader in (on_a, s):
                     assert not PHONE_DIGITS.search(reader.raw)
+
+                # A stopping process ends its streams cleanly; the other one serves on.
+                a.signal(signal.SIGTERM)
+                assert await on_a.ended(within_s=15)
+                assert a.wait(within_s=15) == 0
+                fourth = await open_transfer(session, psap, b.url)
+                assert (await s.next()).data["transfer_id"] == fourth["id"]
     assert not PHONE_DIGITS.search(mine.raw + theirs.raw)

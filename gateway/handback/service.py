@@ -346,6 +346,9 @@ class HandbackService:
             timers=timers,
             outbox=bool(psap.cad_url),
             tally=Tally(psap_id, day, (reports.counter_field(reports.HANDBACK, caller_type),)),
+            news=[]
+            if request.location is not None and request.location.known
+            else [(EventType.HANDBACK_FLAG, {"flag": str(Flag.LOCATION_UNKNOWN)})],
             actor=principal.actor,
             now=now,
         )

@@ -133,13 +133,15 @@ class HandbackStore:
         timers: Iterable[Timer] = (),
         outbox: bool = False,
         tally: Tally | None = None,
+        news: Iterable[HandbackNews] = (),
         actor: str = "",
         now: datetime | None = None,
     ) -> None:
         """Record a new handback with its EIDO (as it will be sent), its timers and — when
         its PSAP has a CAD endpoint — its place in the CAD outbox, in one call. With a
         ``transfer_id``, only while that transfer has no live handback (``HandbackGuarded``
-        naming the live one otherwise)."""
+        naming the live one otherwise). ``news``: events published after its creation (a
+        flag it is made with)."""
         now = now or datetime.now(UTC)
         ops = self._ops(handback_id)
         record, audit = ops.keys[0], ops.keys[1]
@@ -158,6 +160,8 @@ class HandbackStore:
         ops.add("expire", record, self.retention_s)
         ops.add("expire", audit, self.retention_s)
         publish_handback(ops, EventType.HANDBACK_CREATED, handback_id, actor=actor, now=now)
+        for kind, extra in news:  # after the creation: a flag it is made with (location)
+            publish_handback(ops, kind, handback_id, actor=actor, now=now, extra=extra)
         result = await self.scripts.create(
             keys=ops.keys,
             args=[
