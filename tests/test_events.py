@@ -7,6 +7,7 @@ webhooks use); the stream is read as a browser's EventSource would read it, line
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -22,7 +23,10 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from gateway.core import keys
+from gateway.core.auth import Principal, Role
 from gateway.core.records import encode_fields
+from gateway.core.redis_client import connect
+from gateway.events.hub import EventHub
 from gateway.transfer.models import Attempt
 from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import TransferStore
@@ -413,3 +417,46 @@ async def test_shutdown_ends_open_streams_cleanly(make_client: AppFactory, psap_
         closing = asyncio.create_task(app.server.close())
         assert await events.ended()
         await closing
+
+
+async def test_a_stream_that_falls_behind_is_closed_and_catches_up_from_redis(
+    redis: Redis, redis_url: str, store: TransferStore
+) -> None:
+    reader = connect(redis_url, socket_timeout_s=3)
+    hub = EventHub(reader, redis, block_ms=200, queue_size=3)
+    task = asyncio.create_task(hub.run())
+    try:
+        async with asyncio.timeout(10):
+            await hub.ready.wait()
+        admin = Principal("ops", Role.ADMIN, "key-1")
+        slow = hub.subscribe(admin)
+        for i in range(5):
+            await store.create(
+                f"tr_{i:024x}", psap_id=PSAP, state=TransferState.AWAITING_BRIDGE, fields={}
+            )
+        deadline = asyncio.get_running_loop().time() + 10
+        while not slow.closed:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        assert slow.overflowed
+        assert slow.queue.get_nowait() is None  # what it held is dropped: the stream ends
+        hub.unsubscribe(slow)
+
+        # Reconnecting with the id it had (none here: from the start) it gets all five.
+        again = hub.subscribe(admin)
+        missed = await hub.replay(again, "0-0")
+        assert missed is not None
+        while len(missed) < 5:  # what the reader had not handed out yet comes live
+            async with asyncio.timeout(10):
+                live = await again.queue.get()
+            assert live is not None
+            missed.append(live)
+        assert [e.data["transfer_id"] for e in missed] == [f"tr_{i:024x}" for i in range(5)]
+        assert again.queue.empty()
+        assert hub.open_streams == 1
+    finally:
+        hub.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await reader.aclose()

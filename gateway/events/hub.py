@@ -63,6 +63,7 @@ class Subscription:
     queue: asyncio.Queue[Event | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_SIZE)
     )
+    """What the reader handed out and the stream has not written yet; ``None`` ends it."""
     closed: bool = False
     overflowed: bool = False
 
@@ -101,6 +102,7 @@ class EventHub:
         max_per_key: int = 5,
         block_ms: int = 5000,
         retry_s: float = 1.0,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.reader = reader
         self.redis = redis
@@ -108,6 +110,7 @@ class EventHub:
         self.max_per_key = max_per_key
         self.block_ms = block_ms
         self.retry_s = retry_s
+        self.queue_size = queue_size
         self.last_id: str | None = None
         """The last entry id handed out (None until the reader found the stream's end)."""
         self.ready = asyncio.Event()
@@ -175,7 +178,9 @@ class EventHub:
         if self._per_key[principal.key_id] >= self.max_per_key:
             raise StreamsFull("key", self.max_per_key)
         assert self.last_id is not None
-        sub = Subscription(principal, upto=self.last_id, after=after)
+        sub = Subscription(
+            principal, upto=self.last_id, after=after, queue=asyncio.Queue(self.queue_size)
+        )
         self._subs.add(sub)
         self._per_key[principal.key_id] += 1
         return sub
