@@ -460,3 +460,12 @@ async def test_a_stream_that_falls_behind_is_closed_and_catches_up_from_redis(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await reader.aclose()
+
+
+async def test_an_unreadable_entry_is_skipped_and_the_stream_goes_on(
+    app: TestClient[Any, Any], make_key: KeyMaker, psap_key: str, redis: Redis
+) -> None:
+    async with stream(app, "/v1/events", make_key("ops", "admin")) as events:
+        await redis.xadd(keys.EVENTS, {"type": "transfer.state", "version": "not a number"})
+        opened = await open_transfer(app, psap_key)
+        assert (await events.next()).data["transfer_id"] == opened["id"]

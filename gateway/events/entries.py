@@ -15,6 +15,7 @@ and never reach a client. No entry holds personal data: no phone number, address
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from gateway.core import keys
 from gateway.core.auth import Principal, Role
 from gateway.core.records import Ops
 from gateway.core.timers import to_ms
+
+log = logging.getLogger(__name__)
 
 KEEP_S = 2 * 3600
 """Events are kept at least this long (``MINID ~``: Redis trims whole blocks, so a little
@@ -166,6 +169,16 @@ class Event:
 
     @classmethod
     def from_entry(cls, entry_id: str, raw: Mapping[str, str]) -> Event:
+        """The event an entry holds; one that cannot be read (written by another release,
+        say) is an event nobody sees (empty ``data``), so the reader still moves past it."""
+        try:
+            return cls._read(entry_id, raw)
+        except (ValueError, TypeError, AttributeError, IndexError):
+            log.warning("unreadable event skipped", extra={"event_id": entry_id})
+            return cls(entry_id, {})
+
+    @classmethod
+    def _read(cls, entry_id: str, raw: Mapping[str, str]) -> Event:
         values: dict[str, Any] = {}
         for name, value in raw.items():
             if name.startswith("j:"):
@@ -203,6 +216,8 @@ class Event:
         handbacks; a crisis center the transfers whose chain names one of its destinations and
         its own handbacks; everyone the policy's changes."""
         kind = str(self.data.get("type", ""))
+        if not kind:
+            return False
         if principal.role is Role.ADMIN or kind == EventType.POLICY_CHANGED:
             return True
         if principal.role is Role.PSAP:

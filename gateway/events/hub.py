@@ -144,6 +144,9 @@ class EventHub:
                     )
                     failing = True
                 await asyncio.sleep(self.retry_s)
+            except Exception:  # a bug must not leave every open stream silent for good
+                log.exception("event reader failed; retrying")
+                await asyncio.sleep(self.retry_s)
 
     async def _tail(self) -> str:
         """The id of the stream's newest entry (``0-0`` when empty): reading starts after it."""
