@@ -15,15 +15,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from gateway.core import keys
-from gateway.core.auth import Principal, Role
+from gateway.core.auth import KEYS_FILE, KeyFile, Principal, Role, digest, load_key_file
 from gateway.core.records import encode_fields
 from gateway.core.redis_client import connect
 from gateway.events.hub import EventHub
@@ -469,3 +471,19 @@ async def test_an_unreadable_entry_is_skipped_and_the_stream_goes_on(
         await redis.xadd(keys.EVENTS, {"type": "transfer.state", "version": "not a number"})
         opened = await open_transfer(app, psap_key)
         assert (await events.next()).data["transfer_id"] == opened["id"]
+
+
+async def test_a_revoked_keys_stream_ends(
+    app: TestClient[Any, Any], make_key: KeyMaker, config_dir: Path
+) -> None:
+    kept = make_key(PSAP, "psap")
+    revoked = make_key(PSAP, "psap")
+    async with stream(app, "/v1/events", revoked) as events:
+        path = config_dir / KEYS_FILE
+        remaining = [r for r in load_key_file(path).keys if r.digest != digest(revoked)]
+        path.write_text(yaml.safe_dump(KeyFile(keys=remaining).model_dump(mode="json")))
+        assert await events.ended(within_s=10)
+    resp = await app.get("/v1/events", headers=bearer(revoked))
+    assert resp.status == 401
+    async with stream(app, "/v1/events", kept) as events:
+        assert (await events.next(comments=True)).comment == "ping"

@@ -17,8 +17,9 @@ the client refetches state with ``GET /v1/transfers`` / ``GET /v1/handbacks``.
 Errors before the stream opens are the usual JSON: 400 for an ``id`` that is not an event id,
 401 without a key, 503 while Redis cannot be read, and 429 with ``Retry-After`` past
 ``GATEWAY_EVENTS_MAX_STREAMS`` open streams on the process or
-``GATEWAY_EVENTS_MAX_STREAMS_PER_KEY`` for one key. Shutdown ends every stream cleanly (the
-client reconnects elsewhere with its ``Last-Event-ID``).
+``GATEWAY_EVENTS_MAX_STREAMS_PER_KEY`` for one key. A stream whose key is revoked ends within
+``KEY_CHECK_S``. Shutdown ends every stream cleanly (the client reconnects elsewhere with its
+``Last-Event-ID``).
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from gateway.core.auth import Role
+from gateway.core.auth import Role, bearer_token
 from gateway.core.errors import BadRequest, Unavailable
 from gateway.core.logs import request_id_var
 from gateway.core.redis_client import connect
 from gateway.events.entries import Event, EventType, parse_id
 from gateway.events.hub import EventHub, StreamsFull, Subscription
-from gateway.web.appkeys import REDIS, SETTINGS, TASKS
+from gateway.web.appkeys import KEYRING, REDIS, SETTINGS, TASKS
 from gateway.web.middlewares import error_response, principal_of
 from gateway.web.routes import Route
 
@@ -50,6 +51,9 @@ RETRY_AFTER_S = 5
 """``Retry-After`` of a 429 for too many open streams."""
 READY_WAIT_S = 5.0
 """How long a new stream waits for this process's reader to have found the stream's end."""
+KEY_CHECK_S = 2.0
+"""How often an open stream checks that its key still authenticates (a revoked key gets
+401 on every process within 5 s, DESIGN.md §9; its open streams end as soon)."""
 BLOCK_MS = 5000
 """One blocking read of the events stream; the reader's socket timeout is this plus the usual
 one."""
@@ -139,10 +143,16 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             ping_interval=settings.events_heartbeat_s,
             headers={"X-Request-Id": request_id_var.get()},
         ) as stream:
-            await _serve(stream, sub, missed, last_event_id)
+            await _serve(stream, sub, missed, last_event_id, lambda: _key_valid(request))
         return stream
     finally:
         hub.unsubscribe(sub)
+
+
+def _key_valid(request: web.Request) -> bool:
+    """Whether the stream's key still authenticates (a revoked key's stream is ended)."""
+    token = bearer_token(request.headers.get("Authorization"))
+    return request.app[KEYRING].authenticate(token) == principal_of(request)
 
 
 async def _serve(
@@ -150,9 +160,10 @@ async def _serve(
     sub: Subscription,
     missed: list[Event] | None,
     last_event_id: str | None,
+    key_valid: Callable[[], bool],
 ) -> None:
     """Write what was missed, then live events until the client leaves, the stream falls
-    behind, or the process shuts down."""
+    behind, its key is revoked (checked every ``KEY_CHECK_S``), or the process shuts down."""
     watcher = asyncio.create_task(_close_when_gone(stream, sub), name="event-stream-watch")
     try:
         if missed is None:
@@ -165,8 +176,23 @@ async def _serve(
             await stream.send(json.dumps(reset, separators=(",", ":")))
         for event in missed or ():
             await stream.send(event.sse(), id=event.id)
-        while (live := await sub.queue.get()) is not None:
-            await stream.send(live.sse(), id=live.id)
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+        while True:
+            try:
+                async with asyncio.timeout(KEY_CHECK_S):  # only the wait, never a write
+                    live = await sub.queue.get()
+            except TimeoutError:
+                pass
+            else:
+                if live is None:
+                    break
+                await stream.send(live.sse(), id=live.id)
+            if loop.time() - checked >= KEY_CHECK_S:
+                if not key_valid():
+                    log.info("event stream closed: its key was revoked")
+                    break
+                checked = loop.time()
     except (ConnectionResetError, TimeoutError):
         log.info("event stream client gone")
     finally:
