@@ -29,6 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway.core import keys
 from gateway.core.auth import Principal
+from gateway.core.errors import Unavailable
 from gateway.core.records import text
 from gateway.events.entries import Event, decode_entries, parse_id
 
@@ -172,10 +173,10 @@ class EventHub:
         return len(self._subs)
 
     def subscribe(self, principal: Principal, after: tuple[int, int] = (0, 0)) -> Subscription:
-        """A new stream for ``principal``; ``StreamsFull`` past a bound. The reader must be
-        ready (``ready``)."""
+        """A new stream for ``principal``; ``StreamsFull`` past a bound, ``Unavailable`` while
+        the process shuts down. The reader must be ready (``ready``)."""
         if self._stopping:
-            raise StreamsFull("process", 0)
+            raise Unavailable("this process is shutting down; reconnect")
         if len(self._subs) >= self.max_streams:
             raise StreamsFull("process", self.max_streams)
         if self._per_key[principal.key_id] >= self.max_per_key:
