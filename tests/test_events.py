@@ -410,6 +410,7 @@ async def test_bad_requests_get_json_errors(app: TestClient[Any, Any], psap_key:
     operation = document["paths"]["/v1/events"]["get"]
     assert "Server-Sent Events" in operation["summary"]
     assert operation["x-roles"] == ["psap", "crisis_center", "admin"]
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
 
 
 async def test_shutdown_ends_open_streams_cleanly(make_client: AppFactory, psap_key: str) -> None:

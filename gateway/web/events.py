@@ -222,6 +222,7 @@ ROUTES = [
         "stream bounds",
         "events",
         roles=ALL_ROLES,
+        media_type="text/event-stream",
         query=(
             (
                 "last_event_id",

@@ -76,6 +76,8 @@ def build(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any
             ok["content"] = {
                 "application/json": {"schema": _schema_ref(route.response, components)}
             }
+        elif route.media_type != "application/json":
+            ok["content"] = {route.media_type: {"schema": {"type": "string"}}}
         error = {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         }

@@ -26,6 +26,8 @@ class Route:
     status: int = 200
     query: tuple[tuple[str, str], ...] = ()
     """Query parameters, as (name, description), for the document."""
+    media_type: str = "application/json"
+    """What a success answers with (``text/event-stream`` for the event stream)."""
 
 
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
