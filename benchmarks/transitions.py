@@ -253,6 +253,16 @@ async def cleanup(admin: Redis, ids: Sequence[str], psap_ids: Sequence[str]) -> 
     # The list of every transfer is shared with whatever else uses this Redis: only ours go.
     for start in range(0, len(ids), 500):
         await admin.zrem(keys.TRANSFERS_ALL, *ids[start : start + 500])
+    # The live events the runs published (gateway.events): the benchmark's own only.
+    own = {tid.encode() for tid in ids}
+    after = "-"
+    while entries := await admin.xrange(keys.EVENTS, min=after, count=1000):
+        doomed = [entry_id for entry_id, body in entries if body.get(b"transfer_id") in own]
+        if doomed:
+            await admin.xdel(keys.EVENTS, *doomed)
+        after = "(" + entries[-1][0].decode()
+    if not await admin.xlen(keys.EVENTS):
+        await admin.delete(keys.EVENTS)
 
 
 async def measure(redis_url: str, transfers: int, concurrency: int) -> list[PathResult]:

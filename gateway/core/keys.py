@@ -196,3 +196,10 @@ def xfer_handback(transfer_id: str) -> str:
 REVOKED_API_KEYS = f"{PREFIX}keys:revoked"
 """Set: ids of revoked API keys (gateway.core.auth), read by every process each second. Never
 trimmed: revocations are few and permanent."""
+
+# ---- live events (gateway.events) -------------------------------------------------------------
+EVENTS = f"{PREFIX}events"
+"""Stream: every change a console may follow (``GET /v1/events``), appended by the transition
+scripts in the same call as the change (``gateway.events.entries``). Trimmed to the last
+``gateway.events.entries.KEEP_S`` seconds (``MINID ~``) and a hard cap of entries
+(``MAXLEN ~``). Entries name ids, states and orgs only: never personal data."""

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     """Longest wait for a whole request body; a slower one gets 408 (Twilio itself gives up on
     a webhook after 15 s)."""
 
+    # ---- live events (GET /v1/events, gateway.events) ----
+    events_heartbeat_s: Annotated[float, Field(gt=0, le=60)] = 15.0
+    """A comment line is written on every open event stream this often, so proxies keep it."""
+    events_max_streams: Annotated[int, Field(ge=1, le=100_000)] = 500
+    """Event streams one process keeps open at once; past it a new one gets 429."""
+    events_max_streams_per_key: Annotated[int, Field(ge=1, le=10_000)] = 5
+    """Event streams one API key may hold open on one process; past it a new one gets 429."""
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

@@ -69,12 +69,14 @@ from gateway.core.records import Tally, encode_fields
 from gateway.core.settings import Settings
 from gateway.core.tasks import TaskSet
 from gateway.core.timers import Timer, TimerHandler, TimerQueue
+from gateway.events.entries import EventType, HandbackNews
 from gateway.handback.eido import Agency, EidoFacts, build, incident_id
 from gateway.handback.models import (
     NOTICE_PREFIX,
     AttemptOutcome,
     Contact,
     ContactRequest,
+    Flag,
     Handback,
     HandbackAttempt,
     HandbackPage,
@@ -373,6 +375,9 @@ class HandbackService:
             timers=timers,
             outbox=bool(psap.cad_url),
             tally=Tally(psap_id, day, (reports.counter_field(reports.HANDBACK, caller_type),)),
+            news=[]
+            if request.location is not None and request.location.known
+            else [(EventType.HANDBACK_FLAG, {"flag": str(Flag.LOCATION_UNKNOWN)})],
             actor=principal.actor,
             now=now,
         )
@@ -537,6 +542,7 @@ class HandbackService:
             guards=["contact"],
             arm=[notice_timer(handback_id, "contact", now)],
             disarm=[confirm_timer_id(handback_id)],
+            news=_contact_news(request.contact_made),
             tallies=(
                 _handback_tally(
                     handback,
@@ -1153,6 +1159,7 @@ class HandbackService:
             fields=encode_fields(unconfirmed_at=now),
             guards=["unconfirmed_at", "contact"],
             arm=[notice_timer(handback_id, "unconfirmed", now)],
+            news=[(EventType.HANDBACK_FLAG, {"flag": str(Flag.UNCONFIRMED)})],
             tallies=(_handback_tally(before, reports.HANDBACK_UNCONFIRMED),),
             actor="timer",
             now=now,
@@ -1231,6 +1238,7 @@ class HandbackService:
             fields=encode_fields(cad_failed_at=now, cad_attempts=attempt),
             guards=["cad_delivered_at", "cad_failed_at"],
             leave_outbox=True,
+            news=[(EventType.HANDBACK_FLAG, {"flag": str(Flag.CAD_UNDELIVERED)})],
             actor="gateway",
             audit={"error": str(error)},
             now=now,
@@ -1347,6 +1355,9 @@ class HandbackService:
             event=f"notice_{kind}",
             fields={f"{NOTICE_PREFIX}{kind}": notice.model_dump_json()},
             guards=[f"{NOTICE_PREFIX}{kind}"],
+            news=[]
+            if error is None
+            else [(EventType.HANDBACK_FLAG, {"flag": str(Flag.CENTER_NOT_NOTIFIED)})],
             actor="gateway",
             audit={"delivered": json.dumps(error is None), "attempt": str(attempt)},
             now=now,
@@ -1403,6 +1414,17 @@ class HandbackService:
                 "to_state": str(state),
             },
         )
+
+
+def _contact_news(contact_made: bool) -> list[HandbackNews]:
+    """The events a contact confirmation publishes: the contact, and the ``no_contact`` flag
+    when emergency services could not make contact."""
+    news: list[HandbackNews] = [
+        (EventType.HANDBACK_CONTACT, {"contact_made": "true" if contact_made else "false"})
+    ]
+    if not contact_made:
+        news.append((EventType.HANDBACK_FLAG, {"flag": str(Flag.NO_CONTACT)}))
+    return news
 
 
 def _handback_tally(

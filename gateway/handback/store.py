@@ -34,6 +34,7 @@ from gateway.core.records import (
 )
 from gateway.core.scripts import source
 from gateway.core.timers import Timer, to_ms
+from gateway.events.entries import EventType, HandbackNews, publish_handback
 from gateway.handback.models import Handback
 from gateway.handback.states import TERMINAL_STATES, TRANSITIONS, HandbackEvent, HandbackState
 
@@ -135,6 +136,7 @@ class HandbackStore:
         timers: Iterable[Timer] = (),
         outbox: bool = False,
         tally: Tally | None = None,
+        news: Iterable[HandbackNews] = (),
         actor: str = "",
         now: datetime | None = None,
     ) -> None:
@@ -142,7 +144,8 @@ class HandbackStore:
         its PSAP has a CAD endpoint — its place in the CAD outbox, in one call. With a
         ``transfer_id``, only while that transfer has no live handback (``HandbackGuarded``
         naming the live one otherwise). The same call enters it in the list indexes: its
-        PSAP's, all handbacks', and its ``center_org``'s (DESIGN.md §9)."""
+        PSAP's, all handbacks', and its ``center_org``'s (DESIGN.md §9). ``news``: events
+        published after its creation (a flag it is made with)."""
         now = now or datetime.now(UTC)
         ops = self._ops(handback_id)
         record, audit = ops.keys[0], ops.keys[1]
@@ -163,6 +166,9 @@ class HandbackStore:
         ops.tally(tally)
         ops.add("expire", record, self.retention_s)
         ops.add("expire", audit, self.retention_s)
+        publish_handback(ops, EventType.HANDBACK_CREATED, handback_id, actor=actor, now=now)
+        for kind, extra in news:  # after the creation: a flag it is made with (location)
+            publish_handback(ops, kind, handback_id, actor=actor, now=now, extra=extra)
         result = await self.scripts.create(
             keys=ops.keys,
             args=[
@@ -280,6 +286,7 @@ class HandbackStore:
             ops.add("del", keys.bridge_code(void_code))
         ops.arm(arm)
         ops.disarm(disarm)
+        publish_handback(ops, EventType.HANDBACK_STATE, handback_id, actor=actor, now=now)
         answer = await run_transition(
             self.scripts.transition,
             ops,
@@ -314,13 +321,18 @@ class HandbackStore:
         disarm: Iterable[str] = (),
         leave_outbox: bool = False,
         tallies: Iterable[Tally | None] = (),
+        news: Iterable[HandbackNews] = (),
         actor: str = "",
         audit: Mapping[str, str] | None = None,
         now: datetime | None = None,
     ) -> Written:
         """Write ``fields`` once (none of ``guards`` set yet), audited, in one call; ``tallies``
-        count and ``arm`` / ``disarm`` take effect only if it is written."""
+        count, ``arm`` / ``disarm`` take effect and ``news`` (events: a flag raised) is
+        published only if it is written."""
+        now = now or datetime.now(UTC)
         ops = self._ops(handback_id)
+        for kind, extra in news:
+            publish_handback(ops, kind, handback_id, actor=actor, now=now, extra=extra)
         ops.arm(arm)
         ops.disarm(disarm)
         ops.tally(*tallies)

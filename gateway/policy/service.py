@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from gateway.core import keys
 from gateway.core.errors import Conflict, GatewayError, NotFound, Unavailable
 from gateway.core.records import text
+from gateway.events import entries as events
 from gateway.policy import engine
 from gateway.policy.changes import NO_CHANGE, summarize
 from gateway.policy.decision import Decision, DecisionRequest
@@ -43,14 +44,15 @@ RETRIES = 5
 """Times a change without ``If-Match`` is recomputed when another writer moved the live version
 between its read and its commit."""
 
-# KEYS: current, docs, versions, audit.
+# KEYS: current, docs, versions, audit, events stream.
 # ARGV: mode (seed | put | rollback), expected version (put, rollback), document JSON,
-#       meta JSON ({actor, at, summary, action}), actor, at, summary, audit maxlen.
+#       meta JSON ({actor, at, summary, action}), actor, at, summary, audit maxlen,
+#       events maxlen, events min id (gateway.events.entries).
 # Seed writes only when there is no version yet; put and rollback only on top of ``expected``:
 # the check of the version an edit was made from and the write of the next one are this one
-# step, so of two admins racing from the same version exactly one commits.
-# (A ``policy.changed`` event is published after the commit, from Python: see
-# ``PolicyService.listeners``.)
+# step, so of two admins racing from the same version exactly one commits. The same call
+# appends ``policy.changed`` to the live events stream; ``PolicyService.listeners`` are told
+# after the commit, in this process.
 _COMMIT_LUA = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if ARGV[1] == 'seed' then
@@ -64,6 +66,11 @@ redis.call('HSET', KEYS[3], version, ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*',
   'version', version, 'action', ARGV[1], 'actor', ARGV[5], 'at', ARGV[6], 'summary', ARGV[7])
 redis.call('SET', KEYS[1], version)
+if KEYS[5] then  -- the live events stream (gateway.events): policy.changed, in the same call
+  redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[10], '*', 'type', 'policy.changed',
+    'at', ARGV[6], 'version', version, 'action', ARGV[1], 'actor', ARGV[5])
+  redis.call('XTRIM', KEYS[5], 'MAXLEN', '~', ARGV[9])
+end
 return {'ok', version}
 """
 
@@ -390,7 +397,13 @@ class PolicyService:
         when = at.isoformat()
         meta = json.dumps({"actor": actor, "at": when, "summary": summary, "action": action})
         result = await self._commit(
-            keys=[keys.POLICY_CURRENT, keys.POLICY_DOCS, keys.POLICY_VERSIONS, keys.POLICY_AUDIT],
+            keys=[
+                keys.POLICY_CURRENT,
+                keys.POLICY_DOCS,
+                keys.POLICY_VERSIONS,
+                keys.POLICY_AUDIT,
+                keys.EVENTS,
+            ],
             args=[
                 action,
                 expected,
@@ -400,6 +413,8 @@ class PolicyService:
                 when,
                 summary,
                 AUDIT_MAXLEN,
+                events.MAXLEN,
+                events.min_id(at),
             ],
         )
         status, version = text(result[0]), int(result[1])

@@ -30,6 +30,7 @@ from gateway.core.records import (
 )
 from gateway.core.scripts import source
 from gateway.core.timers import Timer, to_ms
+from gateway.events.entries import EventType, publish_transfer
 from gateway.transfer.models import Transfer
 from gateway.transfer.states import (
     TERMINAL_STATES,
@@ -202,6 +203,9 @@ class TransferStore:
         if state not in TERMINAL_STATES:
             ops.add("sadd", keys.psap_active(psap_id), transfer_id)
         ops.arm(timers)
+        publish_transfer(
+            ops, EventType.TRANSFER_CREATED, transfer_id, psap_id=psap_id, actor=actor, now=now
+        )
         token = write_token()
         stamp = now.isoformat()
         record = {
@@ -300,6 +304,9 @@ class TransferStore:
         ops.tally(tally)
         if also is not None:
             also(ops)
+        publish_transfer(
+            ops, EventType.TRANSFER_STATE, transfer_id, psap_id=psap_id, actor=actor, now=now
+        )
         answer = await run_transition(
             self.scripts.transition,
             ops,

@@ -10,6 +10,8 @@ bound, what is refused and what waits follows what Twilio does with the answer:
   a callback answered 2xx has been applied. One that cannot get a slot in time gets 503 and
   the outage watch reconciles with the provider (Twilio does not retry a callback);
 - ``/twilio/fallback``, health, readiness and metrics are never held back.
+- ``/v1/events`` streams are not held either (they stay open for hours): they have bounds of
+  their own (``gateway.web.events``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gateway.web.middlewares import error_response
 log = logging.getLogger(__name__)
 
 NEVER_HELD = frozenset({"/twilio/fallback", "/healthz", "/readyz", "/metrics", "/openapi.json"})
+NEVER_HELD |= {"/v1/events"}  # open for hours: bounded on its own (gateway.web.events)
 REFUSED_WHEN_BUSY = frozenset({"/twilio/voice"})
 
 

@@ -36,6 +36,7 @@ from gateway.transfer.service import (
     TransferService,
 )
 from gateway.transfer.store import TransferStore
+from gateway.web import events as event_views
 from gateway.web import handbacks as handback_views
 from gateway.web import health, openapi
 from gateway.web import lists as list_views
@@ -296,6 +297,8 @@ def create_app(settings: Settings) -> web.Application:
     # Lists (DESIGN.md §9): records made before their indexes existed are entered once.
     app.cleanup_ctx.append(list_views.index_existing_ctx)
 
+    event_views.setup(app)  # live events: the stream's reader (after Redis), shutdown hook
+
     routes: list[Route] = [
         Route("GET", "/healthz", health.healthz, "Liveness", "operations"),
         Route("GET", "/readyz", health.readyz, "Readiness: Redis and policy", "operations"),
@@ -305,6 +308,7 @@ def create_app(settings: Settings) -> web.Application:
         *report_views.ROUTES,
         *handback_views.ROUTES,
         *twilio_views.ROUTES,
+        *event_views.ROUTES,
     ]
     routes.append(
         Route(

@@ -191,6 +191,8 @@ def build(
             ok["content"] = {
                 "application/json": {"schema": _schema_ref(route.response, components)}
             }
+        elif route.media_type != "application/json":
+            ok["content"] = {route.media_type: {"schema": {"type": "string"}}}
         error = {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         }

@@ -73,6 +73,8 @@ class Route:
     response_headers: tuple[tuple[str, str], ...] = ()
     """Headers of the success answer (and of any extra status in ``responses``), as (name,
     description), for the document: e.g. the policy's ``ETag``."""
+    media_type: str = "application/json"
+    """What a success answers with (``text/event-stream`` for the event stream)."""
 
 
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:

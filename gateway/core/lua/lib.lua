@@ -4,7 +4,8 @@
 -- {"hset", key_index, field, value}, {"hdel", key_index, field},
 -- {"hincrby", key_index, field, amount}, {"expire", key_index, seconds}, {"del", key_index},
 -- {"setpx", key_index, value, milliseconds},
--- {"hincrby_if", key_index, field, amount, record_key_index, record_field}.
+-- {"hincrby_if", key_index, field, amount, record_key_index, record_field},
+-- {"xadd", key_index, maxlen, min_id, fields, copies} (an event to a stream; see below).
 -- key_index points into KEYS, so every key a script touches is declared to Redis.
 local function apply_ops(ops_json)
   for _, op in ipairs(cjson.decode(ops_json)) do
@@ -26,6 +27,25 @@ local function apply_ops(ops_json)
     elseif name == 'expire' then redis.call('EXPIRE', key, op[3])
     elseif name == 'del' then redis.call('DEL', key)
     elseif name == 'setpx' then redis.call('SET', key, op[3], 'PX', op[4])
+    elseif name == 'xadd' then
+      -- {"xadd", key_index, maxlen, min_id, fields, copies}: append one entry (auto id) made of
+      -- ``fields`` ({name: string}) and, for each {entry field: record field} of ``copies``,
+      -- that field of the record KEYS[1] as this call has written it (absent: left out). The
+      -- stream keeps entries newer than min_id (MINID ~) and at most about maxlen (MAXLEN ~).
+      local entry = {}
+      for field, value in pairs(op[5]) do
+        entry[#entry + 1] = field
+        entry[#entry + 1] = value
+      end
+      for field, source in pairs(op[6]) do
+        local value = redis.call('HGET', KEYS[1], source)
+        if value then
+          entry[#entry + 1] = field
+          entry[#entry + 1] = value
+        end
+      end
+      redis.call('XADD', key, 'MINID', '~', op[4], '*', unpack(entry))
+      redis.call('XTRIM', key, 'MAXLEN', '~', op[3])
     else error('unknown op ' .. tostring(name)) end
   end
 end
