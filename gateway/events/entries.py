@@ -129,6 +129,8 @@ HandbackNews = tuple[EventType, Mapping[str, str]]
 # ---- reading ---------------------------------------------------------------------------------
 
 _ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_ID_PART_MAX = 2**64 - 1
+"""Each part of a Redis stream id is an unsigned 64-bit number."""
 
 
 def parse_id(value: str) -> tuple[int, int] | None:
@@ -136,7 +138,10 @@ def parse_id(value: str) -> tuple[int, int] | None:
     match = _ID.match(value.strip())
     if match is None:
         return None
-    return int(match[1]), int(match[2])
+    ms, seq = int(match[1]), int(match[2])
+    if ms > _ID_PART_MAX or seq > _ID_PART_MAX:  # Redis refuses it: not an id it could issue
+        return None
+    return ms, seq
 
 
 _PUBLIC_SCALARS = (

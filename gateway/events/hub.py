@@ -218,6 +218,18 @@ class EventHub:
                 return found
             start = events[-1].id
 
+    async def issued(self, event_id: str) -> bool:
+        """Whether ``event_id`` is at or before the newest id the stream ever gave out. One
+        ahead of it was never issued by this stream (a client's own invention, another
+        deployment's Redis): nothing after it can be replayed, and waiting for live events
+        past it would keep the stream silent, so the caller resets the client instead."""
+        mark = parse_id(event_id) or (0, 0)
+        try:
+            info = await self.redis.xinfo_stream(keys.EVENTS)
+        except ResponseError:  # no stream at all: only the zero id was ever "before" it
+            return mark == (0, 0)
+        return mark <= _id_of(info.get("last-generated-id"))
+
     async def _trimmed_past(self, after: str) -> bool:
         """Whether an entry newer than ``after`` may have been trimmed away. The stream is only
         ever trimmed from its oldest end, so that is so when its oldest entry is newer than

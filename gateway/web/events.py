@@ -54,6 +54,10 @@ READY_WAIT_S = 5.0
 KEY_CHECK_S = 2.0
 """How often an open stream checks that its key still authenticates (a revoked key gets
 401 on every process within 5 s, DESIGN.md §9; its open streams end as soon)."""
+LINE_END = "\n"
+"""Every SSE line ends with a bare LF (as the HTML spec's examples do), not aiohttp-sse's
+default CRLF: EventSource takes either, but integrators' own readers often split messages on
+a blank line ``\n\n`` and would never see one between CRLF lines."""
 BLOCK_MS = 5000
 """One blocking read of the events stream; the reader's socket timeout is this plus the usual
 one."""
@@ -121,8 +125,12 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                 await hub.ready.wait()
         except TimeoutError:
             raise Unavailable("the event stream cannot be read now; try again") from None
+    # An id this stream never issued (ahead of its newest) is answered like one too old to
+    # replay: a ``stream.reset``, then every live event (not only those past that id).
+    ahead = last_event_id is not None and not await hub.issued(last_event_id)
+    after = (0, 0) if ahead else parse_id(last_event_id or "") or (0, 0)
     try:
-        sub = hub.subscribe(principal, parse_id(last_event_id or "") or (0, 0))
+        sub = hub.subscribe(principal, after)
     except StreamsFull as exc:
         response = error_response(
             429,
@@ -135,15 +143,20 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     try:
         # What was missed is read before the stream opens: a Redis error is still a 503.
         missed: list[Event] | None = []
-        if last_event_id is not None:
+        if ahead:
+            missed = None
+        elif last_event_id is not None:
             missed = await hub.replay(sub, last_event_id)
         settings = request.app[SETTINGS]
         async with sse_response(
             request,
             ping_interval=settings.events_heartbeat_s,
             headers={"X-Request-Id": request_id_var.get()},
+            sep=LINE_END,
         ) as stream:
-            await _serve(stream, sub, missed, last_event_id, lambda: _key_valid(request))
+            await _serve(
+                stream, sub, missed, last_event_id, lambda: _key_valid(request), ahead=ahead
+            )
         return stream
     finally:
         hub.unsubscribe(sub)
@@ -161,6 +174,8 @@ async def _serve(
     missed: list[Event] | None,
     last_event_id: str | None,
     key_valid: Callable[[], bool],
+    *,
+    ahead: bool = False,
 ) -> None:
     """Write what was missed, then live events until the client leaves, the stream falls
     behind, its key is revoked (checked every ``KEY_CHECK_S``), or the process shuts down."""
@@ -171,7 +186,11 @@ async def _serve(
                 "type": str(EventType.STREAM_RESET),
                 "at": datetime.now(UTC).isoformat(),
                 "last_event_id": last_event_id,
-                "reason": "events after this id are no longer kept; refetch state",
+                "reason": (
+                    "this id was never issued by this stream; refetch state"
+                    if ahead
+                    else "events after this id are no longer kept; refetch state"
+                ),
             }
             await stream.send(json.dumps(reset, separators=(",", ":")))
         for event in missed or ():

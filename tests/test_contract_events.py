@@ -1,0 +1,120 @@
+"""``GET /v1/events`` as an integrator meets it (DESIGN.md §9, README "Live events").
+
+What a CAD vendor's or console developer's own client does with the stream, beyond what
+EventSource hides: reading it by splitting on blank lines, reconnecting with an id the stream
+never gave out, sending ``Accept: application/json`` out of habit, probing it with HEAD. Each
+test is a mismatch once found from outside, kept so it stays fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import AppFactory, KeyMaker
+from tests.telephony import PSAP
+from tests.test_events import Sse, bearer, cancel, open_transfer, stream
+
+
+@pytest.fixture
+async def app(make_client: AppFactory) -> TestClient[Any, Any]:
+    return await make_client(events_heartbeat_s=0.2)
+
+
+@pytest.fixture
+def psap_key(make_key: KeyMaker) -> str:
+    return make_key(PSAP, "psap")
+
+
+async def _until(resp: aiohttp.ClientResponse, *needles: bytes, within_s: float = 10.0) -> bytes:
+    """The raw bytes read until every one of ``needles`` is among them."""
+    raw = b""
+    async with asyncio.timeout(within_s):
+        while not all(needle in raw for needle in needles):
+            chunk = await resp.content.readany()
+            assert chunk, f"the stream ended before {needles!r}: {raw!r}"
+            raw += chunk
+    return raw
+
+
+async def test_messages_are_separated_by_a_bare_blank_line(
+    app: TestClient[Any, Any], psap_key: str
+) -> None:
+    """A client that splits the body on ``\\n\\n`` (the most common hand-written reader) sees
+    every message and every heartbeat: lines end with LF, never CRLF."""
+    async with app.get("/v1/events", headers=bearer(psap_key)) as resp:
+        assert resp.status == 200
+        opened = await open_transfer(app, psap_key)
+        raw = await _until(resp, b"\n\n: ping\n\n", opened["id"].encode() + b'"')
+        assert b"\r" not in raw, raw
+        blocks = [b for b in raw.decode().split("\n\n") if b.startswith("id: ")]
+        assert blocks, raw
+        first = blocks[0].split("\n")
+        assert first[0].startswith("id: ")
+        assert first[1].startswith("data: {")
+
+
+async def test_an_id_the_stream_never_issued_resets_then_follows_live(
+    app: TestClient[Any, Any], psap_key: str
+) -> None:
+    """A ``Last-Event-ID`` ahead of every id the stream gave out (a client's own invention,
+    another deployment's) is not waited for in silence: one ``stream.reset``, then live."""
+    opened = await open_transfer(app, psap_key)
+    future = "99999999999999-0"
+    async with stream(app, "/v1/events", psap_key, last_event_id=future) as events:
+        reset = await events.next()
+        assert reset.id is None
+        assert reset.data["type"] == "stream.reset"
+        assert reset.data["last_event_id"] == future
+        await cancel(app, psap_key, opened["id"])
+        live = await events.next()
+        assert (live.data["type"], live.data["transfer_id"]) == ("transfer.state", opened["id"])
+        assert live.data["state"] == "cancelled"
+
+
+async def test_an_id_past_what_redis_can_hold_is_a_400_not_a_503(
+    app: TestClient[Any, Any], psap_key: str
+) -> None:
+    """Each part of a stream id is an unsigned 64-bit number; a bigger one is malformed (Redis
+    refuses it, which read as 'state store unavailable')."""
+    for bad in ("1-99999999999999999999", "99999999999999999999-0", "18446744073709551616-0"):
+        for headers, query in (({"Last-Event-ID": bad}, ""), ({}, f"?last_event_id={bad}")):
+            resp = await app.get("/v1/events" + query, headers={**bearer(psap_key), **headers})
+            assert resp.status == 400, (bad, await resp.text())
+            error = (await resp.json())["error"]
+            assert error["code"] == "bad_request"
+            assert error["details"][0]["field"] == "Last-Event-ID"
+    # The largest id Redis accepts is still an id: answered as one never issued.
+    biggest = f"{2**64 - 1}-{2**64 - 1}"
+    async with stream(app, "/v1/events", psap_key, last_event_id=biggest) as events:
+        assert (await events.next()).data["type"] == "stream.reset"
+
+
+async def test_accept_json_still_gets_the_stream(app: TestClient[Any, Any], psap_key: str) -> None:
+    """The events endpoint has one representation. A client that sends ``Accept:
+    application/json`` on every call (a generic API client) still gets the stream rather than
+    a 406 it cannot act on; the content type tells it what it got."""
+    for accept in ("application/json", "text/event-stream", "*/*", "text/html"):
+        headers = {**bearer(psap_key), "Accept": accept}
+        async with app.get("/v1/events", headers=headers) as resp:
+            assert resp.status == 200, accept
+            assert resp.headers["Content-Type"] == "text/event-stream", accept
+            assert resp.headers["Cache-Control"] == "no-cache"
+            message = await Sse(resp).next(comments=True, within_s=5)
+            assert message.comment == "ping"
+
+
+async def test_other_methods_get_a_json_405_naming_get(
+    app: TestClient[Any, Any], psap_key: str
+) -> None:
+    for method in ("HEAD", "POST", "PUT", "DELETE"):
+        resp = await app.request(method, "/v1/events", headers=bearer(psap_key))
+        assert resp.status == 405, method
+        assert resp.headers["Allow"] == "GET"
+        assert resp.headers["Content-Type"].startswith("application/json")
+        if method != "HEAD":
+            assert (await resp.json())["error"]["code"] == "method_not_allowed"
