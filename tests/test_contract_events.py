@@ -118,3 +118,14 @@ async def test_other_methods_get_a_json_405_naming_get(
         assert resp.headers["Content-Type"].startswith("application/json")
         if method != "HEAD":
             assert (await resp.json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_the_document_names_the_last_event_id_header(app: TestClient[Any, Any]) -> None:
+    """An integrator reading only /openapi.json learns how to resume (the header EventSource
+    sends), not only the query fallback."""
+    document = await (await app.get("/openapi.json")).json()
+    parameters = document["paths"]["/v1/events"]["get"]["parameters"]
+    where = {(p["name"], p["in"]) for p in parameters}
+    assert {("Last-Event-ID", "header"), ("last_event_id", "query")} <= where
+    header = next(p for p in parameters if p["name"] == "Last-Event-ID")
+    assert "stream.reset" in header["description"]

@@ -10,13 +10,17 @@ handbacks; every key ``policy.changed``. A comment line (``: ping``) is written 
 
 Resuming: ``Last-Event-ID`` (or ``?last_event_id=`` for EventSource polyfills that cannot set
 headers) replays exactly the events after that id, then the live ones. An id older than what is
-kept (two hours) cannot be replayed, and a status can no longer be given once the stream is
-open, so the stream starts with one ``stream.reset`` message (no ``id:``) and continues live:
-the client refetches state with ``GET /v1/transfers`` / ``GET /v1/handbacks``.
+kept (two hours), or one the stream never issued (ahead of its newest), cannot be replayed, and
+a status can no longer be given once the stream is open, so the stream starts with one
+``stream.reset`` message (no ``id:``) and continues live: the client refetches state with
+``GET /v1/transfers`` / ``GET /v1/handbacks``.
 
-Errors before the stream opens are the usual JSON: 400 for an ``id`` that is not an event id,
-401 without a key, 503 while Redis cannot be read, and 429 with ``Retry-After`` past
-``GATEWAY_EVENTS_MAX_STREAMS`` open streams on the process or
+Lines end with LF (``LINE_END``). Whatever ``Accept`` says, the answer is the stream: it has
+one representation, and its ``Content-Type`` says which.
+
+Errors before the stream opens are the usual JSON: 400 for an ``id`` that is not an event id
+(each part at most 2^64 - 1), 401 without a key, 503 while Redis cannot be read, and 429 with
+``Retry-After`` past ``GATEWAY_EVENTS_MAX_STREAMS`` open streams on the process or
 ``GATEWAY_EVENTS_MAX_STREAMS_PER_KEY`` for one key. A stream whose key is revoked ends within
 ``KEY_CHECK_S``. Shutdown ends every stream cleanly (the client reconnects elsewhere with its
 ``Last-Event-ID``).
@@ -246,6 +250,15 @@ ROUTES = [
             (
                 "last_event_id",
                 "Same as the Last-Event-ID header, for clients that cannot set headers",
+            ),
+        ),
+        headers=(
+            (
+                "Last-Event-ID",
+                "The id: of the last event received (<ms>-<seq>): every later event the key "
+                "may see is sent first (kept two hours), then live ones. An id older than that "
+                "or never issued starts the stream with one stream.reset message (no id:): "
+                "refetch state with the list endpoints. Not an event id: 400",
             ),
         ),
     )
