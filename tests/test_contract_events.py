@@ -129,3 +129,22 @@ async def test_the_document_names_the_last_event_id_header(app: TestClient[Any, 
     assert {("Last-Event-ID", "header"), ("last_event_id", "query")} <= where
     header = next(p for p in parameters if p["name"] == "Last-Event-ID")
     assert "stream.reset" in header["description"]
+
+
+async def test_comment_lines_come_within_the_heartbeat_interval(
+    make_client: AppFactory, psap_key: str
+) -> None:
+    """'A comment line at least every 15 s' (DESIGN.md §9): measured by the client, the gap
+    from the headers to each ``: ping`` stays under the setting (here 4 s, to keep it short)."""
+    app = await make_client(events_heartbeat_s=4.0)
+    loop = asyncio.get_running_loop()
+    async with app.get("/v1/events", headers=bearer(psap_key)) as resp:
+        assert resp.status == 200
+        events = Sse(resp)
+        last = loop.time()
+        for _ in range(2):
+            message = await events.next(comments=True, within_s=8)
+            assert message.comment == "ping"
+            now = loop.time()
+            assert now - last < 4.0, now - last
+            last = now
