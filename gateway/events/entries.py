@@ -57,8 +57,8 @@ class EventType(StrEnum):
     POLICY_CHANGED = "policy.changed"
     """A new routing policy version is live: ``version``, ``action``, ``actor``."""
     STREAM_RESET = "stream.reset"
-    """Sent by the server only: the ``Last-Event-ID`` given is older than what is kept; what
-    follows starts at the oldest event kept. Refetch state with the list endpoints."""
+    """Sent by the server only: the ``Last-Event-ID`` given is older than what is kept, or was
+    never issued; what follows is live events only. Refetch state with the list endpoints."""
 
 
 TRANSFER_COPIES = {
