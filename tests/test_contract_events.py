@@ -9,6 +9,7 @@ test is a mismatch once found from outside, kept so it stays fixed.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import AppFactory, KeyMaker
-from tests.telephony import PSAP
+from tests.faults import GatewayProcess
+from tests.telephony import BRIDGE, PSAP, PUBLIC
 from tests.test_events import Sse, bearer, cancel, open_transfer, stream
 
 
@@ -148,3 +150,45 @@ async def test_comment_lines_come_within_the_heartbeat_interval(
             now = loop.time()
             assert now - last < 4.0, now - last
             last = now
+
+
+@pytest.mark.slow
+async def test_a_client_that_left_frees_its_place_within_seconds(
+    redis_url: str, config_dir: Path, tmp_path: Path, make_key: KeyMaker
+) -> None:
+    """A console reconnecting more times than the per-key bound (page reloads, a flaky
+    network) is not refused 429 for streams it already closed: a closed connection stops
+    counting within about a second, not only when the next heartbeat (15 s) fails to be
+    written. A real ``serve`` process: the test server notices a closed client differently."""
+    psap_key = make_key(PSAP, "psap")
+    env = {
+        "GATEWAY_REDIS_URL": redis_url,
+        "GATEWAY_CONFIG_DIR": str(config_dir),
+        "GATEWAY_STATE_DIR": str(tmp_path / "state"),
+        "GATEWAY_PUBLIC_BASE_URL": PUBLIC,
+        "GATEWAY_SANDBOX": "false",  # nothing is dialed
+        "GATEWAY_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "GATEWAY_TWILIO_AUTH_TOKEN": "events-contract-token",
+        "GATEWAY_TWILIO_API_BASE_URL": "http://127.0.0.1:9",
+        "GATEWAY_BRIDGE_NUMBER": BRIDGE,
+        "GATEWAY_EVENTS_MAX_STREAMS_PER_KEY": "2",
+    }
+    gateway = GatewayProcess(env, tmp_path / "gateway.log")
+    gateway.start()
+    try:
+        await gateway.wait_ready()
+        loop = asyncio.get_running_loop()
+        for attempt in range(6):
+            deadline = loop.time() + 4  # a second or so each; never the 15 s heartbeat
+            while True:
+                async with (
+                    aiohttp.ClientSession() as session,  # its own connection, closed after
+                    session.get(gateway.url + "/v1/events", headers=bearer(psap_key)) as resp,
+                ):
+                    if resp.status == 200:
+                        break
+                    assert resp.status == 429, await resp.text()
+                assert loop.time() < deadline, f"closed streams still count ({attempt})"
+                await asyncio.sleep(0.1)
+    finally:
+        gateway.stop()

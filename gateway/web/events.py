@@ -66,6 +66,11 @@ LINE_END = "\n"
 """Every SSE line ends with a bare LF (as the HTML spec's examples do), not aiohttp-sse's
 default CRLF: EventSource takes either, but integrators' own readers often split messages on
 a blank line ``\n\n`` and would never see one between CRLF lines."""
+GONE_CHECK_S = 1.0
+"""How often an open stream checks that its client is still connected: a client that left
+stops counting against ``GATEWAY_EVENTS_MAX_STREAMS_PER_KEY`` within this, not only when
+the next heartbeat fails to be written (up to 15 s later), so a console that reconnects a few
+times in a row is not refused 429."""
 BLOCK_MS = 5000
 """One blocking read of the events stream; the reader's socket timeout is this plus the usual
 one."""
@@ -163,11 +168,23 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             sep=LINE_END,
         ) as stream:
             await _serve(
-                stream, sub, missed, last_event_id, lambda: _key_valid(request), ahead=ahead
+                stream,
+                sub,
+                missed,
+                last_event_id,
+                lambda: _key_valid(request),
+                ahead=ahead,
+                connected=lambda: _connected(request),
             )
         return stream
     finally:
         hub.unsubscribe(sub)
+
+
+def _connected(request: web.Request) -> bool:
+    """Whether the client's connection is still open (it closes as the client leaves)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
 
 
 def _key_valid(request: web.Request) -> bool:
@@ -184,9 +201,11 @@ async def _serve(
     key_valid: Callable[[], bool],
     *,
     ahead: bool = False,
+    connected: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Write what was missed, then live events until the client leaves, the stream falls
-    behind, its key is revoked (checked every ``KEY_CHECK_S``), or the process shuts down."""
+    """Write what was missed, then live events until the client leaves (``connected``, checked
+    every ``GONE_CHECK_S``), the stream falls behind, its key is revoked (checked every
+    ``KEY_CHECK_S``), or the process shuts down."""
     watcher = asyncio.create_task(_close_when_gone(stream, sub), name="event-stream-watch")
     try:
         if missed is None:
@@ -207,7 +226,7 @@ async def _serve(
         checked = loop.time()
         while True:
             try:
-                async with asyncio.timeout(KEY_CHECK_S):  # only the wait, never a write
+                async with asyncio.timeout(GONE_CHECK_S):  # only the wait, never a write
                     live = await sub.queue.get()
             except TimeoutError:
                 pass
@@ -215,6 +234,9 @@ async def _serve(
                 if live is None:
                     break
                 await stream.send(live.sse(), id=live.id)
+            if not connected():
+                log.info("event stream client gone")
+                break
             if loop.time() - checked >= KEY_CHECK_S:
                 if not key_valid():
                     log.info("event stream closed: its key was revoked")
