@@ -13,6 +13,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,9 @@ async def test_live_handback_dials_the_psap_into_the_callers_conference(
     center: dict[str, str],
     log_text: io.StringIO,
 ) -> None:
-    parties = {PRIMARY: answer(), HANDBACK_LINE: answer(hangup_after_s=15)}  # x0.2: 3 s
+    # The call-taker hangs up when the test says so: a timed hang-up could come before a slow
+    # run had looked at the conference with all three in it.
+    parties = {PRIMARY: answer(), HANDBACK_LINE: answer()}
     async with wired(make_client, settings, psap_key, parties=parties, **FAST) as line:
         transfer, caller_leg, counselor_leg = await connected_transfer(line)
         resp = await line.client.post(
@@ -140,6 +143,8 @@ async def test_live_handback_dials_the_psap_into_the_callers_conference(
             headers=line.headers,
         )
         assert resp.status == 200
+        (call_taker,) = in_conference - {caller_leg, counselor_leg}
+        line.sandbox.hang_up(call_taker)
         await handback_state(line, created["id"], "completed")
         eido = await (
             await line.client.get(f"/v1/handbacks/{created['id']}/eido", headers=line.headers)
@@ -260,7 +265,9 @@ async def test_a_data_only_handback_through_the_bridge_line(
 async def test_two_handbacks_on_one_transfer_dial_the_psap_once(
     make_client: AppFactory, settings: Settings, psap_key: str, center: dict[str, str]
 ) -> None:
-    parties = {PRIMARY: answer(), HANDBACK_LINE: answer(hangup_after_s=5)}  # x0.2: 1 s
+    # The call-taker stays on until the test hangs up: a timed hang-up could end the handback
+    # before a slow poll ever saw it connected.
+    parties = {PRIMARY: answer(), HANDBACK_LINE: answer()}
     async with wired(make_client, settings, psap_key, parties=parties, **FAST) as line:
         transfer, _, _ = await connected_transfer(line)
         body = {"transfer_id": transfer["id"], **FULL}
@@ -281,6 +288,8 @@ async def test_two_handbacks_on_one_transfer_dial_the_psap_once(
         assert (await resp.json())["error"]["details"] == [{"handback_id": created["id"]}]
 
         # Once it has ended, the transfer may be handed back again.
+        added = await line.sandbox.wait_for_kind("participant.added", 5, to=HANDBACK_LINE)
+        line.sandbox.hang_up(added["details"]["call_sid"])
         await handback_state(line, created["id"], "completed")
         resp = await line.client.post("/v1/handbacks", json=body, headers=center)
         assert resp.status == 201, await resp.text()
@@ -334,7 +343,9 @@ async def test_no_redial_into_a_call_that_has_ended(
     receiver: Receiver,  # noqa: F811
 ) -> None:
     parties = {PRIMARY: answer(), HANDBACK_LINE: PartyConfig(behaviour=Behaviour.BUSY)}
-    slow_redial = {**FAST, "handback_retry_delay_s": 2.0}
+    # The redial waits long enough for the hang-ups to be reported even on a loaded machine
+    # (a redial made first would be cancelled when the conference ends, but it was made).
+    slow_redial = {**FAST, "handback_retry_delay_s": 4.0}
     async with wired(make_client, settings, psap_key, parties=parties, **slow_redial) as line:
         transfer, caller_leg, counselor_leg = await connected_transfer(line)
         resp = await line.client.post(
@@ -356,7 +367,8 @@ async def test_no_redial_into_a_call_that_has_ended(
 
         failed = await handback_state(line, created["id"], "failed")
         assert [a["outcome"] for a in failed["attempts"]] == ["busy", "failed"]
-        await asyncio.sleep(0.5)
+        redial_due = datetime.fromisoformat(failed["attempts"][1]["started_at"])
+        await asyncio.sleep((redial_due - datetime.now(UTC)).total_seconds() + 0.5)  # past it
         assert dials_to(line, transfer["id"], HANDBACK_LINE) == 1, "dialed into an empty call"
         deadline = asyncio.get_running_loop().time() + 5
         while True:

@@ -18,8 +18,12 @@ def makefile_targets() -> set[str]:
 
 
 def readme_make_commands() -> set[str]:
+    """``make X`` wherever the README shows a command: fenced blocks and inline code (prose such
+    as "could not make contact" is not a command)."""
     text = (ROOT / "README.md").read_text()
-    return set(re.findall(r"(?<![\w-])make\s+([a-z][\w-]*)", text))
+    code = re.findall(r"^```.*?^```", text, re.MULTILINE | re.DOTALL)
+    code += re.findall(r"`([^`\n]+)`", re.sub(r"^```.*?^```", "", text, flags=re.M | re.S))
+    return set(re.findall(r"(?<![\w-])make\s+([a-z][\w-]*)", "\n".join(code)))
 
 
 def test_readme_shows_make_run_and_make_test() -> None:

@@ -494,3 +494,39 @@ async def test_no_counselor_is_dialed_into_a_conference_the_caller_never_joined(
         done = await line.wait_state(opened["id"], "abandoned", within_s=JOIN_GRACE_S + 5)
         assert [a["outcome"] for a in done["attempts"]] == ["caller_left"]
         assert line.dials(opened["id"]) == []
+
+
+async def _tasks_done(*names: str, within_s: float = 10.0) -> None:
+    """Wait until no task of the running loop is named one of ``names``."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while any(t.get_name() in names for t in asyncio.all_tasks()):
+        assert asyncio.get_running_loop().time() < deadline, f"{names} still running"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_counselor_who_answers_before_the_dial_is_acknowledged_is_never_touched(
+    make_client: AppFactory, settings: Settings, psap_key: str
+) -> None:
+    """The provider carries the create out at once but answers it a second later; meanwhile
+    the counselor answers and the callbacks connect the transfer. When the create's answer
+    arrives the leg is the counselor talking: the gateway sends nothing about it (it used to
+    cancel it as a leg "no longer wanted" — the transfer had moved on to ``connected``)."""
+    async with wired(make_client, settings, psap_key, parties={PRIMARY: answer()}) as line:
+        line.sandbox.configure(participant_create_reply_delay_s=1.0)
+        opened = await line.open()
+        line.dial_bridge(opened["bridge_code"])
+        added = await line.sandbox.wait_for_kind("participant.added", timeout=5)
+        counselor = added["details"]["call_sid"]
+        connected = await line.wait_state(opened["id"], "connected")
+        assert connected["attempts"][0]["call_sid"] in (None, counselor)
+        await _tasks_done(f"dial:{opened['id']}:1")  # the create's answer came and was taken
+        await _tasks_done(f"cancel:{opened['id']}")
+        assert (await line.get(opened["id"]))["state"] == "connected"
+        call = line.sandbox.call(counselor)
+        assert call["status"] == "in-progress", call
+        touched = [
+            e["details"]
+            for e in line.sandbox.timeline("rest.request")
+            if counselor in e["details"]["path"]
+        ]
+        assert touched == [], "the gateway touched the counselor's leg"

@@ -104,6 +104,9 @@ class Dialed:
     attempts: int = 0
     """How many attempts the record had then, the last one still open (``current``)."""
     current: bool = False
+    answered: bool = False
+    """Whether the record had already taken this attempt's leg as answered (its callback was
+    quicker than the create's answer): the leg is the one talking, never to be cancelled."""
     leg: Leg | None = None
     retry_in_s: float = 0.0
     error: str = ""
@@ -170,7 +173,7 @@ class Dialer:
                 await self.release(spec, token)
                 return Dialed("unknown", retry_in_s=LEASE_MARGIN_S)
             if found is not None:
-                first, state, attempts, current = await self._record(spec, found.call_sid)
+                first, state, attempts, current, answered = await self._record(spec, found.call_sid)
                 return Dialed(
                     "found",
                     call_sid=found.call_sid,
@@ -179,6 +182,7 @@ class Dialer:
                     state=state,
                     attempts=attempts,
                     current=current,
+                    answered=answered,
                 )
         return await self._place(spec, token, wanted)
 
@@ -226,7 +230,7 @@ class Dialer:
                 with contextlib.suppress(RedisError):
                     await self.release(spec, token)
             raise
-        first, state, attempts, current = await self._record(spec, call_sid)
+        first, state, attempts, current, answered = await self._record(spec, call_sid)
         return Dialed(
             "placed",
             call_sid=call_sid,
@@ -234,6 +238,7 @@ class Dialer:
             state=state,
             attempts=attempts,
             current=current,
+            answered=answered,
         )
 
     @contextlib.contextmanager
@@ -281,9 +286,10 @@ class Dialer:
         first, *_ = await self._record(spec, call_sid)
         return first
 
-    async def _record(self, spec: Dial, call_sid: str) -> tuple[bool, str | None, int, bool]:
+    async def _record(self, spec: Dial, call_sid: str) -> tuple[bool, str | None, int, bool, bool]:
         """Record the leg, disarm the backup dial, and read how the record stands — one call:
-        (recorded first, its state, its number of attempts, whether the last is still open)."""
+        (recorded first, its state, its number of attempts, whether the last is still open,
+        whether ``spec.attempt`` was already taken as answered)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(spec.legs, spec.field, call_sid)
             pipe.expire(spec.legs, self.retention_s)
@@ -296,7 +302,11 @@ class Dialer:
         state, attempts = (None if v is None else text(v) for v in results[-1])
         opened = json.loads(attempts) if attempts else []
         current = bool(opened) and opened[-1].get("outcome") is None
-        return bool(results[0]), state, len(opened), current
+        answered = (
+            0 < spec.attempt <= len(opened)
+            and opened[spec.attempt - 1].get("outcome") == "answered"
+        )
+        return bool(results[0]), state, len(opened), current, answered
 
     async def forgo(self, record: str, legs: str, attempt: int) -> bool:
         """Make sure ``attempt``'s dial is never made: True when it will not be (forgone now,

@@ -657,9 +657,11 @@ class TransferService:
             await self.timers.arm([self._ring_timer(transfer, attempt, now)])
         # The world may have moved while the dial was in flight (a cancel, the caller
         # leaving, the ring timer): a leg that is no longer wanted is cancelled while it rings.
-        # (How the transfer stood was read with the leg's record, in the same call.)
+        # (How the transfer stood was read with the leg's record, in the same call.) A leg whose
+        # answer was taken already — its callback beat the create's reply — is the counselor
+        # talking: never touched.
         still_wanted = dialed.state == S.RINGING and dialed.attempts == attempt and dialed.current
-        if not still_wanted:
+        if not (still_wanted or dialed.answered):
             self._cancel_ringing_leg(transfer_id, dialed.call_sid)
         return None
 
