@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
+import schemathesis.specs.openapi.schemas  # loaded at collection: see below
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,11 @@ from gateway.core.settings import Settings
 from gateway.web import create_app
 from tests.conftest import KeyMaker, with_overrides
 from tests.telephony import PSAP, PUBLIC, free_port
+
+# ``schemathesis.openapi.from_url`` imports its OpenAPI modules on first use. Imported late in a
+# full run (after tests that drive parsers into RecursionError), CPython 3.11.7's parser was seen
+# to fail its own bookkeeping while pytest rewrote their asserts ("AST constructor recursion
+# depth mismatch"); imported here, at collection, they are parsed before any of that.
 
 EXAMPLES = 15
 
