@@ -7,7 +7,9 @@ person's principal, so a console can show nothing an integrator could not get fr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +25,7 @@ from gateway.console.web import (
     SESSION,
     current_session,
     fragment,
+    key_still_valid,
     page,
     public_origin,
     render,
@@ -41,6 +44,7 @@ from gateway.transfer.models import Transfer
 from gateway.transfer.service import TransferRequest
 from gateway.transfer.states import TransferState
 from gateway.web.appkeys import DISPOSITIONS, HANDBACKS, KEYRING, POLICY, REDIS, STORE, TRANSFERS
+from gateway.web.events import KEY_CHECK
 from gateway.web.middlewares import PRINCIPAL
 
 _TRANSFER_ID = re.compile(r"^tr_[0-9a-f]{24}$")
@@ -501,6 +505,11 @@ async def events(request: web.Request) -> web.StreamResponse:
         info = route.resource.canonical if route.resource is not None else ""
         if route.method == "GET" and info == "/v1/events":
             request[PRINCIPAL] = _principal(request)
+            # No bearer key on a console request: the stream checks the session's key instead.
+            check: Callable[[], bool] = functools.partial(
+                key_still_valid, request, request[SESSION]
+            )
+            request[KEY_CHECK] = check
             return await route.handler(request)
     return web.Response(status=404, text="live events are not served by this gateway")
 

@@ -54,6 +54,10 @@ READY_WAIT_S = 5.0
 KEY_CHECK_S = 2.0
 """How often an open stream checks that its key still authenticates (a revoked key gets
 401 on every process within 5 s, DESIGN.md §9; its open streams end as soon)."""
+KEY_CHECK = web.RequestKey[Callable[[], bool]]("event_stream_key_check")
+"""Set by a caller that authenticated the stream otherwise than with a bearer key (a console
+session, ``gateway.console``): how the open stream checks that its key still stands. Without
+it the ``Authorization`` header is checked again."""
 BLOCK_MS = 5000
 """One blocking read of the events stream; the reader's socket timeout is this plus the usual
 one."""
@@ -151,6 +155,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 
 def _key_valid(request: web.Request) -> bool:
     """Whether the stream's key still authenticates (a revoked key's stream is ended)."""
+    check = request.get(KEY_CHECK)
+    if check is not None:
+        return bool(check())
     token = bearer_token(request.headers.get("Authorization"))
     return request.app[KEYRING].authenticate(token) == principal_of(request)
 

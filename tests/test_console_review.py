@@ -1,0 +1,48 @@
+"""Problems found using the consoles as their people would (call-taker, counselor, supervisor,
+administrator), each pinned by a test over real HTTP against the real app and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from gateway.core.auth import digest, key_id_of, revoke_key
+from tests.conftest import AppFactory, KeyMaker
+from tests.telephony import PSAP
+from tests.test_console_pages import HTTP, form, sign_in
+from tests.test_events import Sse
+
+KEY_CHECK_WAIT_S = 5.0
+"""Longer than ``gateway.web.events.KEY_CHECK_S``: the stream has checked its key by then."""
+
+
+async def test_the_console_stream_stays_open_and_carries_events(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    # A console stream has no Authorization header: its periodic key check once raised 401
+    # into the open stream, so every page dropped to "Live updates interrupted" every 2 s.
+    client = await make_client(events_heartbeat_s=0.2, **HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    async with client.get("/console/events", timeout=aiohttp.ClientTimeout(total=60)) as resp:
+        assert resp.status == 200
+        events = Sse(resp)
+        await asyncio.sleep(KEY_CHECK_WAIT_S)
+        opened = await client.post("/console/call-taker/transfers", data=form(csrf))
+        assert opened.status == 200
+        message = await events.next(within_s=10)
+        assert message.data["type"].startswith("transfer.")
+
+
+async def test_revoking_the_key_ends_its_console_stream_cleanly(
+    make_client: AppFactory, make_key: KeyMaker, config_dir: Any
+) -> None:
+    client = await make_client(events_heartbeat_s=0.2, **HTTP)
+    key = make_key(PSAP, "psap")
+    await sign_in(client, key)
+    async with client.get("/console/events", timeout=aiohttp.ClientTimeout(total=60)) as resp:
+        assert resp.status == 200
+        events = Sse(resp)
+        revoke_key(config_dir, key_id_of(digest(key)))
+        assert await events.ended(within_s=15)
