@@ -4,14 +4,19 @@ administrator), each pinned by a test over real HTTP against the real app and a 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 
+from gateway.console import views
 from gateway.core.auth import digest, key_id_of, revoke_key
+from gateway.transfer.states import TransferState
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PSAP
 from tests.test_console_pages import HTTP, form, sign_in
+from tests.test_console_views import NAMES, T0, ZONE, ringing
+from tests.test_console_views import transfer as view_transfer
 from tests.test_events import Sse
 
 KEY_CHECK_WAIT_S = 5.0
@@ -46,3 +51,21 @@ async def test_revoking_the_key_ends_its_console_stream_cleanly(
         events = Sse(resp)
         revoke_key(config_dir, key_id_of(digest(key)))
         assert await events.ended(within_s=15)
+
+
+def test_after_release_the_headline_no_longer_asks_to_release() -> None:
+    # Once released, "introduce the caller, then release" sat above a page with no release
+    # button: the headline says the call-taker is off the call.
+    connected = view_transfer(
+        TransferState.CONNECTED,
+        [ringing("cc", T0, "no_answer"), ringing("wa", T0, "answered")],
+        connected_destination_id="wa",
+        connected_at=T0 + timedelta(seconds=40),
+    )
+    released = connected.model_copy(update={"released_at": T0 + timedelta(minutes=1)})
+    view = views.progress_view(released, NAMES, ZONE)
+    assert "then release" not in view.headline.text
+    assert (
+        view.headline.text == "Released — the caller is with WA 988 backup; you are off this call"
+    )
+    assert not view.can_release

@@ -247,9 +247,18 @@ def progress_view(transfer: Transfer, names: Mapping[str, str], zone: ZoneInfo) 
         headline = ProgressLine(text, "live", current.started_at)
     elif state is TransferState.CONNECTED:
         name = _name(names, transfer.connected_destination_id or "")
-        headline = ProgressLine(
-            f"Connected to {name} — introduce the caller, then release", "ok", transfer.connected_at
-        )
+        if transfer.released_at is None:
+            headline = ProgressLine(
+                f"Connected to {name} — introduce the caller, then release",
+                "ok",
+                transfer.connected_at,
+            )
+        else:
+            headline = ProgressLine(
+                f"Released — the caller is with {name}; you are off this call",
+                "ok",
+                transfer.connected_at,
+            )
     elif state is TransferState.COMPLETED:
         name = _name(names, transfer.connected_destination_id or "")
         headline = ProgressLine(f"Completed — the caller was with {name}", "ok")
