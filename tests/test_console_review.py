@@ -69,3 +69,16 @@ def test_after_release_the_headline_no_longer_asks_to_release() -> None:
         view.headline.text == "Released — the caller is with WA 988 backup; you are off this call"
     )
     assert not view.can_release
+
+
+def test_the_counselor_reads_the_callers_language_in_words() -> None:
+    # The screen-pop said "language en" / "language es-MX": a counselor needs the language.
+    spanish = view_transfer(TransferState.RINGING, [ringing("wa", T0)], language="es-MX")
+    call = views.counselor_call(spanish, NAMES, {}, ZONE, ["wa"])
+    assert call is not None
+    assert call.language == "Spanish (es-MX)"
+    english = view_transfer(TransferState.RINGING, [ringing("wa", T0)], language="en")
+    call = views.counselor_call(english, NAMES, {}, ZONE, ["wa"])
+    assert call is not None
+    assert call.language == "English"
+    assert views.language_words("x-klingon") == "x-klingon"

@@ -50,19 +50,7 @@ from gateway.web.middlewares import PRINCIPAL
 _TRANSFER_ID = re.compile(r"^tr_[0-9a-f]{24}$")
 _HANDBACK_ID = re.compile(r"^hb_[0-9a-f]{24}$")
 
-LANGUAGES = (
-    ("en", "English"),
-    ("es", "Spanish"),
-    ("vi", "Vietnamese"),
-    ("zh", "Chinese"),
-    ("ko", "Korean"),
-    ("ru", "Russian"),
-    ("so", "Somali"),
-    ("uk", "Ukrainian"),
-    ("tl", "Tagalog"),
-    ("am", "Amharic"),
-    ("ar", "Arabic"),
-)
+LANGUAGES = tuple(views.LANGUAGE_NAMES.items())
 
 
 def _principal(request: web.Request) -> Principal:

@@ -128,6 +128,30 @@ def group_code(code: str) -> str:
 # ---- the decision -----------------------------------------------------------------------------
 
 
+LANGUAGE_NAMES: Mapping[str, str] = {
+    "en": "English",
+    "es": "Spanish",
+    "vi": "Vietnamese",
+    "zh": "Chinese",
+    "ko": "Korean",
+    "ru": "Russian",
+    "so": "Somali",
+    "uk": "Ukrainian",
+    "tl": "Tagalog",
+    "am": "Amharic",
+    "ar": "Arabic",
+}
+"""The languages the call-taker picks from, by BCP 47 primary tag, in the order offered."""
+
+
+def language_words(tag: str) -> str:
+    """``es-MX`` → "Spanish (es-MX)", ``en`` → "English"; a tag not listed is shown as is."""
+    name = LANGUAGE_NAMES.get(tag.split("-")[0].lower())
+    if name is None:
+        return tag
+    return name if "-" not in tag else f"{name} ({tag})"
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionView:
     """The live decision as the call-taker reads it while filling in the form."""
@@ -600,7 +624,7 @@ def counselor_call(
         headline=headline,
         state_words=TRANSFER_STATE_WORDS[state],
         caller=CALLER_TYPES.get(str(transfer.caller_type), str(transfer.caller_type)),
-        language=transfer.language,
+        language=language_words(transfer.language),
         screening=screening,
         callback=phone(transfer.callback_number),
         callback_number=transfer.callback_number,
