@@ -11,6 +11,7 @@ import aiohttp
 
 from gateway.console import views
 from gateway.core.auth import digest, key_id_of, revoke_key
+from gateway.reports import counters
 from gateway.transfer.states import TransferState
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PSAP
@@ -82,3 +83,20 @@ def test_the_counselor_reads_the_callers_language_in_words() -> None:
     assert call is not None
     assert call.language == "English"
     assert views.language_words("x-klingon") == "x-klingon"
+
+
+def test_the_board_charts_each_callers_wait_once_and_rounds_it() -> None:
+    # The day's answer-time set holds the caller's wait and the answering destination's own
+    # ring time for each connected call: the chart counted both (4 bars for 2 calls), and the
+    # summary read "p50 15.6023395 s".
+    scored = [
+        (counters.attempt_member("first_person", "wa", "tr_1").encode(), 3.06),
+        (counters.answer_member("first_person", "wa", "tr_1").encode(), 23.13),
+        (counters.attempt_member("first_person", "cc", "tr_2"), 8.07),
+        (counters.answer_member("first_person", "cc", "tr_2"), 8.07),
+    ]
+    waits = views.caller_waits(scored)
+    assert sorted(waits) == [8.07, 23.13]
+    assert sum(count for _, count in views.histogram(waits)) == 2
+    assert views.seconds_words(15.6023395) == "16 s"
+    assert views.seconds_words(None) == "—"

@@ -358,7 +358,7 @@ async def board_data(request: web.Request) -> dict[str, Any]:
     for one in psap_ids:
         day = local_day(now, str(zone))
         scored = await redis.zrange(keys.answer_times(one, day), 0, -1, withscores=True)
-        answers += [float(pair[1]) for pair in scored]
+        answers += views.caller_waits(scored)
     return {
         "rows": rows,
         "alarms": alarms,

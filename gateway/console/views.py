@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from gateway.handback.models import HandbackReason, HandbackView, Location, Risk
 from gateway.handback.states import HandbackState
 from gateway.policy.decision import Action, Decision
+from gateway.reports.counters import OWN_ATTEMPT
 from gateway.transfer.models import Attempt, Transfer
 from gateway.transfer.states import TransferState
 
@@ -519,6 +520,24 @@ class DestinationStatus:
 
 HISTOGRAM_EDGES: Sequence[int] = (5, 10, 15, 20, 30, 60)
 """Answer-time buckets, seconds: 0 to 5, 5 to 10, ..., 30 to 60, 60 and more."""
+
+
+def caller_waits(scored: Iterable[Any]) -> list[float]:
+    """The callers' waits (first ring → answer, seconds) among a day's answer-time sorted set
+    (``gateway.core.keys.answer_times``, read ``withscores``: ``(member, seconds)`` pairs), leaving out each answering destination's own ring
+    time that the same set holds (``gateway.reports.counters.attempt_member``): counted too,
+    every connected call would show twice in the chart."""
+    waits = []
+    for member, seconds in scored:
+        text = member.decode() if isinstance(member, bytes) else member
+        if not text.rpartition("|")[2].startswith(OWN_ATTEMPT):
+            waits.append(float(seconds))
+    return waits
+
+
+def seconds_words(value: float | None) -> str:
+    """A figure in seconds as a person reads it: ``15.6023395`` → "16 s"; None → "—"."""
+    return "—" if value is None else f"{round(value)} s"
 
 
 def histogram(seconds: Iterable[float]) -> list[tuple[str, int]]:

@@ -70,7 +70,11 @@ def environment_options() -> dict[str, Any]:
         "undefined": jinja2.StrictUndefined,
         "trim_blocks": True,
         "lstrip_blocks": True,
-        "filters": {"phone": views.phone, "group_code": views.group_code},
+        "filters": {
+            "phone": views.phone,
+            "group_code": views.group_code,
+            "seconds": views.seconds_words,
+        },
     }
 
 
