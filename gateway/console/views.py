@@ -524,9 +524,10 @@ HISTOGRAM_EDGES: Sequence[int] = (5, 10, 15, 20, 30, 60)
 
 def caller_waits(scored: Iterable[Any]) -> list[float]:
     """The callers' waits (first ring → answer, seconds) among a day's answer-time sorted set
-    (``gateway.core.keys.answer_times``, read ``withscores``: ``(member, seconds)`` pairs), leaving out each answering destination's own ring
-    time that the same set holds (``gateway.reports.counters.attempt_member``): counted too,
-    every connected call would show twice in the chart."""
+    (``gateway.core.keys.answer_times``, read with scores: ``(member, seconds)`` pairs),
+    leaving out each answering destination's own ring time the same set holds
+    (``gateway.reports.counters.attempt_member``): counted too, every connected call would
+    show twice in the chart."""
     waits = []
     for member, seconds in scored:
         text = member.decode() if isinstance(member, bytes) else member
