@@ -100,3 +100,21 @@ def test_the_board_charts_each_callers_wait_once_and_rounds_it() -> None:
     assert sum(count for _, count in views.histogram(waits)) == 2
     assert views.seconds_words(15.6023395) == "16 s"
     assert views.seconds_words(None) == "—"
+
+
+async def test_an_unknown_console_address_is_a_page_not_json(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    client = await make_client(**HTTP)
+    resp = await client.get("/console/call-takr")
+    assert resp.status == 404
+    assert resp.headers["Content-Type"].startswith("text/html")
+    text = await resp.text()
+    assert "There is no such page" in text
+    assert '"error"' not in text
+    await sign_in(client, make_key(PSAP, "psap"))
+    text = await (await client.get("/console/call-takr")).text()
+    assert "Handback inbox" in text  # the signed-in person's links
+    # The console's own files and pages are still served.
+    assert (await client.get("/console/static/console.css")).status == 200
+    assert (await client.get("/console/call-taker")).status == 200

@@ -502,6 +502,20 @@ async def events(request: web.Request) -> web.StreamResponse:
     return web.Response(status=404, text="live events are not served by this gateway")
 
 
+async def no_such_page(request: web.Request) -> web.StreamResponse:
+    """Any other ``/console/…`` address: a page that says so (with the signed-in person's
+    links), never the API's JSON 404."""
+    session = await current_session(request)
+    if session is not None:
+        request[SESSION] = session
+    return render(
+        request,
+        "error.html",
+        {"message": "There is no such page in the console.", "status": 404},
+        status=404,
+    )
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/console", home)
