@@ -118,3 +118,26 @@ async def test_an_unknown_console_address_is_a_page_not_json(
     # The console's own files and pages are still served.
     assert (await client.get("/console/static/console.css")).status == 200
     assert (await client.get("/console/call-taker")).status == 200
+
+
+async def test_every_psap_page_shows_unconfirmed_handbacks_beside_the_inbox_link(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    # A call-taker on the call-taker page had no sign that a handback had arrived: the inbox
+    # link now carries the count of unconfirmed ones, refetched on each handback event.
+    client = await make_client(**HTTP)
+    await sign_in(client, make_key(PSAP, "psap"))
+    page = await (await client.get("/console/call-taker")).text()
+    assert 'hx-get="/console/handbacks/waiting"' in page
+    assert "live:handback from:body" in page
+    waiting = await client.get("/console/handbacks/waiting", headers={"HX-Request": "true"})
+    assert waiting.status == 200
+    assert "unconfirmed" not in await waiting.text()
+    center = make_key("crisis-connections", "crisis_center")
+    body = {"psap_id": PSAP, "reason": "imminent_risk", "callback_number": "+12065550123"}
+    created = await client.post(
+        "/v1/handbacks", json=body, headers={"Authorization": f"Bearer {center}"}
+    )
+    assert created.status == 201, await created.text()
+    waiting = await client.get("/console/handbacks/waiting", headers={"HX-Request": "true"})
+    assert "1 unconfirmed" in await waiting.text()

@@ -290,6 +290,14 @@ async def inbox_list(request: web.Request) -> web.StreamResponse:
 
 
 @fragment(Role.PSAP)
+async def inbox_waiting(request: web.Request) -> web.StreamResponse:
+    """The count of unconfirmed handbacks beside "Handback inbox" on every PSAP page, so a
+    call-taker on another console sees one arrive (refetched on each handback event)."""
+    waiting = sum(1 for alert in await _inbox(request) if not alert.confirmed)
+    return render(request, "_inbox_waiting.html", {"waiting": waiting})
+
+
+@fragment(Role.PSAP)
 async def contact(request: web.Request) -> web.StreamResponse:
     handback_id = request.match_info["id"]
     if not _HANDBACK_ID.match(handback_id):
@@ -533,6 +541,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/console/transfers/{id}/code", new_code)
     router.add_get("/console/handbacks", inbox)
     router.add_get("/console/handbacks/list", inbox_list)
+    router.add_get("/console/handbacks/waiting", inbox_waiting)
     router.add_post("/console/handbacks/{id}/contact", contact)
     router.add_get("/console/board", board)
     router.add_get("/console/board/live", board_live)
