@@ -141,3 +141,31 @@ async def test_every_psap_page_shows_unconfirmed_handbacks_beside_the_inbox_link
     assert created.status == 201, await created.text()
     waiting = await client.get("/console/handbacks/waiting", headers={"HX-Request": "true"})
     assert "1 unconfirmed" in await waiting.text()
+
+
+async def test_a_session_that_ended_says_why_and_sign_out_says_so(
+    make_client: AppFactory, make_key: KeyMaker, config_dir: Any
+) -> None:
+    # A revoked key or an idle session sent the person to a bare sign-in form, with no word of
+    # what happened; the hint showed a shell command to a call-taker.
+    client = await make_client(**HTTP)
+    key = make_key(PSAP, "psap")
+    await sign_in(client, key)
+    revoke_key(config_dir, key_id_of(digest(key)))
+    resp = await client.get("/console/handbacks")
+    assert resp.status == 200
+    text = await resp.text()
+    assert "Your session has ended" in text
+    assert "python -m" not in text
+    live = await client.get("/console/handbacks/list", headers={"HX-Request": "true"})
+    assert live.status == 401
+    assert "ended=1" in live.headers["HX-Redirect"]
+    refused = await client.post("/console/sign-in", data={"key": key})
+    assert refused.status == 401
+    assert "may be mistyped or revoked" in await refused.text()
+
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    resp = await client.post("/console/sign-out", data={"csrf": csrf})
+    text = await resp.text()
+    assert "You have signed out." in text
+    assert "Your session has ended" not in text

@@ -86,8 +86,24 @@ async def home(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(HOME[session.role])
 
 
+SESSION_ENDED = (
+    "Your session has ended — you signed out, it was idle too long, or your key was revoked. "
+    "Sign in again."
+)
+KEY_REFUSED = (
+    "That key was not recognised: it may be mistyped or revoked. Ask your administrator for a "
+    "new one if it keeps failing."
+)
+
+
 async def sign_in_page(request: web.Request) -> web.StreamResponse:
-    return render(request, "sign_in.html", {"error": None, "next": request.query.get("next", "")})
+    error = SESSION_ENDED if request.query.get("ended") else None
+    notice = "You have signed out." if request.query.get("signed_out") else None
+    return render(
+        request,
+        "sign_in.html",
+        {"error": error, "notice": notice, "next": request.query.get("next", "")},
+    )
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
@@ -111,7 +127,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         return render(
             request,
             "sign_in.html",
-            {"error": "That key was not recognised.", "next": next_path or ""},
+            {"error": KEY_REFUSED, "notice": None, "next": next_path or ""},
             status=401,
         )
     token, _ = await sessions(request.app).create(principal, digest(key))
@@ -128,7 +144,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 @page()
 async def sign_out(request: web.Request) -> web.StreamResponse:
     await sessions(request.app).delete(request.cookies.get(COOKIE))
-    response = web.HTTPSeeOther("/console/sign-in")
+    response = web.HTTPSeeOther("/console/sign-in?signed_out=1")
     clear_cookie(response, secure=secure_cookies(request))
     raise response
 
