@@ -169,3 +169,20 @@ async def test_a_session_that_ended_says_why_and_sign_out_says_so(
     text = await resp.text()
     assert "You have signed out." in text
     assert "Your session has ended" not in text
+
+
+async def test_a_kept_call_renders_no_stray_out_of_band_swap(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    # "Transfer" on a call the policy keeps with 911 answered an out-of-band swap for a
+    # #bridge-code that was never on the page (htmx:oobErrorNoTarget in the browser).
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    kept = await client.post(
+        "/console/call-taker/transfers",
+        data=form(csrf, weapons="yes"),
+        headers={"HX-Request": "true"},
+    )
+    text = await kept.text()
+    assert "stays with 911" in text
+    assert "hx-swap-oob" not in text

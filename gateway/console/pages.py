@@ -239,6 +239,7 @@ async def open_transfer(request: web.Request) -> web.StreamResponse:
             "bridge_number": opened.bridge_number,
             "bridge_code": opened.bridge_code,
             "decision": views.decision_view(opened.decision, _names(loaded)),
+            "initial": True,  # no code on the page yet to hide out of band
         },
     )
 
