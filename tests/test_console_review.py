@@ -11,12 +11,14 @@ import aiohttp
 
 from gateway.console import views
 from gateway.core.auth import digest, key_id_of, revoke_key
+from gateway.handback.states import HandbackState
 from gateway.reports import counters
 from gateway.transfer.states import TransferState
 from tests.conftest import AppFactory, KeyMaker
 from tests.telephony import PSAP
 from tests.test_console_pages import HTTP, form, sign_in
 from tests.test_console_views import NAMES, T0, ZONE, ringing
+from tests.test_console_views import handback as view_handback
 from tests.test_console_views import transfer as view_transfer
 from tests.test_events import Sse
 
@@ -186,3 +188,23 @@ async def test_a_kept_call_renders_no_stray_out_of_band_swap(
     text = await kept.text()
     assert "stays with 911" in text
     assert "hx-swap-oob" not in text
+
+
+def test_every_board_alarm_says_what_to_do() -> None:
+    # The alarms said what was wrong ("Handback not delivered to CAD") but not what to do.
+    stuck = view_transfer(TransferState.RINGING, [ringing("cc", T0)])
+    failed = view_transfer(TransferState.FAILED, [ringing("cc", T0, "no_answer")])
+    alarms = [
+        *views.transfer_row(stuck, NAMES, T0 + timedelta(minutes=2))[1],
+        *views.transfer_row(failed, NAMES, T0 + timedelta(minutes=2))[1],
+        *views.handback_row(
+            view_handback(unconfirmed_at=T0, cad_mode="send", cad_failed_at=T0),
+            T0 + timedelta(minutes=31),
+        )[1],
+        *views.handback_row(view_handback(state=HandbackState.FAILED), T0)[1],
+    ]
+    assert len(alarms) == 5
+    for alarm in alarms:
+        assert alarm.action, alarm
+    cad = next(a for a in alarms if "CAD" in a.text)
+    assert cad.action == "Enter the incident in CAD by hand from the Handback inbox."

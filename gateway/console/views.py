@@ -421,6 +421,26 @@ class BoardRow:
 class Alarm:
     text: str
     ref: str
+    action: str = ""
+    """What the supervisor should do about it, in words."""
+
+
+ACT_STUCK_RINGING = (
+    "Have the call-taker cancel the transfer and keep the caller; tell the gateway's "
+    "operators (its ring timer should have moved on)."
+)
+ACT_CHAIN_EXHAUSTED = (
+    "Make sure the call-taker is still with the caller; check why the 988 lines did not answer."
+)
+ACT_UNCONFIRMED = (
+    "Find who took the handback and have them record contact in the Handback inbox; if nobody "
+    "did, call the caller back now."
+)
+ACT_NO_CAD = "Enter the incident in CAD by hand from the Handback inbox."
+ACT_LINE_UNANSWERED = (
+    "The 988 center could not reach your handback line: call the center back now for the "
+    "caller's location and callback number."
+)
 
 
 def transfer_row(
@@ -444,6 +464,7 @@ def transfer_row(
                     f"{_name(names, current.destination_id)} ringing {duration(ringing_s)}, past "
                     f"its {transfer.decision.ring_timeout_s} s timeout",
                     transfer.id,
+                    ACT_STUCK_RINGING,
                 )
             )
     elif transfer.state is TransferState.CONNECTED:
@@ -454,7 +475,11 @@ def transfer_row(
         tone = "alarm"
         detail = f"{len(transfer.attempts)} destinations tried"
         alarms.append(
-            Alarm("Chain exhausted: no counselor reached, call stays with 911", transfer.id)
+            Alarm(
+                "Chain exhausted: no counselor reached, call stays with 911",
+                transfer.id,
+                ACT_CHAIN_EXHAUSTED,
+            )
         )
     elif transfer.state.terminal:
         tone = "info"
@@ -478,13 +503,19 @@ def handback_row(handback: HandbackView, now: datetime) -> tuple[BoardRow, list[
     flags = {str(f) for f in handback.flags}
     tone: Tone = "live" if not handback.state.terminal else "info"
     if "unconfirmed" in flags and handback.contact is None:
-        alarms.append(Alarm("Handback unconfirmed: nobody recorded contact in time", handback.id))
+        alarms.append(
+            Alarm(
+                "Handback unconfirmed: nobody recorded contact in time",
+                handback.id,
+                ACT_UNCONFIRMED,
+            )
+        )
         tone = "alarm"
     if str(handback.cad.status) == "failed":
-        alarms.append(Alarm("Handback not delivered to CAD", handback.id))
+        alarms.append(Alarm("Handback not delivered to CAD", handback.id, ACT_NO_CAD))
         tone = "alarm"
     if handback.state is HandbackState.FAILED:
-        alarms.append(Alarm("Handback line never answered", handback.id))
+        alarms.append(Alarm("Handback line never answered", handback.id, ACT_LINE_UNANSWERED))
         tone = "alarm"
     row = BoardRow(
         kind="handback",
