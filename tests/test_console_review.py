@@ -4,18 +4,23 @@ administrator), each pinned by a test over real HTTP against the real app and a 
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
+import pytest
 
 from gateway.console import views
 from gateway.core.auth import digest, key_id_of, revoke_key
+from gateway.core.settings import Settings
 from gateway.handback.states import HandbackState
 from gateway.reports import counters
 from gateway.transfer.states import TransferState
+from tests.browser.helpers import browser_page, need_chromium, screenshot
 from tests.conftest import AppFactory, KeyMaker
-from tests.telephony import PSAP
+from tests.telephony import PSAP, wired
+from tests.test_console_browser import answer_safe_screening
 from tests.test_console_pages import HTTP, form, sign_in
 from tests.test_console_views import NAMES, T0, ZONE, ringing
 from tests.test_console_views import handback as view_handback
@@ -208,3 +213,35 @@ def test_every_board_alarm_says_what_to_do() -> None:
         assert alarm.action, alarm
     cad = next(a for a in alarms if "CAD" in a.text)
     assert cad.action == "Enter the incident in CAD by hand from the Handback inbox."
+
+
+@pytest.mark.parametrize("viewport", [(1280, 720), (768, 1024)], ids=["laptop", "tablet"])
+async def test_after_transfer_the_code_and_its_controls_are_in_view(
+    make_client: AppFactory, settings: Settings, make_key: KeyMaker, viewport: tuple[int, int]
+) -> None:
+    # The bridge number and code opened at the bottom edge at 1280x720, "Cancel transfer"
+    # below the fold, and far below the form on a tablet: the call-taker, reading the code
+    # across the desk, had to scroll to find it. The page now brings it into view.
+    need_chromium()
+    key = make_key(PSAP, "psap")
+    async with wired(make_client, settings, key) as line, browser_page() as page:
+        width, height = viewport
+        await page.set_viewport_size({"width": width, "height": height})
+        base = f"http://localhost:{line.client.port}"
+        await page.goto(f"{base}/console/")
+        await page.get_by_label("Your API key").fill(key)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        await answer_safe_screening(page)
+        await page.get_by_role("button", name="Transfer").click()
+        await page.locator("#bridge-code").wait_for(timeout=30_000)
+        await page.wait_for_timeout(500)  # the scroll, if any
+        for target in (
+            page.locator("#bridge-code"),
+            page.get_by_role("button", name="Cancel transfer"),
+        ):
+            box = await target.bounding_box()
+            assert box is not None
+            assert box["y"] >= 0, box
+            assert box["y"] + box["height"] <= height, box
+        await screenshot(page, f"review-call-taker-code-in-view-{width}")
