@@ -245,3 +245,40 @@ async def test_after_transfer_the_code_and_its_controls_are_in_view(
             assert box["y"] >= 0, box
             assert box["y"] + box["height"] <= height, box
         await screenshot(page, f"review-call-taker-code-in-view-{width}")
+
+
+async def test_a_press_that_fails_says_so_instead_of_doing_nothing(
+    make_client: AppFactory, settings: Settings, make_key: KeyMaker
+) -> None:
+    # With the gateway unreachable or answering 5xx, htmx swapped nothing: "Transfer" seemed to
+    # do nothing at all. The page now says the press did not go through and what to do.
+    need_chromium()
+    key = make_key(PSAP, "psap")
+    async with wired(make_client, settings, key) as line, browser_page() as page:
+        base = f"http://localhost:{line.client.port}"
+        await page.goto(f"{base}/console/")
+        await page.get_by_label("Your API key").fill(key)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        await answer_safe_screening(page)
+        notices = page.locator("#notices")
+
+        await page.route("**/console/call-taker/transfers", lambda route: route.abort())
+        await page.get_by_role("button", name="Transfer").click()
+        await notices.get_by_text("the gateway could not be reached").wait_for(timeout=10_000)
+        assert "carry on by phone" in await notices.inner_text()
+        await page.unroute("**/console/call-taker/transfers")
+
+        await page.route(
+            "**/console/call-taker/transfers",
+            lambda route: route.fulfill(status=503, body="unavailable"),
+        )
+        await page.get_by_role("button", name="Transfer").click()
+        await notices.get_by_text("answered with an error (503)").wait_for(timeout=10_000)
+        assert "unavailable" not in await notices.inner_text()
+        await page.unroute("**/console/call-taker/transfers")
+
+        await page.get_by_role("button", name="Transfer").click()
+        await page.locator("#bridge-code").wait_for(timeout=30_000)
+        assert (await notices.inner_text()).strip() == ""
+        await screenshot(page, "review-call-taker-after-a-failed-press")

@@ -51,6 +51,39 @@
     }
   }, POLL_MS);
 
+  // A request that fails (the gateway down, a 5xx, the network gone) swaps nothing: without
+  // this the button a person pressed would seem to do nothing. Say so, in words, in #notices.
+  function failed(text) {
+    var box = document.getElementById("notices");
+    if (!box) { return; }
+    var p = document.createElement("p");
+    p.className = "notice tone-alarm";
+    p.textContent = text;
+    box.replaceChildren(p);
+    box.dataset.clientError = "1";
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    var status = event.detail && event.detail.xhr ? event.detail.xhr.status : 0;
+    if (status === 401) { return; }  // signed out: htmx follows HX-Redirect to the sign-in page
+    failed("That did not go through: the gateway answered with an error (" + status + "). " +
+      "Try again; if it keeps failing, carry on by phone as you would without the gateway.");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    failed("That did not go through: the gateway could not be reached. Try again; if it keeps " +
+      "failing, carry on by phone as you would without the gateway.");
+  });
+  // The next thing the person does that goes through clears it (not a background refresh).
+  var BY_HAND = { click: 1, submit: 1, change: 1, input: 1, keyup: 1 };
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var box = document.getElementById("notices");
+    var cfg = event.detail && event.detail.requestConfig;
+    var cause = cfg && cfg.triggeringEvent ? cfg.triggeringEvent.type : "";
+    if (event.detail.successful && BY_HAND[cause] && box && box.dataset.clientError === "1") {
+      box.replaceChildren();
+      delete box.dataset.clientError;
+    }
+  });
+
   function words(seconds) {
     if (seconds < 60) { return seconds + " s"; }
     var m = Math.floor(seconds / 60), s = seconds % 60;
