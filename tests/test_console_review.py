@@ -282,3 +282,38 @@ async def test_a_press_that_fails_says_so_instead_of_doing_nothing(
         await page.locator("#bridge-code").wait_for(timeout=30_000)
         assert (await notices.inner_text()).strip() == ""
         await screenshot(page, "review-call-taker-after-a-failed-press")
+
+
+async def test_keyboard_focus_survives_new_code_and_cancel(
+    make_client: AppFactory, settings: Settings, make_key: KeyMaker
+) -> None:
+    # Enter on "New code" or "Cancel transfer" swapped the button away and left focus on
+    # <body>: the next Tab started again from "Skip to content".
+    need_chromium()
+    key = make_key(PSAP, "psap")
+    async with wired(make_client, settings, key) as line, browser_page() as page:
+        base = f"http://localhost:{line.client.port}"
+        await page.goto(f"{base}/console/")
+        await page.get_by_label("Your API key").fill(key)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        await answer_safe_screening(page)
+        await page.get_by_role("button", name="Transfer").focus()
+        await page.keyboard.press("Enter")
+        await page.locator("#bridge-code").wait_for(timeout=30_000)
+        focused = "() => document.activeElement.id || document.activeElement.dataset.testid || ''"
+
+        first = await page.locator("#bridge-code").inner_text()
+        await page.get_by_role("button", name="New code").focus()
+        await page.keyboard.press("Enter")
+        await page.wait_for_function(
+            "old => document.querySelector('#bridge-code').innerText !== old", arg=first
+        )
+        await page.wait_for_timeout(500)
+        assert (await page.evaluate(focused)).startswith("new-code-")
+
+        await page.get_by_role("button", name="Cancel transfer").focus()
+        await page.keyboard.press("Enter")
+        await page.get_by_text("Transfer cancelled").wait_for(timeout=30_000)
+        await page.wait_for_timeout(500)
+        assert await page.evaluate(focused) == "progress"

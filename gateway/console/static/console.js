@@ -84,6 +84,26 @@
     }
   });
 
+  // Keyboard focus: a button pressed and then swapped away (Cancel, Release, a refreshed
+  // progress) would leave focus on <body>, and the next Tab would start from the top of the
+  // page. Focus goes back to the button if it is still there (same id), else to the part's
+  // headline (marked data-focus-here, tabindex=-1).
+  var pressed = null;
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var cfg = event.detail && event.detail.requestConfig;
+    var cause = cfg && cfg.triggeringEvent ? cfg.triggeringEvent.type : "";
+    if (BY_HAND[cause] && document.activeElement && document.activeElement !== document.body) {
+      pressed = document.activeElement;
+    }
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!pressed || document.activeElement !== document.body) { return; }
+    var again = pressed.id ? document.getElementById(pressed.id) : null;
+    var target = again || document.querySelector("[data-focus-here]");
+    pressed = null;
+    if (target) { target.focus(); }
+  });
+
   function words(seconds) {
     if (seconds < 60) { return seconds + " s"; }
     var m = Math.floor(seconds / 60), s = seconds % 60;
