@@ -4,6 +4,7 @@ administrator), each pinned by a test over real HTTP against the real app and a 
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 from datetime import timedelta
 from typing import Any
@@ -317,3 +318,34 @@ async def test_keyboard_focus_survives_new_code_and_cancel(
         await page.get_by_text("Transfer cancelled").wait_for(timeout=30_000)
         await page.wait_for_timeout(500)
         assert await page.evaluate(focused) == "progress"
+
+
+async def test_the_drafts_first_error_shows_beside_the_save_button(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    # The check's result sat below the 28-line editor, off screen at 1280x720 while typing:
+    # a short line by the Save button now says valid or names the first error at its path.
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key("ops", "admin"))
+    page = await (await client.get("/console/policy")).text()
+    assert 'id="draft-brief"' in page
+    draft = re.search(r'<textarea id="draft"[^>]*>(.*?)</textarea>', page, re.S)
+    assert draft is not None
+    text = html.unescape(draft.group(1))
+    bad = text.replace("ring_timeout_s: 20", "ring_timeout_s: -5", 1)
+    checked = await client.post(
+        "/console/policy/check",
+        data={"csrf": csrf, "draft": bad},
+        headers={"HX-Request": "true"},
+    )
+    brief = re.search(
+        r'<p id="draft-brief" hx-swap-oob="true"[^>]*>(.*?)</p>', await checked.text()
+    )
+    assert brief is not None
+    assert brief.group(1).startswith("1 error: policy.rules.0.ring_timeout_s (line ")
+    good = await client.post(
+        "/console/policy/check",
+        data={"csrf": csrf, "draft": text.replace("ring_timeout_s: 20", "ring_timeout_s: 25", 1)},
+        headers={"HX-Request": "true"},
+    )
+    assert "Valid: 1 change from version 1 (below)." in await good.text()
