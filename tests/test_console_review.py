@@ -349,3 +349,14 @@ async def test_the_drafts_first_error_shows_beside_the_save_button(
         headers={"HX-Request": "true"},
     )
     assert "Valid: 1 change from version 1 (below)." in await good.text()
+
+
+async def test_the_board_names_each_rows_psap(make_client: AppFactory, make_key: KeyMaker) -> None:
+    # Rows read "Transfer 4dc50a · kc-valleycom": the supervisor reads the PSAP's name.
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    assert (await client.post("/console/call-taker/transfers", data=form(csrf))).status == 200
+    board = await client.get("/console/board/live", headers={"HX-Request": "true"})
+    rows = re.findall(r"<tr class=\"tone-row-[a-z]+\"><td>(.*?)</td>", await board.text())
+    assert rows
+    assert all("Valley Communications Center" in row for row in rows), rows

@@ -400,6 +400,7 @@ async def board_data(request: web.Request) -> dict[str, Any]:
         ),
         "now": views.local_time(now, zone),
         "zone": str(zone),
+        "psap_names": {p.id: p.name for p in loaded.document.psaps},
         "percent": views.percent,
     }
 
