@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.console import views
+from gateway.console import policy_views, views
 from gateway.core.auth import digest, key_id_of, revoke_key
 from gateway.core.settings import Settings
 from gateway.handback.states import HandbackState
@@ -360,3 +360,11 @@ async def test_the_board_names_each_rows_psap(make_client: AppFactory, make_key:
     rows = re.findall(r"<tr class=\"tone-row-[a-z]+\"><td>(.*?)</td>", await board.text())
     assert rows
     assert all("Valley Communications Center" in row for row in rows), rows
+
+
+def test_try_a_call_names_the_language_in_words() -> None:
+    # The trace of "Try a call" read "language en".
+    line = "request: caller_type=first_person language=vi transfers_so_far=0 tags=[]"
+    assert policy_views.trace_words(line, {}) == (
+        "The call: first person caller, language Vietnamese, 0 transfers so far"
+    )
