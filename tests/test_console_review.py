@@ -368,3 +368,28 @@ def test_try_a_call_names_the_language_in_words() -> None:
     assert policy_views.trace_words(line, {}) == (
         "The call: first person caller, language Vietnamese, 0 transfers so far"
     )
+
+
+async def test_a_background_refresh_that_fails_is_the_banner_not_a_notice(
+    make_client: AppFactory, settings: Settings, make_key: KeyMaker
+) -> None:
+    # A live refresh the person did not ask for (the inbox refetched on an event) failed and
+    # was shown as "That did not go through" — as if they had pressed something. It is the
+    # live-status banner instead, until a refresh goes through again.
+    need_chromium()
+    key = make_key(PSAP, "psap")
+    async with wired(make_client, settings, key) as line, browser_page() as page:
+        base = f"http://localhost:{line.client.port}"
+        await page.goto(f"{base}/console/")
+        await page.get_by_label("Your API key").fill(key)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        await page.goto(f"{base}/console/handbacks")
+        await page.wait_for_function("document.body.dataset.live === 'on'", timeout=30_000)
+        await page.route("**/console/handbacks/list", lambda route: route.abort())
+        await page.evaluate("htmx.trigger(document.body, 'live:handback')")
+        banner = page.locator("#live-status")
+        await banner.wait_for(state="visible", timeout=10_000)
+        assert (await page.locator("#notices").inner_text()).strip() == ""
+        await page.unroute("**/console/handbacks/list")
+        await banner.wait_for(state="hidden", timeout=20_000)

@@ -4,6 +4,8 @@
   "use strict";
   var lastEventId = null;
   var POLL_MS = 3000;
+  var BY_HAND = { click: 1, submit: 1, change: 1, input: 1, keyup: 1 };
+  var streamOpen = false;
 
   // The SSE extension calls this for every (re)connection. A browser resumes a dropped stream
   // by itself with Last-Event-ID; when the extension has to open a new one, the id we saw last
@@ -38,11 +40,12 @@
   function resync() { htmx.trigger(document.body, "console:resync"); }
 
   document.addEventListener("htmx:sseOpen", function () {
+    streamOpen = true;
     var wasDown = document.body.dataset.live === "off";
     setLive("on");
     if (wasDown) { resync(); }
   });
-  document.addEventListener("htmx:sseError", function () { setLive("off"); });
+  document.addEventListener("htmx:sseError", function () { streamOpen = false; setLive("off"); });
 
   // While the stream is down (or before it ever opened), the live parts refresh themselves.
   window.setInterval(function () {
@@ -62,26 +65,34 @@
     box.replaceChildren(p);
     box.dataset.clientError = "1";
   }
+  // A background refresh that fails is not the person's doing: the live-status banner says
+  // the page may be behind, and the slow refresh runs until one goes through again.
+  function cause(event) {
+    var cfg = event.detail && event.detail.requestConfig;
+    return cfg && cfg.triggeringEvent ? cfg.triggeringEvent.type : "";
+  }
   document.addEventListener("htmx:responseError", function (event) {
     var status = event.detail && event.detail.xhr ? event.detail.xhr.status : 0;
     if (status === 401) { return; }  // signed out: htmx follows HX-Redirect to the sign-in page
+    if (!BY_HAND[cause(event)]) { setLive("off"); return; }
     failed("That did not go through: the gateway answered with an error (" + status + "). " +
       "Try again; if it keeps failing, carry on by phone as you would without the gateway.");
   });
-  document.addEventListener("htmx:sendError", function () {
+  document.addEventListener("htmx:sendError", function (event) {
+    if (!BY_HAND[cause(event)]) { setLive("off"); return; }
     failed("That did not go through: the gateway could not be reached. Try again; if it keeps " +
       "failing, carry on by phone as you would without the gateway.");
   });
   // The next thing the person does that goes through clears it (not a background refresh).
-  var BY_HAND = { click: 1, submit: 1, change: 1, input: 1, keyup: 1 };
   document.addEventListener("htmx:afterRequest", function (event) {
     var box = document.getElementById("notices");
-    var cfg = event.detail && event.detail.requestConfig;
-    var cause = cfg && cfg.triggeringEvent ? cfg.triggeringEvent.type : "";
-    if (event.detail.successful && BY_HAND[cause] && box && box.dataset.clientError === "1") {
+    if (!event.detail.successful) { return; }
+    if (BY_HAND[cause(event)] && box && box.dataset.clientError === "1") {
       box.replaceChildren();
       delete box.dataset.clientError;
     }
+    // A refresh went through and the stream is open: the page is live again.
+    if (streamOpen && document.body.dataset.live === "off") { setLive("on"); }
   });
 
   // Keyboard focus: a button pressed and then swapped away (Cancel, Release, a refreshed
@@ -90,9 +101,7 @@
   // headline (marked data-focus-here, tabindex=-1).
   var pressed = null;
   document.addEventListener("htmx:beforeRequest", function (event) {
-    var cfg = event.detail && event.detail.requestConfig;
-    var cause = cfg && cfg.triggeringEvent ? cfg.triggeringEvent.type : "";
-    if (BY_HAND[cause] && document.activeElement && document.activeElement !== document.body) {
+    if (BY_HAND[cause(event)] && document.activeElement && document.activeElement !== document.body) {
       pressed = document.activeElement;
     }
   });
