@@ -393,3 +393,23 @@ async def test_a_background_refresh_that_fails_is_the_banner_not_a_notice(
         assert (await page.locator("#notices").inner_text()).strip() == ""
         await page.unroute("**/console/handbacks/list")
         await banner.wait_for(state="hidden", timeout=20_000)
+
+
+async def test_a_double_press_on_transfer_opens_one_transfer(
+    make_client: AppFactory, settings: Settings, make_key: KeyMaker
+) -> None:
+    # A double click on "Transfer" opened two transfers (two codes; the first left waiting).
+    need_chromium()
+    key = make_key(PSAP, "psap")
+    async with wired(make_client, settings, key) as line, browser_page() as page:
+        base = f"http://localhost:{line.client.port}"
+        await page.goto(f"{base}/console/")
+        await page.get_by_label("Your API key").fill(key)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        await answer_safe_screening(page)
+        await page.get_by_role("button", name="Transfer").dblclick()
+        await page.locator("#bridge-code").wait_for(timeout=30_000)
+        await page.wait_for_timeout(1000)
+        listed = await line.client.get("/v1/transfers", headers={"Authorization": f"Bearer {key}"})
+        assert len((await listed.json())["items"]) == 1
