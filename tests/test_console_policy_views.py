@@ -185,7 +185,7 @@ NAMES = {"crisis-connections-988": "Crisis Connections 988", "wa-988-backup": "W
         ("psap kc: local time 2026-11-30 12:00", "At Valley: local time 2026-11-30 12:00"),
         (
             "request: caller_type=third_party language=es transfers_so_far=1 tags=['youth']",
-            "The call: third party caller, language es, 1 transfer so far, tagged youth",
+            "The call: third party caller, language Spanish, 1 transfer so far, tagged youth",
         ),
         ("psap: odd line", "psap: odd line"),
     ],

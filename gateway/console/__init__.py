@@ -26,6 +26,7 @@ def setup(app: web.Application) -> None:
     app.router.add_static("/console/static/", STATIC, name="console_static")
     pages.add_routes(app)
     policy.add_routes(app)
+    app.router.add_get("/console/{rest:.*}", pages.no_such_page)  # last: only what is left
 
 
 __all__ = ["setup"]

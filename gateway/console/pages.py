@@ -7,7 +7,9 @@ person's principal, so a console can show nothing an integrator could not get fr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +25,7 @@ from gateway.console.web import (
     SESSION,
     current_session,
     fragment,
+    key_still_valid,
     page,
     public_origin,
     render,
@@ -41,24 +44,13 @@ from gateway.transfer.models import Transfer
 from gateway.transfer.service import TransferRequest
 from gateway.transfer.states import TransferState
 from gateway.web.appkeys import DISPOSITIONS, HANDBACKS, KEYRING, POLICY, REDIS, STORE, TRANSFERS
+from gateway.web.events import KEY_CHECK
 from gateway.web.middlewares import PRINCIPAL
 
 _TRANSFER_ID = re.compile(r"^tr_[0-9a-f]{24}$")
 _HANDBACK_ID = re.compile(r"^hb_[0-9a-f]{24}$")
 
-LANGUAGES = (
-    ("en", "English"),
-    ("es", "Spanish"),
-    ("vi", "Vietnamese"),
-    ("zh", "Chinese"),
-    ("ko", "Korean"),
-    ("ru", "Russian"),
-    ("so", "Somali"),
-    ("uk", "Ukrainian"),
-    ("tl", "Tagalog"),
-    ("am", "Amharic"),
-    ("ar", "Arabic"),
-)
+LANGUAGES = tuple(views.LANGUAGE_NAMES.items())
 
 
 def _principal(request: web.Request) -> Principal:
@@ -94,8 +86,24 @@ async def home(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(HOME[session.role])
 
 
+SESSION_ENDED = (
+    "Your session has ended — you signed out, it was idle too long, or your key was revoked. "
+    "Sign in again."
+)
+KEY_REFUSED = (
+    "That key was not recognised: it may be mistyped or revoked. Ask your administrator for a "
+    "new one if it keeps failing."
+)
+
+
 async def sign_in_page(request: web.Request) -> web.StreamResponse:
-    return render(request, "sign_in.html", {"error": None, "next": request.query.get("next", "")})
+    error = SESSION_ENDED if request.query.get("ended") else None
+    notice = "You have signed out." if request.query.get("signed_out") else None
+    return render(
+        request,
+        "sign_in.html",
+        {"error": error, "notice": notice, "next": request.query.get("next", "")},
+    )
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
@@ -119,7 +127,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         return render(
             request,
             "sign_in.html",
-            {"error": "That key was not recognised.", "next": next_path or ""},
+            {"error": KEY_REFUSED, "notice": None, "next": next_path or ""},
             status=401,
         )
     token, _ = await sessions(request.app).create(principal, digest(key))
@@ -136,7 +144,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 @page()
 async def sign_out(request: web.Request) -> web.StreamResponse:
     await sessions(request.app).delete(request.cookies.get(COOKIE))
-    response = web.HTTPSeeOther("/console/sign-in")
+    response = web.HTTPSeeOther("/console/sign-in?signed_out=1")
     clear_cookie(response, secure=secure_cookies(request))
     raise response
 
@@ -231,6 +239,7 @@ async def open_transfer(request: web.Request) -> web.StreamResponse:
             "bridge_number": opened.bridge_number,
             "bridge_code": opened.bridge_code,
             "decision": views.decision_view(opened.decision, _names(loaded)),
+            "initial": True,  # no code on the page yet to hide out of band
         },
     )
 
@@ -295,6 +304,14 @@ async def inbox(request: web.Request) -> web.StreamResponse:
 @fragment(Role.PSAP)
 async def inbox_list(request: web.Request) -> web.StreamResponse:
     return render(request, "_handbacks.html", {"alerts": await _inbox(request)})
+
+
+@fragment(Role.PSAP)
+async def inbox_waiting(request: web.Request) -> web.StreamResponse:
+    """The count of unconfirmed handbacks beside "Handback inbox" on every PSAP page, so a
+    call-taker on another console sees one arrive (refetched on each handback event)."""
+    waiting = sum(1 for alert in await _inbox(request) if not alert.confirmed)
+    return render(request, "_inbox_waiting.html", {"waiting": waiting})
 
 
 @fragment(Role.PSAP)
@@ -366,7 +383,7 @@ async def board_data(request: web.Request) -> dict[str, Any]:
     for one in psap_ids:
         day = local_day(now, str(zone))
         scored = await redis.zrange(keys.answer_times(one, day), 0, -1, withscores=True)
-        answers += [float(pair[1]) for pair in scored]
+        answers += views.caller_waits(scored)
     return {
         "rows": rows,
         "alarms": alarms,
@@ -383,6 +400,7 @@ async def board_data(request: web.Request) -> dict[str, Any]:
         ),
         "now": views.local_time(now, zone),
         "zone": str(zone),
+        "psap_names": {p.id: p.name for p in loaded.document.psaps},
         "percent": views.percent,
     }
 
@@ -501,8 +519,27 @@ async def events(request: web.Request) -> web.StreamResponse:
         info = route.resource.canonical if route.resource is not None else ""
         if route.method == "GET" and info == "/v1/events":
             request[PRINCIPAL] = _principal(request)
+            # No bearer key on a console request: the stream checks the session's key instead.
+            check: Callable[[], bool] = functools.partial(
+                key_still_valid, request, request[SESSION]
+            )
+            request[KEY_CHECK] = check
             return await route.handler(request)
     return web.Response(status=404, text="live events are not served by this gateway")
+
+
+async def no_such_page(request: web.Request) -> web.StreamResponse:
+    """Any other ``/console/…`` address: a page that says so (with the signed-in person's
+    links), never the API's JSON 404."""
+    session = await current_session(request)
+    if session is not None:
+        request[SESSION] = session
+    return render(
+        request,
+        "error.html",
+        {"message": "There is no such page in the console.", "status": 404},
+        status=404,
+    )
 
 
 def add_routes(app: web.Application) -> None:
@@ -522,6 +559,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/console/transfers/{id}/code", new_code)
     router.add_get("/console/handbacks", inbox)
     router.add_get("/console/handbacks/list", inbox_list)
+    router.add_get("/console/handbacks/waiting", inbox_waiting)
     router.add_post("/console/handbacks/{id}/contact", contact)
     router.add_get("/console/board", board)
     router.add_get("/console/board/live", board_live)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from gateway.console.views import CALLER_TYPES, FLAG_LABELS, reason_words
+from gateway.console.views import CALLER_TYPES, FLAG_LABELS, language_words, reason_words
 from gateway.policy.changes import NO_CHANGE, changes
 from gateway.policy.loader import PolicyInvalid, validate_document
 from gateway.policy.models import Destination, PolicyDocument, Rule, Window
@@ -191,7 +191,7 @@ _REQUEST = re.compile(
 def _request_words(found: re.Match[str]) -> str:
     caller = CALLER_TYPES.get(found.group(1), found.group(1)).split(" (")[0].lower()
     hops = int(found.group(3))
-    words = f"The call: {caller} caller, language {found.group(2)}, "
+    words = f"The call: {caller} caller, language {language_words(found.group(2))}, "
     words += f"{hops} transfer{'s' if hops != 1 else ''} so far"
     tags = found.group(4).replace("'", "")
     return words + (f", tagged {tags}" if tags else "")

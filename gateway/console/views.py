@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from gateway.handback.models import HandbackReason, HandbackView, Location, Risk
 from gateway.handback.states import HandbackState
 from gateway.policy.decision import Action, Decision
+from gateway.reports.counters import OWN_ATTEMPT
 from gateway.transfer.models import Attempt, Transfer
 from gateway.transfer.states import TransferState
 
@@ -126,6 +127,30 @@ def group_code(code: str) -> str:
 
 
 # ---- the decision -----------------------------------------------------------------------------
+
+
+LANGUAGE_NAMES: Mapping[str, str] = {
+    "en": "English",
+    "es": "Spanish",
+    "vi": "Vietnamese",
+    "zh": "Chinese",
+    "ko": "Korean",
+    "ru": "Russian",
+    "so": "Somali",
+    "uk": "Ukrainian",
+    "tl": "Tagalog",
+    "am": "Amharic",
+    "ar": "Arabic",
+}
+"""The languages the call-taker picks from, by BCP 47 primary tag, in the order offered."""
+
+
+def language_words(tag: str) -> str:
+    """``es-MX`` → "Spanish (es-MX)", ``en`` → "English"; a tag not listed is shown as is."""
+    name = LANGUAGE_NAMES.get(tag.split("-")[0].lower())
+    if name is None:
+        return tag
+    return name if "-" not in tag else f"{name} ({tag})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +272,18 @@ def progress_view(transfer: Transfer, names: Mapping[str, str], zone: ZoneInfo) 
         headline = ProgressLine(text, "live", current.started_at)
     elif state is TransferState.CONNECTED:
         name = _name(names, transfer.connected_destination_id or "")
-        headline = ProgressLine(
-            f"Connected to {name} — introduce the caller, then release", "ok", transfer.connected_at
-        )
+        if transfer.released_at is None:
+            headline = ProgressLine(
+                f"Connected to {name} — introduce the caller, then release",
+                "ok",
+                transfer.connected_at,
+            )
+        else:
+            headline = ProgressLine(
+                f"Released — the caller is with {name}; you are off this call",
+                "ok",
+                transfer.connected_at,
+            )
     elif state is TransferState.COMPLETED:
         name = _name(names, transfer.connected_destination_id or "")
         headline = ProgressLine(f"Completed — the caller was with {name}", "ok")
@@ -387,6 +421,26 @@ class BoardRow:
 class Alarm:
     text: str
     ref: str
+    action: str = ""
+    """What the supervisor should do about it, in words."""
+
+
+ACT_STUCK_RINGING = (
+    "Have the call-taker cancel the transfer and keep the caller; tell the gateway's "
+    "operators (its ring timer should have moved on)."
+)
+ACT_CHAIN_EXHAUSTED = (
+    "Make sure the call-taker is still with the caller; check why the 988 lines did not answer."
+)
+ACT_UNCONFIRMED = (
+    "Find who took the handback and have them record contact in the Handback inbox; if nobody "
+    "did, call the caller back now."
+)
+ACT_NO_CAD = "Enter the incident in CAD by hand from the Handback inbox."
+ACT_LINE_UNANSWERED = (
+    "The 988 center could not reach your handback line: call the center back now for the "
+    "caller's location and callback number."
+)
 
 
 def transfer_row(
@@ -410,6 +464,7 @@ def transfer_row(
                     f"{_name(names, current.destination_id)} ringing {duration(ringing_s)}, past "
                     f"its {transfer.decision.ring_timeout_s} s timeout",
                     transfer.id,
+                    ACT_STUCK_RINGING,
                 )
             )
     elif transfer.state is TransferState.CONNECTED:
@@ -420,7 +475,11 @@ def transfer_row(
         tone = "alarm"
         detail = f"{len(transfer.attempts)} destinations tried"
         alarms.append(
-            Alarm("Chain exhausted: no counselor reached, call stays with 911", transfer.id)
+            Alarm(
+                "Chain exhausted: no counselor reached, call stays with 911",
+                transfer.id,
+                ACT_CHAIN_EXHAUSTED,
+            )
         )
     elif transfer.state.terminal:
         tone = "info"
@@ -444,13 +503,19 @@ def handback_row(handback: HandbackView, now: datetime) -> tuple[BoardRow, list[
     flags = {str(f) for f in handback.flags}
     tone: Tone = "live" if not handback.state.terminal else "info"
     if "unconfirmed" in flags and handback.contact is None:
-        alarms.append(Alarm("Handback unconfirmed: nobody recorded contact in time", handback.id))
+        alarms.append(
+            Alarm(
+                "Handback unconfirmed: nobody recorded contact in time",
+                handback.id,
+                ACT_UNCONFIRMED,
+            )
+        )
         tone = "alarm"
     if str(handback.cad.status) == "failed":
-        alarms.append(Alarm("Handback not delivered to CAD", handback.id))
+        alarms.append(Alarm("Handback not delivered to CAD", handback.id, ACT_NO_CAD))
         tone = "alarm"
     if handback.state is HandbackState.FAILED:
-        alarms.append(Alarm("Handback line never answered", handback.id))
+        alarms.append(Alarm("Handback line never answered", handback.id, ACT_LINE_UNANSWERED))
         tone = "alarm"
     row = BoardRow(
         kind="handback",
@@ -486,6 +551,25 @@ class DestinationStatus:
 
 HISTOGRAM_EDGES: Sequence[int] = (5, 10, 15, 20, 30, 60)
 """Answer-time buckets, seconds: 0 to 5, 5 to 10, ..., 30 to 60, 60 and more."""
+
+
+def caller_waits(scored: Iterable[Any]) -> list[float]:
+    """The callers' waits (first ring → answer, seconds) among a day's answer-time sorted set
+    (``gateway.core.keys.answer_times``, read with scores: ``(member, seconds)`` pairs),
+    leaving out each answering destination's own ring time the same set holds
+    (``gateway.reports.counters.attempt_member``): counted too, every connected call would
+    show twice in the chart."""
+    waits = []
+    for member, seconds in scored:
+        text = member.decode() if isinstance(member, bytes) else member
+        if not text.rpartition("|")[2].startswith(OWN_ATTEMPT):
+            waits.append(float(seconds))
+    return waits
+
+
+def seconds_words(value: float | None) -> str:
+    """A figure in seconds as a person reads it: ``15.6023395`` → "16 s"; None → "—"."""
+    return "—" if value is None else f"{round(value)} s"
 
 
 def histogram(seconds: Iterable[float]) -> list[tuple[str, int]]:
@@ -591,7 +675,7 @@ def counselor_call(
         headline=headline,
         state_words=TRANSFER_STATE_WORDS[state],
         caller=CALLER_TYPES.get(str(transfer.caller_type), str(transfer.caller_type)),
-        language=transfer.language,
+        language=language_words(transfer.language),
         screening=screening,
         callback=phone(transfer.callback_number),
         callback_number=transfer.callback_number,

@@ -70,7 +70,11 @@ def environment_options() -> dict[str, Any]:
         "undefined": jinja2.StrictUndefined,
         "trim_blocks": True,
         "lstrip_blocks": True,
-        "filters": {"phone": views.phone, "group_code": views.group_code},
+        "filters": {
+            "phone": views.phone,
+            "group_code": views.group_code,
+            "seconds": views.seconds_words,
+        },
     }
 
 
@@ -162,6 +166,8 @@ def _guarded(roles: tuple[Role, ...], *, is_page: bool) -> Callable[[ConsoleHand
             session = await current_session(request)
             if session is None:
                 target = "/console/sign-in?next=" + quote(request.path)
+                if request.cookies.get(COOKIE):  # there was a session: say why it is gone
+                    target += "&ended=1"
                 if is_page and request.method == "GET":
                     raise web.HTTPSeeOther(target)
                 response = web.Response(status=401, text="Signed out: sign in again.")

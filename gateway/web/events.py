@@ -71,6 +71,10 @@ GONE_CHECK_S = 1.0
 stops counting against ``GATEWAY_EVENTS_MAX_STREAMS_PER_KEY`` within this, not only when
 the next heartbeat fails to be written (up to 15 s later), so a console that reconnects a few
 times in a row is not refused 429."""
+KEY_CHECK = web.RequestKey[Callable[[], bool]]("event_stream_key_check")
+"""Set by a caller that authenticated the stream otherwise than with a bearer key (a console
+session, ``gateway.console``): how the open stream checks that its key still stands. Without
+it the ``Authorization`` header is checked again."""
 BLOCK_MS = 5000
 """One blocking read of the events stream; the reader's socket timeout is this plus the usual
 one."""
@@ -189,6 +193,9 @@ def _connected(request: web.Request) -> bool:
 
 def _key_valid(request: web.Request) -> bool:
     """Whether the stream's key still authenticates (a revoked key's stream is ended)."""
+    check = request.get(KEY_CHECK)
+    if check is not None:
+        return bool(check())
     token = bearer_token(request.headers.get("Authorization"))
     return request.app[KEYRING].authenticate(token) == principal_of(request)
 
