@@ -12,6 +12,7 @@ from gateway.console import charts, views
 from gateway.handback.models import Contact, Handback, HandbackView, Location, Risk
 from gateway.handback.states import HandbackState
 from gateway.policy.decision import Decision
+from gateway.reports import counters
 from gateway.transfer.models import Attempt, Transfer
 from gateway.transfer.states import TransferState
 
@@ -277,16 +278,17 @@ def test_destination_load_against_its_limit() -> None:
 
 
 def test_answer_time_histogram_and_outcomes() -> None:
-    counts = dict(views.histogram([1, 4.9, 5, 12, 19.9, 45, 300]))
-    assert counts == {
-        "0 to 5 s": 2,
-        "5 to 10 s": 1,
-        "10 to 15 s": 1,
-        "15 to 20 s": 1,
-        "20 to 30 s": 0,
-        "30 to 60 s": 1,
-        "60+ s": 1,
-    }
+    # ``answer_time_s.histogram`` of GET /v1/reports/summary, as the report builds it.
+    histogram = {f"{b:g}": 0 for b in counters.ANSWER_BUCKETS_S} | {"+Inf": 0}
+    histogram |= {"5": 2, "10": 1, "20": 1, "60": 1, "+Inf": 1}
+    counts = dict(views.answer_histogram(histogram))
+    assert list(counts)[:3] == ["up to 5 s", "5 to 10 s", "10 to 15 s"]
+    assert list(counts)[-2:] == ["180 to 300 s", "over 300 s"]
+    assert counts["up to 5 s"] == 2
+    assert counts["15 to 20 s"] == 1
+    assert counts["30 to 45 s"] == 0
+    assert counts["over 300 s"] == 1
+    assert sum(counts.values()) == 6
     outcomes = dict(views.outcome_counts({"connected": 4, "kept_with_911": 2, "failed": 1}))
     assert outcomes["Connected"] == 4
     assert outcomes["Code expired"] == 0

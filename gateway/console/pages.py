@@ -32,13 +32,12 @@ from gateway.console.web import (
     secure_cookies,
     sessions,
 )
-from gateway.core import keys
 from gateway.core.auth import Principal, Role, digest
 from gateway.core.errors import Forbidden, NotFound
 from gateway.handback.models import ContactRequest, HandbackRequest, HandbackView
 from gateway.policy.decision import SCREENING_FLAGS, DecisionRequest
 from gateway.policy.service import LoadedPolicy
-from gateway.reports.figures import build_summary, local_day
+from gateway.reports.figures import build_summary
 from gateway.transfer.dispositions import DispositionRequest
 from gateway.transfer.models import Transfer
 from gateway.transfer.service import TransferRequest
@@ -378,12 +377,6 @@ async def board_data(request: web.Request) -> dict[str, Any]:
     ]
     psap_id = principal.org if principal.role is Role.PSAP else None
     summary = await build_summary(loaded, request.app[REDIS], psap_id, None, None)
-    redis = request.app[REDIS]
-    answers: list[float] = []
-    for one in psap_ids:
-        day = local_day(now, str(zone))
-        scored = await redis.zrange(keys.answer_times(one, day), 0, -1, withscores=True)
-        answers += views.caller_waits(scored)
     return {
         "rows": rows,
         "alarms": alarms,
@@ -393,7 +386,9 @@ async def board_data(request: web.Request) -> dict[str, Any]:
             "Capture rate of eligible calls today", summary.get("capture_rate")
         ),
         "answer_chart": charts.bar_chart(
-            "Seconds to answer today", views.histogram(answers), unit=""
+            "Seconds to answer today",
+            views.answer_histogram(summary["answer_time_s"]["histogram"]),
+            unit="",
         ),
         "outcome_chart": charts.bar_chart(
             "Where today's calls ended", views.outcome_counts(summary)

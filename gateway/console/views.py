@@ -7,7 +7,7 @@ No I/O and no HTML here, so every state's wording is tested without a browser
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 from gateway.handback.models import HandbackReason, HandbackView, Location, Risk
 from gateway.handback.states import HandbackState
 from gateway.policy.decision import Action, Decision
-from gateway.reports.counters import OWN_ATTEMPT
 from gateway.transfer.models import Attempt, Transfer
 from gateway.transfer.states import TransferState
 
@@ -549,41 +548,26 @@ class DestinationStatus:
         return self.max_concurrent is not None and self.load >= self.max_concurrent
 
 
-HISTOGRAM_EDGES: Sequence[int] = (5, 10, 15, 20, 30, 60)
-"""Answer-time buckets, seconds: 0 to 5, 5 to 10, ..., 30 to 60, 60 and more."""
-
-
-def caller_waits(scored: Iterable[Any]) -> list[float]:
-    """The callers' waits (first ring → answer, seconds) among a day's answer-time sorted set
-    (``gateway.core.keys.answer_times``, read with scores: ``(member, seconds)`` pairs),
-    leaving out each answering destination's own ring time the same set holds
-    (``gateway.reports.counters.attempt_member``): counted too, every connected call would
-    show twice in the chart."""
-    waits = []
-    for member, seconds in scored:
-        text = member.decode() if isinstance(member, bytes) else member
-        if not text.rpartition("|")[2].startswith(OWN_ATTEMPT):
-            waits.append(float(seconds))
-    return waits
-
-
 def seconds_words(value: float | None) -> str:
     """A figure in seconds as a person reads it: ``15.6023395`` → "16 s"; None → "—"."""
     return "—" if value is None else f"{round(value)} s"
 
 
-def histogram(seconds: Iterable[float]) -> list[tuple[str, int]]:
-    """Answer times counted into ``HISTOGRAM_EDGES`` buckets, labelled ``0 to 5 s`` and on."""
-    counts = [0] * (len(HISTOGRAM_EDGES) + 1)
-    for value in seconds:
-        index = next((i for i, edge in enumerate(HISTOGRAM_EDGES) if value < edge), -1)
-        counts[index] += 1
-    labels = [
-        f"{low} to {high} s"
-        for low, high in zip((0, *HISTOGRAM_EDGES[:-1]), HISTOGRAM_EDGES, strict=True)
-    ]
-    labels.append(f"{HISTOGRAM_EDGES[-1]}+ s")
-    return list(zip(labels, counts, strict=True))
+def answer_histogram(histogram: Mapping[str, int]) -> list[tuple[str, int]]:
+    """The caller's wait per bucket, in words, from ``GET /v1/reports/summary``'s
+    ``answer_time_s.histogram`` (bucket upper bound in seconds → calls, each call once, not
+    cumulative; ``gateway.reports.counters.ANSWER_BUCKETS_S``): ``[("up to 5 s", 2),
+    ("5 to 10 s", 1), …, ("over 300 s", 0)]``."""
+    pairs: list[tuple[str, int]] = []
+    low = ""
+    for bound, count in histogram.items():
+        if bound == "+Inf":
+            label = f"over {low} s"
+        else:
+            label = f"{low} to {bound} s" if low else f"up to {bound} s"
+            low = bound
+        pairs.append((label, int(count)))
+    return pairs
 
 
 def outcome_counts(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
