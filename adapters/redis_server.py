@@ -97,3 +97,18 @@ def embedded_redis(
         socket_path.unlink(missing_ok=True)
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_url_or_scratch(url: str | None, *, prefix: str = "gw-bench-") -> Iterator[str]:
+    """``url`` when one is given; else a scratch redis-server (nothing persisted) whose data
+    directory, a fresh temporary one named ``prefix…``, is removed when the block exits."""
+    if url:
+        yield url
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with embedded_redis(data_dir, persist=False) as server:
+            yield server.url
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +44,7 @@ if __name__ == "__main__":
     # Run as a script: measure the gateway of this checkout, whatever else is installed.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adapters.redis_server import redis_url_or_scratch
 from gateway.core import keys
 from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import TransferStore
@@ -206,21 +204,6 @@ def report(figures: ShardFigures, concurrency: int) -> str:
     )
 
 
-@contextlib.contextmanager
-def redis_for_benchmark(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from adapters.redis_server import embedded_redis
-
-    data_dir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
-    try:
-        with embedded_redis(data_dir, persist=False) as server:
-            yield server.url
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transfers", type=int, default=500)
@@ -229,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("GATEWAY_REDIS_URL"))
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    with redis_for_benchmark(args.redis_url) as url:
+    with redis_url_or_scratch(args.redis_url) as url:
         figures = asyncio.run(
             measure(
                 url,

@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +42,7 @@ if __name__ == "__main__":
     # Run as a script: measure the gateway of this checkout, whatever else is installed.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adapters.redis_server import redis_url_or_scratch
 from gateway.core import keys
 from gateway.transfer.states import TERMINAL_STATES, TRANSITIONS, TransferEvent, TransferState
 from gateway.transfer.store import TransferStore, TransitionConflict, TransitionNotAllowed
@@ -351,21 +349,6 @@ def table(lua: PathResult, naive: PathResult, concurrency: int) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def redis_server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from adapters.redis_server import embedded_redis
-
-    data_dir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
-    try:
-        with embedded_redis(data_dir, persist=False) as server:
-            yield server.url
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transfers", type=int, default=500, help=f"max {MAX_TRANSFERS}")
@@ -375,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    with redis_server(args.redis_url) as url:
+    with redis_url_or_scratch(args.redis_url) as url:
         lua, naive = asyncio.run(measure(url, args.transfers, max(1, args.concurrency)))
     if args.json:
         print(json.dumps({"lua": lua.as_dict(), "watch_multi": naive.as_dict()}, indent=2))

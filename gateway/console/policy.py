@@ -227,13 +227,17 @@ async def _conflict(
     )
 
 
-@page(Role.ADMIN)
-async def rollback_confirm(request: web.Request) -> web.StreamResponse:
-    """The confirm step: what rolling back to ``?version=n`` would change from the live one."""
-    version = _number(request.query.get("version"), "version")
-    service = request.app[POLICY]
-    live = await service.current()
-    target = await service.version(version)
+def _rollback_page(
+    request: web.Request,
+    version: int,
+    live: LoadedPolicy,
+    target: LoadedPolicy,
+    *,
+    conflict: policy_views.Conflict | None,
+    status: int = 200,
+) -> web.StreamResponse:
+    """The rollback page: what rolling back to ``version`` (``target``) would change from
+    ``live``, with the 412's words when a rollback was refused."""
     return render(
         request,
         "policy_rollback.html",
@@ -242,9 +246,20 @@ async def rollback_confirm(request: web.Request) -> web.StreamResponse:
             "version": version,
             "live_version": live.version,
             "changes": policy_views.change_lines(changes(live.document, target.document)),
-            "conflict": None,
+            "conflict": conflict,
         },
+        status=status,
     )
+
+
+@page(Role.ADMIN)
+async def rollback_confirm(request: web.Request) -> web.StreamResponse:
+    """The confirm step: what rolling back to ``?version=n`` would change from the live one."""
+    version = _number(request.query.get("version"), "version")
+    service = request.app[POLICY]
+    live = await service.current()
+    target = await service.version(version)
+    return _rollback_page(request, version, live, target, conflict=None)
 
 
 @page(Role.ADMIN)
@@ -261,18 +276,7 @@ async def rollback(request: web.Request) -> web.StreamResponse:
         live = await service.current()
         target = await service.version(version)
         found = policy_views.conflict(base, exc.live_version, await service.versions(), _zone(live))
-        return render(
-            request,
-            "policy_rollback.html",
-            {
-                "title": f"Roll back to version {version}",
-                "version": version,
-                "live_version": live.version,
-                "changes": policy_views.change_lines(changes(live.document, target.document)),
-                "conflict": found,
-            },
-            status=412,
-        )
+        return _rollback_page(request, version, live, target, conflict=found, status=412)
     if not change.changed:
         raise web.HTTPSeeOther("/console/policy?unchanged=1")
     raise web.HTTPSeeOther(f"/console/policy?saved={change.version}&rolled_back={version}")

@@ -173,17 +173,7 @@ class Dialer:
                 await self.release(spec, token)
                 return Dialed("unknown", retry_in_s=LEASE_MARGIN_S)
             if found is not None:
-                first, state, attempts, current, answered = await self._record(spec, found.call_sid)
-                return Dialed(
-                    "found",
-                    call_sid=found.call_sid,
-                    leg=found,
-                    first=first,
-                    state=state,
-                    attempts=attempts,
-                    current=current,
-                    answered=answered,
-                )
+                return await self._recorded(spec, "found", found.call_sid, leg=found)
         return await self._place(spec, token, wanted)
 
     async def _place(self, spec: Dial, token: str, wanted: Wanted) -> Dialed:
@@ -230,10 +220,18 @@ class Dialer:
                 with contextlib.suppress(RedisError):
                     await self.release(spec, token)
             raise
+        return await self._recorded(spec, "placed", call_sid)
+
+    async def _recorded(
+        self, spec: Dial, kind: Kind, call_sid: str, *, leg: Leg | None = None
+    ) -> Dialed:
+        """Record the leg (``_record``) and answer the dial as ``kind`` with how the record
+        stands."""
         first, state, attempts, current, answered = await self._record(spec, call_sid)
         return Dialed(
-            "placed",
+            kind,
             call_sid=call_sid,
+            leg=leg,
             first=first,
             state=state,
             attempts=attempts,

@@ -24,6 +24,7 @@ from typing import Generic, TypeVar, cast
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from gateway.core.errors import Invalid
 from gateway.core.timers import to_ms
@@ -169,6 +170,41 @@ async def read_page(
             return Found(found, None)
         if len(found) == limit or looked >= budget:
             return Found(found, position)
+
+
+async def enter_in_indexes(
+    redis: Redis,
+    source: str,
+    record_key: Callable[[str], str],
+    field: str,
+    enter: Callable[[Pipeline, str, float, bytes | str], None],
+    *,
+    batch: int = 500,
+) -> int:
+    """Enter the records of the index ``source`` in other indexes, with their scores: per
+    ``batch``, read each record's ``field`` (at ``record_key(id)``) in one pipeline, then
+    ``enter(pipe, id, score, value)`` queues the ``ZADD``s of each record that has the field
+    (an expired one, or one recorded before the field was, is skipped) in another. Safe to
+    repeat; answers how many records were entered."""
+    rows = cast(
+        "list[tuple[bytes | str, float]]",
+        await redis.zrange(source, 0, -1, withscores=True),
+    )
+    entered = 0
+    for start in range(0, len(rows), batch):
+        chunk = [(_text(m), float(score)) for m, score in rows[start : start + batch]]
+        async with redis.pipeline(transaction=False) as pipe:
+            for record_id, _ in chunk:
+                pipe.hget(record_key(record_id), field)
+            found = await pipe.execute()
+        async with redis.pipeline(transaction=False) as pipe:
+            for (record_id, score), value in zip(chunk, found, strict=True):
+                if value is None:
+                    continue
+                entered += 1
+                enter(pipe, record_id, score, value)
+            await pipe.execute()
+    return entered
 
 
 def _text(value: bytes | str) -> str:

@@ -13,15 +13,15 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from gateway.core import keys
 from gateway.core.errors import Conflict, NotFound
 from gateway.core.legs import read_legs, record_leg
-from gateway.core.paging import DEFAULT_LIMIT, Found, Position, read_page
+from gateway.core.paging import DEFAULT_LIMIT, Found, Position, enter_in_indexes, read_page
 from gateway.core.records import (
     Ops,
     Tally,
@@ -230,26 +230,20 @@ class HandbackStore:
         """Enter the PSAP's handbacks (its own index has always been kept) in the index of
         all handbacks and their center org's, with their creation scores: for records made
         before those indexes existed. Safe to repeat; answers how many were entered."""
-        rows = cast(
-            "list[tuple[bytes | str, float]]",
-            await self.redis.zrange(keys.psap_handbacks(psap_id), 0, -1, withscores=True),
+
+        def enter(pipe: Pipeline, handback_id: str, score: float, org: bytes | str) -> None:
+            pipe.zadd(keys.HANDBACKS_ALL, {handback_id: score})
+            pipe.zadd(keys.org_handbacks(json.loads(org)), {handback_id: score})
+
+        # A record without its center org expired.
+        return await enter_in_indexes(
+            self.redis,
+            keys.psap_handbacks(psap_id),
+            keys.handback,
+            "center_org",
+            enter,
+            batch=batch,
         )
-        entered = 0
-        for start in range(0, len(rows), batch):
-            chunk = [(text(m), float(score)) for m, score in rows[start : start + batch]]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for handback_id, _ in chunk:
-                    pipe.hget(keys.handback(handback_id), "center_org")
-                found = await pipe.execute()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for (handback_id, score), org in zip(chunk, found, strict=True):
-                    if org is None:
-                        continue  # expired
-                    entered += 1
-                    pipe.zadd(keys.HANDBACKS_ALL, {handback_id: score})
-                    pipe.zadd(keys.org_handbacks(json.loads(org)), {handback_id: score})
-                await pipe.execute()
-        return entered
 
     async def eido(self, handback_id: str) -> str:
         """The EIDO exactly as it is sent to CAD (JSON text)."""

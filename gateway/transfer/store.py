@@ -12,15 +12,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from gateway.core import keys
 from gateway.core.errors import Conflict, NotFound
 from gateway.core.legs import read_legs, record_leg
-from gateway.core.paging import DEFAULT_LIMIT, Found, Position, read_page
+from gateway.core.paging import DEFAULT_LIMIT, Found, Position, enter_in_indexes, read_page
 from gateway.core.records import (
     Ops,
     Tally,
@@ -464,28 +464,22 @@ class TransferStore:
         """Enter the PSAP's transfers (its own index has always been kept) in the other list
         indexes — all, per destination, per org — with their creation scores: for records
         made before those indexes existed. Safe to repeat; answers how many were entered."""
-        rows = cast(
-            "list[tuple[bytes | str, float]]",
-            await self.redis.zrange(keys.psap_transfers(psap_id), 0, -1, withscores=True),
+
+        def enter(pipe: Pipeline, transfer_id: str, score: float, orgs: bytes | str) -> None:
+            pipe.zadd(keys.TRANSFERS_ALL, {transfer_id: score})
+            for destination_id, org in json.loads(orgs).items():
+                pipe.zadd(keys.destination_transfers(destination_id), {transfer_id: score})
+                pipe.zadd(keys.org_transfers(org), {transfer_id: score})
+
+        # A record without orgs expired, or was recorded before orgs were: the index keeps it.
+        return await enter_in_indexes(
+            self.redis,
+            keys.psap_transfers(psap_id),
+            keys.transfer,
+            "destination_orgs",
+            enter,
+            batch=batch,
         )
-        entered = 0
-        for start in range(0, len(rows), batch):
-            chunk = [(text(m), float(score)) for m, score in rows[start : start + batch]]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for transfer_id, _ in chunk:
-                    pipe.hget(keys.transfer(transfer_id), "destination_orgs")
-                found = await pipe.execute()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for (transfer_id, score), orgs in zip(chunk, found, strict=True):
-                    if orgs is None:
-                        continue  # expired, or recorded before orgs were: the index keeps it
-                    entered += 1
-                    pipe.zadd(keys.TRANSFERS_ALL, {transfer_id: score})
-                    for destination_id, org in json.loads(orgs).items():
-                        pipe.zadd(keys.destination_transfers(destination_id), {transfer_id: score})
-                        pipe.zadd(keys.org_transfers(org), {transfer_id: score})
-                await pipe.execute()
-        return entered
 
     async def set_leg(self, transfer_id: str, name: str, call_sid: str) -> bool:
         """Remember the call id of a leg (``attempt:<n>``), written once; True when new."""
