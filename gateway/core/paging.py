@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from gateway.core.errors import Invalid
+from gateway.core.records import text
 from gateway.core.timers import to_ms
 
 T = TypeVar("T")
@@ -138,7 +139,7 @@ async def read_page(
                     index, high, low, start=skip, num=batch, withscores=True
                 ),
             )
-            entries = [Position(int(score), _text(member)) for member, score in rows]
+            entries = [Position(int(score), text(member)) for member, score in rows]
             fresh = [e for e in entries if position is None or e < position]
             if fresh or len(rows) < batch:
                 break
@@ -169,10 +170,6 @@ async def read_page(
             return Found(found, None)
         if len(found) == limit or looked >= budget:
             return Found(found, position)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 __all__ = [
