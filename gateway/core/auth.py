@@ -303,30 +303,21 @@ class KeyRing:
 
     def authenticate(self, key: str) -> Principal | None:
         """The principal of ``key``; None for a key that is unknown or revoked."""
-        self.reload()
-        presented = digest(key)
-        match: KeyRecord | None = None
-        # Compare against every record, so timing does not tell how many digits matched.
-        for record in self._records:
-            if hmac.compare_digest(presented, record.digest):
-                match = record
-        if match is None or match.revoked or match.id in self.revoked:
-            return None
-        return Principal(org=match.org, role=match.role, key_id=match.id, name=match.name)
+        return self.principal_of_digest(digest(key))
 
     def principal_of_digest(self, key_digest: str) -> Principal | None:
         """The principal of the key whose SHA-256 digest is ``key_digest``; None when it is
         unknown or revoked. (A console session keeps the digest, never the key, and ends with
         the key: ``gateway.console``.)"""
         self.reload()
+        match: KeyRecord | None = None
+        # Compare against every record, so timing does not tell how many digits matched.
         for record in self._records:
             if hmac.compare_digest(key_digest, record.digest):
-                if record.revoked or record.id in self.revoked:
-                    return None
-                return Principal(
-                    org=record.org, role=record.role, key_id=record.id, name=record.name
-                )
-        return None
+                match = record
+        if match is None or match.revoked or match.id in self.revoked:
+            return None
+        return Principal(org=match.org, role=match.role, key_id=match.id, name=match.name)
 
 
 class RevocationFeed:

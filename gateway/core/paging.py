@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from gateway.core.errors import Invalid
+from gateway.core.records import text
 from gateway.core.timers import to_ms
 
 T = TypeVar("T")
@@ -139,7 +140,7 @@ async def read_page(
                     index, high, low, start=skip, num=batch, withscores=True
                 ),
             )
-            entries = [Position(int(score), _text(member)) for member, score in rows]
+            entries = [Position(int(score), text(member)) for member, score in rows]
             fresh = [e for e in entries if position is None or e < position]
             if fresh or len(rows) < batch:
                 break
@@ -192,7 +193,7 @@ async def enter_in_indexes(
     )
     entered = 0
     for start in range(0, len(rows), batch):
-        chunk = [(_text(m), float(score)) for m, score in rows[start : start + batch]]
+        chunk = [(text(m), float(score)) for m, score in rows[start : start + batch]]
         async with redis.pipeline(transaction=False) as pipe:
             for record_id, _ in chunk:
                 pipe.hget(record_key(record_id), field)
@@ -205,10 +206,6 @@ async def enter_in_indexes(
                 enter(pipe, record_id, score, value)
             await pipe.execute()
     return entered
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 __all__ = [

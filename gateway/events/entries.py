@@ -25,7 +25,7 @@ from typing import Any
 
 from gateway.core import keys
 from gateway.core.auth import Principal, Role
-from gateway.core.records import Ops
+from gateway.core.records import Ops, text
 from gateway.core.timers import to_ms
 
 log = logging.getLogger(__name__)
@@ -237,10 +237,6 @@ def decode_entries(entries: Iterable[Any]) -> list[Event]:
     """``XRANGE`` / ``XREAD`` entries (bytes or str) as events."""
     out = []
     for entry_id, body in entries:
-        raw = {_text(k): _text(v) for k, v in (body or {}).items()}
-        out.append(Event.from_entry(_text(entry_id), raw))
+        raw = {text(k): text(v) for k, v in (body or {}).items()}
+        out.append(Event.from_entry(text(entry_id), raw))
     return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -40,6 +40,16 @@ QUEUE_SIZE = 1000
 READ_COUNT = 500
 """Entries read per ``XREAD`` / ``XRANGE`` call."""
 
+StreamInfo = dict[str, Any]
+"""``XINFO STREAM`` of the events stream, as redis-py answers it."""
+
+
+class Unread:
+    """Marks a ``StreamInfo`` argument left out: the method reads it itself."""
+
+
+UNREAD = Unread()
+
 
 class StreamsFull(Exception):
     """No stream can be opened now: ``scope`` (``process`` or ``key``) is at its ``limit``."""
@@ -197,11 +207,14 @@ class EventHub:
                 del self._per_key[sub.principal.key_id]
         sub.close()
 
-    async def replay(self, sub: Subscription, after: str) -> list[Event] | None:
+    async def replay(
+        self, sub: Subscription, after: str, info: StreamInfo | Unread | None = UNREAD
+    ) -> list[Event] | None:
         """What ``sub`` missed: the entries in (``after``, ``sub.upto``] its key may see, in
         order — or None when some of them may have been trimmed already (older than what is
-        kept), so the client must refetch state instead."""
-        if await self._trimmed_past(after):
+        kept), so the client must refetch state instead. ``info``: the stream's, as just read
+        (``stream_info``), read here when not given."""
+        if _trimmed_past(after, await self._info(info)):
             return None
         found: list[Event] = []
         start = after
@@ -218,35 +231,46 @@ class EventHub:
                 return found
             start = events[-1].id
 
-    async def issued(self, event_id: str) -> bool:
+    async def stream_info(self) -> StreamInfo | None:
+        """``XINFO STREAM`` of the events stream; None when there is no stream at all (never
+        written, or Redis lost it). One read serves both ``issued`` and ``replay``."""
+        try:
+            info: StreamInfo = await self.redis.xinfo_stream(keys.EVENTS)
+        except ResponseError:
+            return None
+        return info
+
+    async def _info(self, info: StreamInfo | Unread | None) -> StreamInfo | None:
+        return await self.stream_info() if isinstance(info, Unread) else info
+
+    async def issued(self, event_id: str, info: StreamInfo | Unread | None = UNREAD) -> bool:
         """Whether ``event_id`` is at or before the newest id the stream ever gave out. One
         ahead of it was never issued by this stream (a client's own invention, another
         deployment's Redis): nothing after it can be replayed, and waiting for live events
-        past it would keep the stream silent, so the caller resets the client instead."""
+        past it would keep the stream silent, so the caller resets the client instead.
+        ``info`` as for ``replay``."""
         mark = parse_id(event_id) or (0, 0)
-        try:
-            info = await self.redis.xinfo_stream(keys.EVENTS)
-        except ResponseError:  # no stream at all: only the zero id was ever "before" it
+        info = await self._info(info)
+        if info is None:  # no stream at all: only the zero id was ever "before" it
             return mark == (0, 0)
         return mark <= _id_of(info.get("last-generated-id"))
 
-    async def _trimmed_past(self, after: str) -> bool:
-        """Whether an entry newer than ``after`` may have been trimmed away. The stream is only
-        ever trimmed from its oldest end, so that is so when its oldest entry is newer than
-        ``after`` (or, emptied, when an entry newer than ``after`` was ever added) — unless
-        nothing was ever removed (Redis 7 counts what was added)."""
-        mark = parse_id(after) or (0, 0)
-        try:
-            info = await self.redis.xinfo_stream(keys.EVENTS)
-        except ResponseError:  # no stream at all: never written, or Redis lost it
-            return mark > (0, 0)
-        added = info.get("entries-added")
-        if added is not None and int(added) == int(info.get("length", 0)):
-            return False
-        first = info.get("first-entry")
-        if first:
-            return _id_of(first[0]) > mark
-        return _id_of(info.get("last-generated-id")) > mark
+
+def _trimmed_past(after: str, info: StreamInfo | None) -> bool:
+    """Whether an entry newer than ``after`` may have been trimmed away. The stream is only
+    ever trimmed from its oldest end, so that is so when its oldest entry is newer than
+    ``after`` (or, emptied, when an entry newer than ``after`` was ever added) — unless
+    nothing was ever removed (Redis 7 counts what was added)."""
+    mark = parse_id(after) or (0, 0)
+    if info is None:  # no stream at all: never written, or Redis lost it
+        return mark > (0, 0)
+    added = info.get("entries-added")
+    if added is not None and int(added) == int(info.get("length", 0)):
+        return False
+    first = info.get("first-entry")
+    if first:
+        return _id_of(first[0]) > mark
+    return _id_of(info.get("last-generated-id")) > mark
 
 
 def _streams(reply: Any) -> list[tuple[Any, list[Any]]]:

@@ -144,7 +144,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             raise Unavailable("the event stream cannot be read now; try again") from None
     # An id this stream never issued (ahead of its newest) is answered like one too old to
     # replay: a ``stream.reset``, then every live event (not only those past that id).
-    ahead = last_event_id is not None and not await hub.issued(last_event_id)
+    # One XINFO serves both checks: never issued (here) and trimmed away (``replay``).
+    info = await hub.stream_info() if last_event_id is not None else None
+    ahead = last_event_id is not None and not await hub.issued(last_event_id, info)
     after = (0, 0) if ahead else parse_id(last_event_id or "") or (0, 0)
     try:
         sub = hub.subscribe(principal, after)
@@ -163,7 +165,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         if ahead:
             missed = None
         elif last_event_id is not None:
-            missed = await hub.replay(sub, last_event_id)
+            missed = await hub.replay(sub, last_event_id, info)
         settings = request.app[SETTINGS]
         async with sse_response(
             request,
