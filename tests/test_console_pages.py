@@ -211,3 +211,26 @@ async def test_revoking_the_key_ends_its_console_session(
     resp = await client.get("/console/call-taker", allow_redirects=False)
     assert resp.status == 303
     assert resp.headers["Location"].startswith("/console/sign-in")
+
+
+async def test_the_boards_time_in_state_counts_up_between_events(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    """A ringing transfer sends no event until it is answered or times out: the board's "In
+    state" cell carries when the state began, so the page counts the seconds itself instead of
+    showing "0 s" until the next event or a reload."""
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
+    resp = await client.post(
+        "/console/call-taker/transfers",
+        data=form(csrf, callback_number="+12065550123"),
+        headers=headers,
+    )
+    assert resp.status == 200, await resp.text()
+    board = await client.get("/console/board")
+    text = await board.text()
+    assert board.status == 200, text
+    cell = re.search(r'<td data-since="([^"]+)"><span class="elapsed">(\d+ s)</span></td>', text)
+    assert cell is not None, text
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00", cell.group(1))
