@@ -247,3 +247,24 @@ async def test_pages_declare_an_icon_so_the_browser_asks_for_no_favicon(
     assert page.status == 200, text
     assert '<link rel="icon" href="data:,">' in text
     assert "data:" in page.headers["Content-Security-Policy"].split("img-src", 1)[1].split(";")[0]
+
+
+async def test_the_boards_handback_figure_does_not_contradict_the_inbox_badge(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    """A fresh handback is "1 unconfirmed" beside the inbox link, while today's figure counts only
+    those past the confirmation deadline: the board says so rather than "(0 unconfirmed)"."""
+    client = await make_client(**HTTP)
+    center = make_key("crisis-connections", "crisis_center")
+    resp = await client.post(
+        "/v1/handbacks",
+        json={"psap_id": PSAP, "reason": "medical", "callback_number": "+12065550123"},
+        headers={"Authorization": f"Bearer {center}"},
+    )
+    assert resp.status == 201, await resp.text()
+    await sign_in(client, make_key(PSAP, "psap"))
+    board = await client.get("/console/board")
+    text = await board.text()
+    assert board.status == 200, text
+    assert "handbacks 1 (0 not confirmed by the deadline)" in text
+    assert "(0 unconfirmed)" not in text
