@@ -211,3 +211,60 @@ async def test_revoking_the_key_ends_its_console_session(
     resp = await client.get("/console/call-taker", allow_redirects=False)
     assert resp.status == 303
     assert resp.headers["Location"].startswith("/console/sign-in")
+
+
+async def test_the_boards_time_in_state_counts_up_between_events(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    """A ringing transfer sends no event until it is answered or times out: the board's "In
+    state" cell carries when the state began, so the page counts the seconds itself instead of
+    showing "0 s" until the next event or a reload."""
+    client = await make_client(**HTTP)
+    csrf = await sign_in(client, make_key(PSAP, "psap"))
+    headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
+    resp = await client.post(
+        "/console/call-taker/transfers",
+        data=form(csrf, callback_number="+12065550123"),
+        headers=headers,
+    )
+    assert resp.status == 200, await resp.text()
+    board = await client.get("/console/board")
+    text = await board.text()
+    assert board.status == 200, text
+    cell = re.search(r'<td data-since="([^"]+)"><span class="elapsed">(\d+ s)</span></td>', text)
+    assert cell is not None, text
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00", cell.group(1))
+
+
+async def test_pages_declare_an_icon_so_the_browser_asks_for_no_favicon(
+    make_client: AppFactory,
+) -> None:
+    """Without an icon a browser fetches /favicon.ico, gets a 404 and logs an error on every
+    console page; the pages declare an empty inline icon, which the CSP's img-src allows."""
+    client = await make_client(**HTTP)
+    page = await client.get("/console/sign-in")
+    text = await page.text()
+    assert page.status == 200, text
+    assert '<link rel="icon" href="data:,">' in text
+    assert "data:" in page.headers["Content-Security-Policy"].split("img-src", 1)[1].split(";")[0]
+
+
+async def test_the_boards_handback_figure_does_not_contradict_the_inbox_badge(
+    make_client: AppFactory, make_key: KeyMaker
+) -> None:
+    """A fresh handback is "1 unconfirmed" beside the inbox link, while today's figure counts only
+    those past the confirmation deadline: the board says so rather than "(0 unconfirmed)"."""
+    client = await make_client(**HTTP)
+    center = make_key("crisis-connections", "crisis_center")
+    resp = await client.post(
+        "/v1/handbacks",
+        json={"psap_id": PSAP, "reason": "medical", "callback_number": "+12065550123"},
+        headers={"Authorization": f"Bearer {center}"},
+    )
+    assert resp.status == 201, await resp.text()
+    await sign_in(client, make_key(PSAP, "psap"))
+    board = await client.get("/console/board")
+    text = await board.text()
+    assert board.status == 200, text
+    assert "handbacks 1 (0 not confirmed by the deadline)" in text
+    assert "(0 unconfirmed)" not in text
