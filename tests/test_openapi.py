@@ -5,6 +5,7 @@ handback notice, the EIDO to CAD — validates against the schema documented for
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 from collections.abc import AsyncIterator
@@ -231,3 +232,35 @@ async def test_the_screen_pop_and_a_failed_notice_sent_match_the_document(
         check_against_document(document, "handback.failed", failed)
         assert failed.body["attempts"] == ["busy", "busy", "busy"]
         assert "failure" not in failed.body, "sent only when the call ended first"
+
+
+async def test_the_statuses_reading_a_body_answers_are_documented_on_its_operation(
+    client: TestClient[Any, Any], make_key: KeyMaker
+) -> None:
+    """A body too large (413) or in a charset not read (415) is answered in the error shape, and
+    the operation's document lists that status; one that reads no body does not list them."""
+    document = await openapi(client)
+    headers = {"Authorization": f"Bearer {make_key('kc-valleycom', 'psap')}"}
+    big = b'{"caller_type": "' + b"x" * 2_000_000 + b'"}'
+    answers = {
+        "413": await client.post(
+            "/v1/transfers",
+            data=io.BytesIO(big),
+            headers={**headers, "Content-Type": "application/json"},
+        ),
+        "415": await client.post(
+            "/v1/transfers",
+            data=b"{}",
+            headers={**headers, "Content-Type": "application/json; charset=latin-9"},
+        ),
+    }
+    responses = document["paths"]["/v1/transfers"]["post"]["responses"]
+    for status, resp in answers.items():
+        assert str(resp.status) == status
+        assert set((await resp.json())["error"]) == {"code", "message", "details"}
+        error = responses[status]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/Error"}, status
+    for status in ("408", "413", "415"):
+        assert status in document["paths"]["/twilio/voice"]["post"]["responses"], status
+        assert status in document["paths"]["/v1/handbacks"]["post"]["responses"], status
+        assert status not in document["paths"]["/v1/transfers"]["get"]["responses"], status

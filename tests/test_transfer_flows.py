@@ -530,3 +530,21 @@ async def test_a_counselor_who_answers_before_the_dial_is_acknowledged_is_never_
             if counselor in e["details"]["path"]
         ]
         assert touched == [], "the gateway touched the counselor's leg"
+
+
+async def test_a_leg_whose_callbacks_beat_a_slow_create_answer_is_no_lost_dial_lease(
+    make_client: AppFactory, settings: Settings, psap_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The create's answer takes longer than the lease's heartbeat; the counselor answers and
+    the callbacks record the leg first. The heartbeat then finds the leg known: the dial is
+    done, not a lease lost — no error in the log."""
+    async with wired(make_client, settings, psap_key, parties={PRIMARY: answer()}) as line:
+        dialer = line.client.app[TRANSFERS].dialer
+        line.sandbox.configure(participant_create_reply_delay_s=dialer.lease_s / 3 + 1.5)
+        opened = await line.open()
+        line.dial_bridge(opened["bridge_code"])
+        await line.wait_state(opened["id"], "connected")
+        await _tasks_done(f"dial:{opened['id']}:1", within_s=dialer.lease_s)
+        assert (await line.get(opened["id"]))["state"] == "connected"
+    lost = [r for r in caplog.records if r.getMessage() == "dial lease lost"]
+    assert lost == []

@@ -249,8 +249,12 @@ class Dialer:
                 await asyncio.sleep(self.lease_s / 3)
                 with contextlib.suppress(RedisError):
                     status, _ = await self._take(spec, token)
-                    if status != "claimed":
+                    if status == "busy":
                         log.error("dial lease lost", extra={"attempt": spec.attempt})
+                        return
+                    if status != "claimed":
+                        # The leg is known already (its callbacks came before the create's
+                        # answer) or was forgone: nothing left to hold, nothing wrong.
                         return
 
         task = asyncio.create_task(beat(), name=f"dial-lease:{spec.attempt}")

@@ -41,6 +41,14 @@ _ERRORS = {
     "503": "A dependency is down",
 }
 
+_BODY_ERRORS = {
+    "408": "The body did not arrive in time (`GATEWAY_BODY_TIMEOUT_S`)",
+    "413": "The body is too large",
+    "415": "A Content-Type or charset the route does not read",
+}
+"""What reading a body may answer (``gateway/web/bodies.py``): documented on every operation that
+reads one, a JSON body (a request model) or Twilio's form."""
+
 
 CONVENTIONAL_QUERY: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
@@ -205,6 +213,11 @@ def build(
         operation["responses"] = {
             str(route.status): ok,
             **{code: {"description": text, **error} for code, text in _ERRORS.items()},
+            **{
+                code: {"description": text, **error}
+                for code, text in _BODY_ERRORS.items()
+                if route.request is not None or route.tag == "twilio"
+            },
             **{
                 code: {"description": text, **error, **({"headers": headers} if headers else {})}
                 for code, text in route.responses
