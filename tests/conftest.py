@@ -123,3 +123,7 @@ async def make_client(redis: Redis, settings: Settings) -> AsyncIterator[AppFact
 @pytest.fixture
 async def client(make_client: AppFactory) -> TestClient[Any, Any]:
     return await make_client()
+
+
+# The fixtures of tests/faults.py, for every test module (imported last: faults imports this).
+from tests.faults import redis_process  # noqa: E402, F401

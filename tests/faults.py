@@ -13,9 +13,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
@@ -73,6 +75,15 @@ class RedisProcess:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A fresh RedisProcess for one test, stopped after it."""
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
 
 
 class ReplyDroppingProxy:

@@ -13,7 +13,7 @@ reconciliation that finds nothing new writes nothing. The handback's ring timer 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -45,14 +45,6 @@ SLOW_RING: dict[str, Any] = {
     "handback_retry_delay_s": 0.5,
     "handback_attempts": 2,
 }
-
-
-@pytest.fixture
-def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
