@@ -92,6 +92,8 @@ class ReplyDroppingProxy:
     reply: the command ran, but its caller never heard so — the one case in which a retried
     command may run twice."""
 
+    hold_connection = False  # True: keep the client's connection open, so its socket times out
+
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = 0
@@ -131,7 +133,10 @@ class ReplyDroppingProxy:
                 await up_writer.drain()
                 if self._pattern is not None and self._pattern in chunk:
                     self._pattern = None
-                    upstream.cancel()
+                    upstream.cancel()  # the server runs the command; its reply goes nowhere
+                    if self.hold_connection:
+                        self.dropped += 1
+                        continue
                     await asyncio.sleep(0.2)  # the server runs the command meanwhile
                     self.dropped += 1
                     break
