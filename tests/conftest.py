@@ -6,11 +6,14 @@ test flushes it), else a redis-server this suite starts itself (from PATH, else 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -81,6 +84,22 @@ def settings(redis_url: str, config_dir: Path, tmp_path: Path) -> Settings:
     )
 
 
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
 def with_overrides(base: Settings, **overrides: Any) -> Settings:
     """``base`` with ``overrides``, validated as the environment would be."""
     return Settings.model_validate({**base.model_dump(), **overrides})
@@ -123,3 +142,7 @@ async def make_client(redis: Redis, settings: Settings) -> AsyncIterator[AppFact
 @pytest.fixture
 async def client(make_client: AppFactory) -> TestClient[Any, Any]:
     return await make_client()
+
+
+# The fixtures of tests/faults.py, for every test module (imported last: faults imports this).
+from tests.faults import redis_process  # noqa: E402, F401

@@ -13,9 +13,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
@@ -75,11 +77,22 @@ class RedisProcess:
         self.process = None
 
 
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A fresh RedisProcess for one test, stopped after it."""
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
 class ReplyDroppingProxy:
     """A TCP proxy in front of Redis that, when armed, forwards the next command containing
     ``pattern`` to the server and then closes the client's connection instead of relaying the
     reply: the command ran, but its caller never heard so — the one case in which a retried
     command may run twice."""
+
+    hold_connection = False  # True: keep the client's connection open, so its socket times out
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -120,7 +133,10 @@ class ReplyDroppingProxy:
                 await up_writer.drain()
                 if self._pattern is not None and self._pattern in chunk:
                     self._pattern = None
-                    upstream.cancel()
+                    upstream.cancel()  # the server runs the command; its reply goes nowhere
+                    if self.hold_connection:
+                        self.dropped += 1
+                        continue
                     await asyncio.sleep(0.2)  # the server runs the command meanwhile
                     self.dropped += 1
                     break

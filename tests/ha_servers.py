@@ -8,6 +8,7 @@ Both need ``redis-server`` and ``redis-cli`` on PATH (``require_binaries`` skips
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import subprocess
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
+from gateway.web.appkeys import OUTAGES
 from tests.telephony import free_port
 
 SERVICE = "gw"
@@ -190,3 +193,13 @@ class ClusterSet(Processes):
             if int(start) <= slot <= int(end):
                 return [int(r[1]) for r in replicas]
         return []
+
+
+async def reconciled(client: TestClient[Any, Any], within_s: float = 15) -> None:
+    """The gateway asked Twilio about its live transfers after the failover (the old primary
+    may have acknowledged writes it never replicated): once at start, then once more."""
+    watch = client.app[OUTAGES]
+    deadline = asyncio.get_running_loop().time() + within_s
+    while watch.runs < 2 or watch.pending:
+        assert asyncio.get_running_loop().time() < deadline, "no reconciliation after failover"
+        await asyncio.sleep(0.1)

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ROOT
-
-
-def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "benchmarks_transitions", ROOT / "benchmarks" / "transitions.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+from tests.conftest import ROOT, load_benchmark
 
 
 def test_benchmark_main_reports_one_round_trip_per_lua_transition(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("transitions")
     args = ["--transfers", "4", "--concurrency", "2", "--redis-url", redis_url]
     assert bench.main([*args, "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
@@ -51,7 +34,7 @@ def test_benchmark_main_reports_one_round_trip_per_lua_transition(
 
 
 async def test_benchmark_leaves_no_keys_behind(redis: Redis, redis_url: str) -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("transitions")
     results = await bench.measure(redis_url, transfers=3, concurrency=1)
     assert [r.name for r in results] == ["lua", "watch/multi"]
     assert await redis.dbsize() == 0

@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from adapters.twilio_sandbox.config import Behaviour, PartyConfig
 from gateway.core import keys
 from gateway.core.redis_client import connect, parse_cluster
 from gateway.core.settings import Settings
-from gateway.web.appkeys import OUTAGES
 from tests.conftest import AppFactory, KeyMaker
-from tests.ha_servers import ClusterSet, ask
+from tests.ha_servers import ClusterSet, ask, reconciled
 from tests.telephony import BACKUP, PRIMARY, PSAP, short_ring_timeouts, wired
 
 pytestmark = [pytest.mark.ha, pytest.mark.slow]
@@ -58,16 +56,6 @@ def answer(after_s: float, hangup_after_s: float | None = None) -> PartyConfig:
 def period() -> dict[str, str]:
     today = datetime.now(UTC).date()
     return {"from": str(today - timedelta(days=1)), "to": str(today + timedelta(days=1))}
-
-
-async def reconciled(client: TestClient[Any, Any], within_s: float = 15) -> None:
-    """The gateway asked Twilio about its live transfers after the failover (the old primary
-    may have acknowledged writes it never replicated): once at start, then once more."""
-    watch = client.app[OUTAGES]
-    deadline = asyncio.get_running_loop().time() + within_s
-    while watch.runs < 2 or watch.pending:
-        assert asyncio.get_running_loop().time() < deadline, "no reconciliation after failover"
-        await asyncio.sleep(0.1)
 
 
 def test_cluster_urls_are_checked_at_start(settings: Settings) -> None:

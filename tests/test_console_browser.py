@@ -20,7 +20,7 @@ from tests.browser.helpers import (
     BlipProxy,
     axe_violations,
     browser_page,
-    need_chromium,
+    chromium,  # noqa: F401 - autouse: every test here skips without Chromium
     no_horizontal_scroll,
     screenshot,
 )
@@ -31,11 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 LIVE_S = 30_000
 """Milliseconds a live change may take to show (the machine is shared and slow)."""
-
-
-@pytest.fixture(autouse=True)
-def _chromium() -> None:
-    need_chromium()
 
 
 def origin(line: Any) -> str:

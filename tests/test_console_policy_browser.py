@@ -17,7 +17,7 @@ from gateway.core.auth import Role, add_key
 from tests.browser.helpers import (
     axe_violations,
     browser_page,
-    need_chromium,
+    chromium,  # noqa: F401 - autouse: every test here skips without Chromium
     no_horizontal_scroll,
     screenshot,
 )
@@ -28,11 +28,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 WAIT = 30_000
 """Milliseconds a change may take to show (the machine is shared and slow)."""
-
-
-@pytest.fixture(autouse=True)
-def _chromium() -> None:
-    need_chromium()
 
 
 async def assert_accessible(page: Any) -> None:

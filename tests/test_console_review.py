@@ -20,7 +20,7 @@ from gateway.reports import counters
 from gateway.transfer.states import TransferState
 from tests.browser.helpers import browser_page, need_chromium, screenshot
 from tests.conftest import AppFactory, KeyMaker
-from tests.telephony import PSAP, wired
+from tests.telephony import PSAP, Line, wired
 from tests.test_console_browser import answer_safe_screening
 from tests.test_console_pages import HTTP, form, sign_in
 from tests.test_console_views import NAMES, T0, ZONE, ringing
@@ -211,6 +211,20 @@ def test_every_board_alarm_says_what_to_do() -> None:
     assert cad.action == "Enter the incident in CAD by hand from the Handback inbox."
 
 
+async def open_call_taker(page: Any, line: Line, key: str, *, by_button: bool = False) -> str:
+    """Sign in to the console with a PSAP key (Enter in the key's field, or the "Sign in"
+    button), onto the call-taker page; the console's base URL."""
+    base = f"http://localhost:{line.client.port}"
+    await page.goto(f"{base}/console/")
+    await page.get_by_label("Your API key").fill(key)
+    if by_button:
+        await page.get_by_role("button", name="Sign in").click()
+    else:
+        await page.keyboard.press("Enter")
+    await page.wait_for_url(re.compile(r"/console/call-taker"))
+    return base
+
+
 @pytest.mark.parametrize("viewport", [(1280, 720), (768, 1024)], ids=["laptop", "tablet"])
 async def test_after_transfer_the_code_and_its_controls_are_in_view(
     make_client: AppFactory, settings: Settings, make_key: KeyMaker, viewport: tuple[int, int]
@@ -223,11 +237,7 @@ async def test_after_transfer_the_code_and_its_controls_are_in_view(
     async with wired(make_client, settings, key) as line, browser_page() as page:
         width, height = viewport
         await page.set_viewport_size({"width": width, "height": height})
-        base = f"http://localhost:{line.client.port}"
-        await page.goto(f"{base}/console/")
-        await page.get_by_label("Your API key").fill(key)
-        await page.get_by_role("button", name="Sign in").click()
-        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        await open_call_taker(page, line, key, by_button=True)
         await answer_safe_screening(page)
         await page.get_by_role("button", name="Transfer").click()
         await page.locator("#bridge-code").wait_for(timeout=30_000)
@@ -251,11 +261,7 @@ async def test_a_press_that_fails_says_so_instead_of_doing_nothing(
     need_chromium()
     key = make_key(PSAP, "psap")
     async with wired(make_client, settings, key) as line, browser_page() as page:
-        base = f"http://localhost:{line.client.port}"
-        await page.goto(f"{base}/console/")
-        await page.get_by_label("Your API key").fill(key)
-        await page.get_by_role("button", name="Sign in").click()
-        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        await open_call_taker(page, line, key, by_button=True)
         await answer_safe_screening(page)
         notices = page.locator("#notices")
 
@@ -288,11 +294,7 @@ async def test_keyboard_focus_survives_new_code_and_cancel(
     need_chromium()
     key = make_key(PSAP, "psap")
     async with wired(make_client, settings, key) as line, browser_page() as page:
-        base = f"http://localhost:{line.client.port}"
-        await page.goto(f"{base}/console/")
-        await page.get_by_label("Your API key").fill(key)
-        await page.keyboard.press("Enter")
-        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        await open_call_taker(page, line, key)
         await answer_safe_screening(page)
         await page.get_by_role("button", name="Transfer").focus()
         await page.keyboard.press("Enter")
@@ -374,11 +376,7 @@ async def test_a_background_refresh_that_fails_is_the_banner_not_a_notice(
     need_chromium()
     key = make_key(PSAP, "psap")
     async with wired(make_client, settings, key) as line, browser_page() as page:
-        base = f"http://localhost:{line.client.port}"
-        await page.goto(f"{base}/console/")
-        await page.get_by_label("Your API key").fill(key)
-        await page.keyboard.press("Enter")
-        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        base = await open_call_taker(page, line, key)
         await page.goto(f"{base}/console/handbacks")
         await page.wait_for_function("document.body.dataset.live === 'on'", timeout=30_000)
         await page.route("**/console/handbacks/list", lambda route: route.abort())
@@ -397,11 +395,7 @@ async def test_a_double_press_on_transfer_opens_one_transfer(
     need_chromium()
     key = make_key(PSAP, "psap")
     async with wired(make_client, settings, key) as line, browser_page() as page:
-        base = f"http://localhost:{line.client.port}"
-        await page.goto(f"{base}/console/")
-        await page.get_by_label("Your API key").fill(key)
-        await page.keyboard.press("Enter")
-        await page.wait_for_url(re.compile(r"/console/call-taker"))
+        await open_call_taker(page, line, key)
         await answer_safe_screening(page)
         await page.get_by_role("button", name="Transfer").dblclick()
         await page.locator("#bridge-code").wait_for(timeout=30_000)

@@ -16,20 +16,15 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests import test_events as events_tests
 from tests.conftest import AppFactory, KeyMaker
 from tests.faults import GatewayProcess
 from tests.telephony import BRIDGE, PSAP, PUBLIC
 from tests.test_events import Sse, bearer, cancel, open_transfer, stream
 
-
-@pytest.fixture
-async def app(make_client: AppFactory) -> TestClient[Any, Any]:
-    return await make_client(events_heartbeat_s=0.2)
-
-
-@pytest.fixture
-def psap_key(make_key: KeyMaker) -> str:
-    return make_key(PSAP, "psap")
+# The same app (heartbeat every 0.2 s) and PSAP key as tests/test_events.py.
+app = events_tests.app
+psap_key = events_tests.psap_key
 
 
 async def _until(resp: aiohttp.ClientResponse, *needles: bytes, within_s: float = 10.0) -> bytes:

@@ -14,7 +14,6 @@ over real HTTP, with the sandbox made slow, silent or unavailable on purpose.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -165,14 +164,6 @@ async def test_no_counselor_is_rung_into_a_conference_the_caller_left(
         done = await line.wait_state(opened["id"], "abandoned", within_s=JOIN_GRACE_S + 15)
         assert creates_to(line, BACKUP) == 0
         assert done["attempts"][-1]["outcome"] == "caller_left"
-
-
-@pytest.fixture
-def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_a_caller_who_hung_up_during_an_outage_completes_the_transfer_after_it(

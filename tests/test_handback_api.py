@@ -134,7 +134,9 @@ async def open_transfer(client: TestClient[Any, Any], keys: Keys) -> str:
     return transfer_id
 
 
-async def connect(store: TransferStore, transfer_id: str, *, complete: bool = False) -> None:
+async def connect(
+    store: TransferStore, transfer_id: str, *, psap_id: str = PSAP, complete: bool = False
+) -> None:
     """Bring a transfer to ``connected`` (then ``completed``) as the Twilio callbacks would."""
     transfer = await store.get(transfer_id)
     now = datetime.now(UTC)
@@ -142,7 +144,7 @@ async def connect(store: TransferStore, transfer_id: str, *, complete: bool = Fa
     await store.transition(
         transfer_id,
         TransferEvent.BRIDGED,
-        psap_id=PSAP,
+        psap_id=psap_id,
         expected_state=TransferState.AWAITING_BRIDGE,
         fields=encode_fields(attempts=[ringing], psap_call_sid="CA" + "1" * 32),
         disarm=[expiry_timer_id(transfer_id)],
@@ -152,13 +154,13 @@ async def connect(store: TransferStore, transfer_id: str, *, complete: bool = Fa
     await store.transition(
         transfer_id,
         TransferEvent.ANSWERED,
-        psap_id=PSAP,
+        psap_id=psap_id,
         fields=encode_fields(
             attempts=[answered], connected_destination_id=CENTER_DEST, connected_at=now
         ),
     )
     if complete:
-        await store.transition(transfer_id, TransferEvent.CONFERENCE_ENDED, psap_id=PSAP)
+        await store.transition(transfer_id, TransferEvent.CONFERENCE_ENDED, psap_id=psap_id)
 
 
 async def hand_back(

@@ -13,7 +13,7 @@ reconciliation that finds nothing new writes nothing. The handback's ring timer 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -45,14 +45,6 @@ SLOW_RING: dict[str, Any] = {
     "handback_retry_delay_s": 0.5,
     "handback_attempts": 2,
 }
-
-
-@pytest.fixture
-def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -106,6 +98,14 @@ async def hand_back(line: Line, center: dict[str, str], transfer_id: str) -> str
     assert (created["mode"], created["state"]) == ("live", "dialing")
     handback_id: str = created["id"]
     return handback_id
+
+
+async def dialing_handback(
+    line: Line, reader: Redis, center: dict[str, str], transfer_id: str
+) -> tuple[str, str]:
+    """A handback of the transfer, and its PSAP leg once the gateway has recorded the dial."""
+    handback_id = await hand_back(line, center, transfer_id)
+    return handback_id, await recorded_leg(reader, handback_id)
 
 
 async def recorded_leg(reader: Redis, handback_id: str, attempt: int = 1) -> str:
@@ -189,8 +189,7 @@ async def test_a_psap_leg_answered_during_a_redis_outage_is_connected_after_it(
         reader,
     ):
         transfer, _, _ = await connected_transfer(line)
-        handback_id = await hand_back(line, center, transfer["id"])
-        leg = await recorded_leg(reader, handback_id)
+        handback_id, leg = await dialing_handback(line, reader, center, transfer["id"])
 
         redis_process.stop()
         await refused(line, leg, "in-progress")
@@ -229,8 +228,7 @@ async def test_a_busy_psap_line_during_a_redis_outage_is_redialed_then_failed(
     ):
         transfer, _, _ = await connected_transfer(line)
         line.sandbox.configure(shuffle_callbacks=True, shuffle_window_s=4.0)
-        handback_id = await hand_back(line, center, transfer["id"])
-        leg = await recorded_leg(reader, handback_id)
+        handback_id, leg = await dialing_handback(line, reader, center, transfer["id"])
 
         redis_process.stop()
         await refused(line, leg, "busy")
@@ -259,8 +257,7 @@ async def test_a_reconciliation_that_finds_nothing_new_writes_nothing(
         reader,
     ):
         transfer, _, _ = await connected_transfer(line)
-        handback_id = await hand_back(line, center, transfer["id"])
-        leg = await recorded_leg(reader, handback_id)
+        handback_id, leg = await dialing_handback(line, reader, center, transfer["id"])
         await line.sandbox.wait_for_kind("call.status", 5, call_sid=leg, status="ringing")
         await asyncio.sleep(0.5)  # the ringing callback applied (it writes nothing either)
 
@@ -288,8 +285,7 @@ async def test_a_gateway_that_restarts_reconciles_the_handbacks_it_missed(
         reader,
     ):
         transfer, _, _ = await connected_transfer(line)
-        handback_id = await hand_back(line, center, transfer["id"])
-        leg = await recorded_leg(reader, handback_id)
+        handback_id, leg = await dialing_handback(line, reader, center, transfer["id"])
         chosen = line.client.app[SETTINGS]
 
         await line.client.close()  # the gateway is down
@@ -330,8 +326,7 @@ async def test_a_call_that_ended_during_a_redis_outage_fails_its_dialing_handbac
         reader,
     ):
         transfer, caller, counselor_leg = await connected_transfer(line)
-        handback_id = await hand_back(line, center, transfer["id"])
-        leg = await recorded_leg(reader, handback_id)
+        handback_id, leg = await dialing_handback(line, reader, center, transfer["id"])
         await line.sandbox.wait_for_kind("call.status", 5, call_sid=leg, status="ringing")
 
         redis_process.stop()

@@ -9,10 +9,8 @@ after a restart, no request fails for a connection opened before it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,14 +27,6 @@ from gateway.transfer.store import TransferStore
 from tests.conftest import AppFactory, KeyMaker
 from tests.faults import RedisProcess, ReplyDroppingProxy
 from tests.telephony import PSAP, SAFE
-
-
-@pytest.fixture
-def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -172,27 +162,7 @@ class ReplyHoldingProxy(ReplyDroppingProxy):
     relays its reply, keeping the connection open: the caller's socket times out — a primary
     that stopped answering mid-failover, after running the command."""
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        self._open.update((writer, up_writer))
-        upstream = asyncio.create_task(self._relay(up_reader, writer))
-        try:
-            while chunk := await reader.read(65536):
-                up_writer.write(chunk)
-                await up_writer.drain()
-                if self._pattern is not None and self._pattern in chunk:
-                    self._pattern = None
-                    upstream.cancel()  # the server runs it; its reply goes nowhere
-                    self.dropped += 1
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            upstream.cancel()
-            for w in (writer, up_writer):
-                self._open.discard(w)
-                w.close()
-                with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                    await w.wait_closed()
+    hold_connection = True
 
 
 @pytest.mark.ha

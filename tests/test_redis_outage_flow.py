@@ -11,7 +11,6 @@ dialing the PSAP's fallback destination. Once ``/readyz`` is 200 again, no reque
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ from tests.faults import RedisProcess
 from tests.telephony import PRIMARY, PSAP, short_ring_timeouts, wired
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def counselor_hits(line: object, call_sid: str) -> list[dict[str, object]]:

@@ -25,9 +25,8 @@ from adapters.twilio_sandbox.config import Behaviour, PartyConfig
 from gateway.core import keys
 from gateway.core.redis_client import FAILOVER_ERRORS, FailoverRetry, parse_sentinel
 from gateway.core.settings import Settings
-from gateway.web.appkeys import OUTAGES
 from tests.conftest import ROOT, AppFactory, KeyMaker
-from tests.ha_servers import Processes, SentinelSet, ask
+from tests.ha_servers import Processes, SentinelSet, ask, reconciled
 from tests.telephony import PRIMARY, PSAP, SAFE, free_port, gateway_settings, wired
 
 
@@ -44,16 +43,6 @@ def _wait_for(port: int) -> None:
             time.sleep(0.05)
         finally:
             client.close()
-
-
-async def reconciled(client: TestClient[Any, Any], within_s: float = 15) -> None:
-    """The gateway asked Twilio about its live transfers after the failover (the old primary
-    may have acknowledged writes it never replicated): once at start, then once more."""
-    watch = client.app[OUTAGES]
-    deadline = asyncio.get_running_loop().time() + within_s
-    while watch.runs < 2 or watch.pending:
-        assert asyncio.get_running_loop().time() < deadline, "no reconciliation after failover"
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture

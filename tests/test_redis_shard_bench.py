@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from types import ModuleType
 
 import pytest
 
-from tests.conftest import ROOT
-
-
-def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmarks_shard", ROOT / "benchmarks/shard.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+from tests.conftest import load_benchmark
 
 
 def test_the_shard_figure_sets_one_core_against_a_countys_need(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("shard")
     args = ["--transfers", "5", "--concurrency", "2", "--redis-url", redis_url]
     assert bench.main([*args, "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)

@@ -11,7 +11,6 @@ beneath them:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,12 @@ from redis.asyncio import Redis
 
 from gateway.core import keys
 from gateway.core.phone import PhoneNumberError, example, to_e164
-from gateway.core.records import encode_fields
 from gateway.core.settings import Settings
 from gateway.policy.loader import PolicyInvalid, load_config_dir
-from gateway.transfer.models import Attempt
-from gateway.transfer.service import expiry_timer_id
-from gateway.transfer.states import TransferEvent, TransferState
 from gateway.transfer.store import TransferStore
 from tests.conftest import AppFactory, KeyMaker, with_overrides
 from tests.telephony import PSAP, SAFE
+from tests.test_handback_api import connect
 
 UK_PSAP = "uk-example"
 UK_PSAPS = f"""
@@ -316,32 +312,6 @@ async def test_a_national_number_is_read_in_the_psaps_country(
     assert us_psap["country"] == "US"
 
 
-async def connect_and_end(store: TransferStore, transfer_id: str, psap_id: str) -> None:
-    """Bring a transfer through ``connected`` to ``completed`` as Twilio's callbacks would."""
-    transfer = await store.get(transfer_id)
-    now = datetime.now(UTC)
-    ringing = Attempt(destination_id="crisis-connections-988", started_at=now)
-    await store.transition(
-        transfer_id,
-        TransferEvent.BRIDGED,
-        psap_id=psap_id,
-        expected_state=TransferState.AWAITING_BRIDGE,
-        fields=encode_fields(attempts=[ringing], psap_call_sid="CA" + "1" * 32),
-        disarm=[expiry_timer_id(transfer_id)],
-        void_code=transfer.bridge_code_digest,
-    )
-    answered = ringing.model_copy(update={"outcome": "answered", "ended_at": now})
-    await store.transition(
-        transfer_id,
-        TransferEvent.ANSWERED,
-        psap_id=psap_id,
-        fields=encode_fields(
-            attempts=[answered], connected_destination_id=ringing.destination_id, connected_at=now
-        ),
-    )
-    await store.transition(transfer_id, TransferEvent.CONFERENCE_ENDED, psap_id=psap_id)
-
-
 async def handback_eido_callback(
     client: TestClient[Any, Any], body: dict[str, Any], center: str, psap: str
 ) -> str:
@@ -374,7 +344,7 @@ async def test_a_handback_callback_number_is_read_as_its_psaps(
     opened = await client.post("/v1/transfers", json=CALL, headers=bearer(uk))
     assert opened.status == 201, await opened.text()
     transfer_id = (await opened.json())["id"]
-    await connect_and_end(TransferStore(redis), transfer_id, UK_PSAP)
+    await connect(TransferStore(redis), transfer_id, psap_id=UK_PSAP, complete=True)
     body = {**base, "transfer_id": transfer_id, "callback_number": "020 7946 0124"}
     assert await handback_eido_callback(client, body, center, uk) == "tel:+442079460124"
     # Refused as a transfer's would be.

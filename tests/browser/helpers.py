@@ -50,6 +50,12 @@ def need_chromium() -> str:
     return path
 
 
+@pytest.fixture(autouse=True)
+def chromium() -> str:
+    """Imported into a module of browser tests: each one skips without Chromium or Playwright."""
+    return need_chromium()
+
+
 @asynccontextmanager
 async def browser_page(**context: Any) -> AsyncIterator[Any]:
     """A fresh Chromium page at 1280x720 (one browser, one context)."""
