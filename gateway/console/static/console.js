@@ -71,15 +71,22 @@
     var cfg = event.detail && event.detail.requestConfig;
     return cfg && cfg.triggeringEvent ? cfg.triggeringEvent.type : "";
   }
+  // The parts whose last background refresh failed: the page is behind until each of them
+  // has refreshed again (another part's refresh going through says nothing about them).
+  var behind = new Set();
+  function fellBehind(event) {
+    if (event.detail && event.detail.elt) { behind.add(event.detail.elt); }
+    setLive("off");
+  }
   document.addEventListener("htmx:responseError", function (event) {
     var status = event.detail && event.detail.xhr ? event.detail.xhr.status : 0;
     if (status === 401) { return; }  // signed out: htmx follows HX-Redirect to the sign-in page
-    if (!BY_HAND[cause(event)]) { setLive("off"); return; }
+    if (!BY_HAND[cause(event)]) { fellBehind(event); return; }
     failed("That did not go through: the gateway answered with an error (" + status + "). " +
       "Try again; if it keeps failing, carry on by phone as you would without the gateway.");
   });
   document.addEventListener("htmx:sendError", function (event) {
-    if (!BY_HAND[cause(event)]) { setLive("off"); return; }
+    if (!BY_HAND[cause(event)]) { fellBehind(event); return; }
     failed("That did not go through: the gateway could not be reached. Try again; if it keeps " +
       "failing, carry on by phone as you would without the gateway.");
   });
@@ -91,8 +98,11 @@
       box.replaceChildren();
       delete box.dataset.clientError;
     }
-    // A refresh went through and the stream is open: the page is live again.
-    if (streamOpen && document.body.dataset.live === "off") { setLive("on"); }
+    // A refresh went through: that part is current again; once every part that fell behind
+    // is, and the stream is open, the page is live again.
+    behind.delete(event.detail.elt);
+    for (var part of behind) { if (!part.isConnected) { behind.delete(part); } }
+    if (streamOpen && behind.size === 0 && document.body.dataset.live === "off") { setLive("on"); }
   });
 
   // Keyboard focus: a button pressed and then swapped away (Cancel, Release, a refreshed
